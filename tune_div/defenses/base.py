@@ -1,0 +1,66 @@
+"""The defense base class: hyperparameter validation, the member cross-entropy, the ``parts`` contract."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..models import Ensemble
+
+
+class Defense(nn.Module):
+    """A training objective for an ensemble (DESIGN.md, "Contracts").
+
+    ``loss(ensemble, x, y) -> (total, parts)``: ``x`` ``[B, C, H, W]`` in [0, 1], ``y`` int64 ``[B]``.
+    ``parts`` holds floats: ``ce`` (the data term as the paper defines it), ``reg`` (everything the
+    defense adds, so ``total == ce + reg``) and each raw regulariser before its coefficient.
+
+    Subclasses set ``name``, ``defaults`` (hyperparameters named as in the paper, with the paper's
+    values) and optionally ``model_options`` (architecture options the paper requires, such as GAL's
+    LeakyReLU). A defense with trainable parameters registers them as usual; the training loop
+    optimises ``defense.parameters()`` together with the ensemble's.
+    """
+
+    name: ClassVar[str] = ""
+    defaults: ClassVar[dict[str, Any]] = {}
+    model_options: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, **hparams: Any):
+        super().__init__()
+        unknown = sorted(set(hparams) - set(self.defaults))
+        if unknown:
+            valid = ", ".join(sorted(self.defaults)) or "none"
+            raise ValueError(f"unknown hyperparameter(s) {unknown} for defense '{self.name}'; valid: {valid}")
+        self.hparams: dict[str, Any] = {**self.defaults, **hparams}
+        for key, value in self.hparams.items():
+            default = self.defaults[key]
+            if isinstance(default, (int, float)) and not isinstance(default, bool):
+                try:
+                    self.hparams[key] = type(default)(value) if isinstance(default, float) else value
+                except (TypeError, ValueError):
+                    raise ValueError(f"hyperparameter '{key}' of '{self.name}' must be a number, got {value!r}") from None
+
+    def prepare(self, ensemble: Ensemble) -> None:
+        """Called once before training with the ensemble this defense will train (hook; default none)."""
+
+    def loss(self, ensemble: Ensemble, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.hparams.items())
+
+
+def member_ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``[M, B, C]`` logits -> ``[M]`` batch-mean cross-entropy of each member."""
+    m, b, c = logits.shape
+    return F.cross_entropy(logits.reshape(m * b, c), y.repeat(m), reduction="none").view(m, b).mean(1)
+
+
+def parts_dict(ce: torch.Tensor, total: torch.Tensor, **raw: torch.Tensor | float) -> dict[str, float]:
+    """The ``parts`` dict: ``ce``, ``reg = total - ce`` and the raw terms, as Python floats."""
+    out = {"ce": float(ce.detach()), "reg": float((total - ce).detach())}
+    out.update({k: float(v.detach()) if isinstance(v, torch.Tensor) else float(v) for k, v in raw.items()})
+    return out

@@ -1,0 +1,37 @@
+"""User-facing errors: a CLI prints them as one line and exits with code 2, without a traceback."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+
+
+class UserError(ValueError):
+    """Bad input that the user can fix; the message says what is wrong and what to do."""
+
+
+class DataError(UserError):
+    """A dataset is missing or corrupt."""
+
+
+class DivergenceError(RuntimeError):
+    """A loss became NaN or Inf; the trial that raised it is failed with this reason."""
+
+
+def fail(prog: str, message: str) -> None:
+    """Print ``prog: error: message`` on one line to stderr and exit with code 2."""
+    first_line = " ".join(str(message).split())
+    print(f"{prog}: error: {first_line}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+@contextmanager
+def cli_errors(prog: str):
+    """Turn bad-input exceptions raised inside a CLI into a one-line error and exit code 2."""
+    try:
+        yield
+    except (UserError, ValueError, FileNotFoundError) as exc:
+        fail(prog, str(exc))
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        raise SystemExit(130)

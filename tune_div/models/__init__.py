@@ -1,0 +1,18 @@
+"""Architectures (a registry), the :class:`Ensemble` and its one-file save/load.
+
+``build_ensemble(arch, n_members, num_classes, in_channels, **options)``; ``names()`` lists the
+architectures (``names('resnet*')`` filters with a wildcard).
+"""
+
+from . import convnets, dense, lenet, resnet  # noqa: F401  (registers the architectures)
+from .base import Member, Normalize
+from .ensemble import HEADS, Ensemble, build_ensemble, load_ensemble, log_mean_softmax, save_ensemble
+from .registry import MODELS, register_model
+
+
+def names(pattern: str | None = None) -> list[str]:
+    return MODELS.names(pattern)
+
+
+__all__ = ["Ensemble", "HEADS", "MODELS", "Member", "Normalize", "build_ensemble", "load_ensemble",
+           "log_mean_softmax", "names", "register_model", "save_ensemble"]
