@@ -105,45 +105,66 @@ def _open_torchvision(meta: DatasetInfo, root: Path, train: bool, download: bool
     return cls(root=str(root), train=train, download=download)
 
 
-def _prepare_cache(meta: DatasetInfo, source: Path, cache: Path) -> bool:
-    """Copy the archives present in ``source`` into ``cache``; True if all of them were there."""
-    present = [a for a in meta.archives if (source / a).is_file()]
-    if len(present) != len(meta.archives):
-        return False
-    for rel in present:
+def _prepare_cache(meta: DatasetInfo, source: Path, cache: Path) -> None:
+    """Copy the dataset's archives from ``source`` into ``cache`` (skipping ones already copied)."""
+    for rel in meta.archives:
         dst = cache / rel
         if not dst.is_file() or dst.stat().st_size != (source / rel).stat().st_size:
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source / rel, dst)
-    return True
+
+
+def _expected_md5(meta: DatasetInfo) -> dict[str, str]:
+    """Archive path (relative to the root) -> md5, as listed in torchvision's own dataset class."""
+    cls = getattr(import_torchvision().datasets, meta.torchvision_class)
+    if hasattr(cls, "resources"):
+        return {f"{meta.folder}/raw/{fn}": md5 for fn, md5 in cls.resources}
+    return {cls.filename: cls.tgz_md5}
+
+
+def _verify_archives(meta: DatasetInfo, root: Path) -> None:
+    from torchvision.datasets.utils import check_integrity
+
+    for rel, md5 in _expected_md5(meta).items():
+        if not check_integrity(str(root / rel), md5):
+            raise DataError(f"dataset '{meta.name}': {root / rel} is corrupt (md5 is not {md5}); "
+                            "replace it with the original file")
 
 
 def _read_official(name: str, train: bool, root: Path) -> tuple[torch.Tensor, torch.Tensor]:
     meta = info(name)
+    cache = cache_dir()
+    if root == cache:
+        root.mkdir(parents=True, exist_ok=True)
+    if not root.is_dir():
+        raise DataError(f"data folder {root} for dataset '{name}' does not exist; {_how_to_provide(meta)}")
     looked = [root]
     dataset = None
-    errors: list[str] = []
-    # 1. Already unpacked under root (works read-only: reading writes nothing).
     try:
-        dataset = _open_torchvision(meta, root, train, download=False)
-    except (RuntimeError, OSError, ValueError) as exc:
-        errors.append(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-    # 2. Archives under root: unpack into a writable cache (no network: md5-verified archives are found).
-    if dataset is None:
-        cache = cache_dir()
-        if cache.resolve() != root.resolve():
-            looked.append(cache)
+        # 1. Already unpacked under root (works read-only: reading writes nothing).
         try:
-            if _prepare_cache(meta, root, cache) or all((cache / a).is_file() for a in meta.archives):
-                dataset = _open_torchvision(meta, cache, train, download=True)
-            elif _download_allowed():
-                dataset = _open_torchvision(meta, cache, train, download=True)
-        except Exception as exc:  # torchvision raises many types (URLError, RuntimeError, OSError)
-            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise DataError(
-                f"dataset '{name}' is missing or corrupt ({msg}); looked in {', '.join(map(str, looked))}; "
-                f"{_how_to_provide(meta)}"
-            ) from None
+            dataset = _open_torchvision(meta, root, train, download=False)
+        except (RuntimeError, OSError):
+            pass
+        # 2. The original archives under root: torchvision verifies their md5 and unpacks them, in root
+        #    if it is the cache, else in a writable copy in the cache (no network is needed for this).
+        if dataset is None and all((root / a).is_file() for a in meta.archives):
+            _verify_archives(meta, root)
+            if root.resolve() != cache.resolve():
+                looked.append(cache)
+                _prepare_cache(meta, root, cache)
+            dataset = _open_torchvision(meta, cache, train, download=True)
+        # 3. Nothing there: download into root (online machines only).
+        elif dataset is None and _download_allowed() and os.access(root, os.W_OK):
+            dataset = _open_torchvision(meta, root, train, download=True)
+    except DataError:
+        raise
+    except Exception as exc:  # torchvision raises many types (URLError, RuntimeError, OSError)
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(
+            f"dataset '{name}' is missing or corrupt ({msg}); looked in {', '.join(map(str, looked))}; "
+            f"{_how_to_provide(meta)}"
+        ) from None
     if dataset is None:
         raise DataError(
             f"dataset '{name}' not found; looked in {', '.join(map(str, looked))}; {_how_to_provide(meta)}"

@@ -1,0 +1,39 @@
+"""Shared fixtures: an isolated cache, offline mode, the real MNIST folder, tiny hand-made ensembles."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Before tune_div is imported anywhere: never write to the user's cache, never try the network.
+_SESSION_TMP = tempfile.mkdtemp(prefix="tune_div_tests_")
+os.environ["TUNE_DIV_CACHE"] = os.path.join(_SESSION_TMP, "cache")
+os.environ["TUNE_DIV_OFFLINE"] = "1"
+os.environ.setdefault("RAY_TMPDIR", os.path.join(_SESSION_TMP, "ray"))
+
+
+def _find_real_data() -> Path | None:
+    for candidate in (os.environ.get("TUNE_DIV_DATA"), REPO.parent / "shared" / "data"):
+        if candidate and (Path(candidate) / "MNIST" / "raw" / "train-images-idx3-ubyte.gz").is_file():
+            return Path(candidate)
+    return None
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    """The folder with the real MNIST / Fashion-MNIST archives (read-only is fine).
+
+    Skipped on a user's machine without it; on CI (CI=true) its absence is a failure.
+    """
+    root = _find_real_data()
+    if root is None:
+        msg = "real MNIST archives not found: set TUNE_DIV_DATA (see README, Offline data)"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return root

@@ -1,0 +1,215 @@
+"""Defense losses against values computed independently (NumPy, by hand) on hand-made members.
+
+Linear members z = W x + b make every input gradient closed-form: the saliency of the true class is
+W[y], and the gradient of the cross-entropy is Wᵀ(softmax(z) − onehot(y)).
+"""
+
+from __future__ import annotations
+
+import math
+from itertools import combinations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from tune_div import defenses, models
+from tune_div.models import Ensemble
+
+torch.set_default_dtype(torch.float32)
+C, D, B = 5, 6, 4
+
+
+class LinearMember(nn.Module):
+    def __init__(self, w: np.ndarray, b: np.ndarray):
+        super().__init__()
+        self.w = nn.Parameter(torch.tensor(w, dtype=torch.float64))
+        self.b = nn.Parameter(torch.tensor(b, dtype=torch.float64))
+
+    def forward(self, x):
+        return x.flatten(1) @ self.w.T + self.b
+
+
+def linear_ensemble(ws, bs) -> Ensemble:
+    return Ensemble([LinearMember(w, b) for w, b in zip(ws, bs)], config={})
+
+
+@pytest.fixture
+def problem():
+    rng = np.random.default_rng(0)
+    ws = [rng.normal(size=(C, D)) for _ in range(3)]
+    bs = [rng.normal(size=C) for _ in range(3)]
+    x = rng.uniform(size=(B, 1, 2, 3))
+    y = np.array([0, 3, 1, 3])
+    return ws, bs, x, y
+
+
+def np_softmax(z):
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def np_ce(w, b, x, y):
+    z = x.reshape(len(x), -1) @ w.T + b
+    logp = np.log(np_softmax(z))
+    return -logp[np.arange(len(y)), y].mean()
+
+
+def np_lse_cos(vectors_per_member):
+    """vectors_per_member: list over members of [B, D]; returns the batch mean of log Σ_{i<j} exp(cos)."""
+    out = []
+    for bi in range(len(vectors_per_member[0])):
+        cosines = []
+        for i, j in combinations(range(len(vectors_per_member)), 2):
+            a, c = vectors_per_member[i][bi], vectors_per_member[j][bi]
+            cosines.append(a @ c / (np.linalg.norm(a) * np.linalg.norm(c)))
+        out.append(math.log(sum(math.exp(v) for v in cosines)))
+    return float(np.mean(out))
+
+
+def run(defense, ens, x, y):
+    return defense.loss(ens, torch.tensor(x), torch.tensor(y))
+
+
+def test_smd_matches_hand_computation(problem):
+    ws, bs, x, y = problem
+    total, parts = run(defenses.build("smd", lam=0.7), linear_ensemble(ws, bs), x, y)
+    saliencies = [w[y] for w in ws]  # ∂z_{i,y}/∂x of a linear member
+    smd = np_lse_cos(saliencies)
+    ce = sum(np_ce(w, b, x, y) for w, b in zip(ws, bs))  # Σ_i CE_i
+    assert parts["smd"] == pytest.approx(smd, rel=1e-9)
+    assert parts["ce"] == pytest.approx(ce, rel=1e-9)
+    assert float(total) == pytest.approx(ce + 0.7 * smd, rel=1e-9)
+    assert parts["reg"] == pytest.approx(0.7 * smd, rel=1e-9)
+
+
+def test_gal_matches_hand_computation(problem):
+    ws, bs, x, y = problem
+    total, parts = run(defenses.build("gal", lam=0.3), linear_ensemble(ws, bs), x, y)
+    flat = x.reshape(B, -1)
+    onehot = np.eye(C)[y]
+    grads = [(np_softmax(flat @ w.T + b) - onehot) @ w for w, b in zip(ws, bs)]  # ∇ₓCE_i per sample
+    gal = np_lse_cos(grads)
+    ce = np.mean([np_ce(w, b, x, y) for w, b in zip(ws, bs)])  # mean_i CE_i
+    assert parts["gal"] == pytest.approx(gal, rel=1e-9)
+    assert parts["ce"] == pytest.approx(ce, rel=1e-9)
+    assert float(total) == pytest.approx(ce + 0.3 * gal, rel=1e-9)
+
+
+def test_adp_matches_hand_computation(problem):
+    ws, bs, x, y = problem
+    alpha, beta, delta = 2.0, 0.5, 1e-6
+    total, parts = run(defenses.build("adp"), linear_ensemble(ws, bs), x, y)
+    flat = x.reshape(B, -1)
+    probs = np.stack([np_softmax(flat @ w.T + b) for w, b in zip(ws, bs)])  # [M, B, C]
+    mean = probs.mean(0)
+    entropy = float(np.mean(-(mean * np.log(mean + 1e-20)).sum(-1)))
+    log_dets = []
+    for bi in range(B):
+        cols = []
+        for m in range(3):
+            v = np.delete(probs[m, bi], y[bi])
+            cols.append(v / np.linalg.norm(v))
+        mt = np.stack(cols, axis=1)  # [C-1, M]
+        log_dets.append(np.linalg.slogdet(mt.T @ mt + delta * np.eye(3))[1])
+    log_det = float(np.mean(log_dets))
+    ce = sum(np_ce(w, b, x, y) for w, b in zip(ws, bs))
+    assert parts["entropy"] == pytest.approx(entropy, rel=1e-9)
+    assert parts["log_det"] == pytest.approx(log_det, rel=1e-7)
+    assert float(total) == pytest.approx(ce - alpha * entropy - beta * log_det, rel=1e-7)
+
+
+def test_naive_is_the_sum_of_member_cross_entropies(problem):
+    ws, bs, x, y = problem
+    total, parts = run(defenses.build("naive"), linear_ensemble(ws, bs), x, y)
+    assert float(total) == pytest.approx(sum(np_ce(w, b, x, y) for w, b in zip(ws, bs)), rel=1e-9)
+    assert parts["reg"] == 0.0
+
+
+@pytest.mark.parametrize("name,key", [("gal", "gal"), ("smd", "smd")])
+@pytest.mark.parametrize("m", [2, 3, 5])
+def test_identical_members_give_log_pairs_plus_one(problem, name, key, m):
+    ws, bs, x, y = problem
+    ens = linear_ensemble([ws[0]] * m, [bs[0]] * m)
+    _, parts = run(defenses.build(name), ens, x, y)
+    assert parts[key] == pytest.approx(math.log(m * (m - 1) / 2) + 1, rel=1e-9)
+
+
+def test_adp_log_det_of_orthogonal_non_true_predictions_is_m_log_1_plus_delta():
+    # Member i puts half its mass on the true class 0 and half on class i+1: the non-true parts are
+    # the unit vectors e_i, mutually orthogonal (exp(-1e4) is exactly 0).
+    m, delta = 3, 1e-6
+    ws, bs = [], []
+    for i in range(m):
+        b = np.full(C, -1e4)
+        b[0] = b[i + 1] = 0.0
+        ws.append(np.zeros((C, D)))
+        bs.append(b)
+    x = np.zeros((2, 1, 2, 3))
+    _, parts = run(defenses.build("adp", log_det_delta=delta), linear_ensemble(ws, bs), x, np.array([0, 0]))
+    assert parts["log_det"] == pytest.approx(m * math.log(1 + delta), rel=1e-6)
+
+
+class ConstantMember(nn.Module):
+    """Logits that do not depend on x: every input gradient is exactly zero."""
+
+    def __init__(self, logits):
+        super().__init__()
+        self.b = nn.Parameter(torch.tensor(logits, dtype=torch.float32))
+
+    def forward(self, x):
+        return self.b.expand(x.shape[0], -1) + 0.0 * x.flatten(1).sum(1, keepdim=True)
+
+
+@pytest.mark.parametrize("name", defenses.names())
+@pytest.mark.parametrize("case", ["zero_input_gradients", "one_hot_predictions"])
+def test_losses_backpropagate_finite_gradients_in_degenerate_cases(name, case):
+    y = torch.zeros(4, dtype=torch.int64)
+    if case == "zero_input_gradients":
+        members = [ConstantMember(np.linspace(0, 1, C) * (i + 1)) for i in range(3)]
+    else:  # probabilities exactly one-hot on the true class: ADP's non-true parts are all zero
+        members = [ConstantMember(np.eye(C)[0] * 1e3) for _ in range(3)]
+    ens = Ensemble(members, config={})
+    x = torch.rand(4, 1, 2, 3)
+    total, parts = defenses.build(name).loss(ens, x, y)
+    total.backward()
+    assert torch.isfinite(total)
+    assert all(math.isfinite(v) for v in parts.values())
+    assert all(torch.isfinite(p.grad).all() for p in ens.parameters() if p.grad is not None)
+    if case == "zero_input_gradients" and name in ("gal", "smd"):
+        assert parts[name] == pytest.approx(math.log(3))  # cos = 0 for every pair
+
+
+RAW_PARTS = {"naive": set(), "adp": {"entropy", "log_det"}, "gal": {"gal"}, "smd": {"smd"}}
+
+
+@pytest.mark.parametrize("name", defenses.names())
+@pytest.mark.parametrize("arch", ["lenet5", "dense", "shallow_cnn", "resnet20"])
+def test_every_defense_trains_two_steps_on_small_architectures(name, arch):
+    torch.manual_seed(0)
+    defense = defenses.build(name)
+    ens = models.build_ensemble(arch, 3, 10, 1, **defense.model_options)
+    params = list(ens.parameters()) + list(defense.parameters())
+    opt = torch.optim.Adam(params, lr=1e-3)
+    before = [p.detach().clone() for p in params]
+    x, y = torch.rand(16, 1, 28, 28), torch.randint(0, 10, (16,))
+    for _ in range(2):
+        total, parts = defense.loss(ens, x, y)
+        assert torch.isfinite(total)
+        assert {"ce", "reg"} | RAW_PARTS.get(name, set()) <= set(parts)
+        assert float(total) == pytest.approx(parts["ce"] + parts["reg"], rel=1e-5, abs=1e-5)
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+    assert any(not torch.equal(a, b) for a, b in zip(before, params))
+
+
+def test_registry_contract():
+    assert {"naive", "adp", "gal", "smd"} <= set(defenses.names())
+    with pytest.raises(ValueError, match="smd"):
+        defenses.build("smd_v2")
+    with pytest.raises(ValueError, match="valid: lam"):
+        defenses.build("gal", alpha=1.0)
+    assert defenses.build("adp").hparams == {"alpha": 2.0, "beta": 0.5, "log_det_delta": 1e-6}
+    assert defenses.build("gal").model_options == {"activation": "leaky_relu"}

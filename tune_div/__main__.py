@@ -1,0 +1,22 @@
+"""``python -m tune_div list``: what is registered (defenses, datasets, architectures)."""
+
+from __future__ import annotations
+
+import sys
+
+from . import data, defenses, models
+from .cli import ArgumentParser
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = ArgumentParser(prog="python -m tune_div", description="tune_div registries")
+    p.add_argument("command", choices=["list"])
+    p.parse_args(argv)
+    print("defenses:      " + ", ".join(f"{n} {defenses.defaults(n) or ''}".strip() for n in defenses.names()))
+    print("datasets:      " + ", ".join(data.names()))
+    print("architectures: " + ", ".join(models.names()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
