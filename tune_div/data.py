@@ -251,13 +251,15 @@ class TensorLoader:
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, shuffle: bool = False,
-                 augment: bool = False, device: str | torch.device = "cpu", drop_last: bool = False):
+                 augment: bool = False, device: str | torch.device = "cpu", drop_last: bool = False,
+                 memory_format: torch.memory_format = torch.contiguous_format):
         self.images = images.to(device)
         self.labels = labels.to(device)
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.augment = augment
         self.drop_last = drop_last
+        self.memory_format = memory_format
         self.generator = torch.Generator()
 
     def set_epoch(self, seed: int) -> None:
@@ -276,4 +278,4 @@ class TensorLoader:
             x = to_float(self.images[idx])
             if self.augment:
                 x = augment_crop_flip(x, self.generator)
-            yield x, self.labels[idx]
+            yield x.contiguous(memory_format=self.memory_format), self.labels[idx]

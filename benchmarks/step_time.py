@@ -1,0 +1,97 @@
+"""Time of one training step of each defense against the naive ensemble, in the same run.
+
+    python benchmarks/step_time.py [--members 3] [--arch lenet5] [--batch 128] [--repeats 20]
+
+A step is loss + backward + Adam update on one real MNIST batch (generated data with --synthetic).
+Prints the median over repeats (after warm-up) and its ratio to naive. Issue targets on the 2-core
+development CPU: ADP <= 1.3x, GAL and SMD <= 3.5x naive (the SMD paper reports 4.5x on its GPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from tune_div import data, defenses, models
+from tune_div.training import resolve_device
+
+
+class Stepper:
+    """One defense's ensemble, optimiser and batch; ``step()`` times one training step."""
+
+    def __init__(self, name: str, x, y, arch: str, members: int, device, channels_last: bool):
+        torch.manual_seed(0)
+        self.defense = defenses.build(name).to(device)
+        meta = data.info("mnist")
+        self.ens = models.build_ensemble(arch, members, meta.num_classes, meta.in_channels, mean=list(meta.mean),
+                                         std=list(meta.std), **self.defense.model_options).to(device)
+        self.x, self.y = x, y
+        if channels_last:
+            self.ens = self.ens.to(memory_format=torch.channels_last)
+            self.x = x.contiguous(memory_format=torch.channels_last)
+        self.opt = torch.optim.Adam(list(self.ens.parameters()) + list(self.defense.parameters()), lr=1e-3,
+                                    weight_decay=1e-4)
+        self.device = device
+
+    def _sync(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def step(self) -> float:
+        self._sync()
+        t0 = time.perf_counter()
+        total, _ = self.defense.loss(self.ens, self.x, self.y)
+        self.opt.zero_grad(set_to_none=True)
+        total.backward()
+        self.opt.step()
+        self._sync()
+        return time.perf_counter() - t0
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--arch", default="lenet5")
+    p.add_argument("--members", type=int, default=3)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--defenses", default=",".join(defenses.names()))
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--synthetic", action="store_true", help="random images instead of real MNIST")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--memory-format", choices=["contiguous", "channels_last", "both"], default="both")
+    args = p.parse_args()
+    device = resolve_device(args.device)
+    if args.synthetic:
+        x, y = torch.rand(args.batch, 1, 28, 28), torch.randint(0, 10, (args.batch,))
+    else:
+        images, y = data.load("mnist", "train", args.data_dir, subset=args.batch)
+        x = data.to_float(images)
+    x, y = x.to(device), y.to(device)
+    names = ["naive"] + [n for n in args.defenses.split(",") if n != "naive"]
+    formats = ["contiguous", "channels_last"] if args.memory_format == "both" else [args.memory_format]
+    print(f"{args.members} x {args.arch}, batch {args.batch}, device {device}, threads {torch.get_num_threads()}, "
+          f"median of {args.repeats} interleaved rounds")
+    steppers = {(f, n): Stepper(n, x, y, args.arch, args.members, device, f == "channels_last")
+                for f in formats for n in names}
+    times: dict = {k: [] for k in steppers}
+    # Interleave: every round times each (format, defense) once, so machine noise hits all alike.
+    for r in range(args.warmup + args.repeats):
+        for key, stepper in steppers.items():
+            t = stepper.step()
+            if r >= args.warmup:
+                times[key].append(t)
+    base = statistics.median(times[(formats[0], "naive")])
+    print(f"{'format':<14} {'defense':<10} {'ms/step':>9} {'x naive':>8} {'x naive (same format)':>22}")
+    for f in formats:
+        own = statistics.median(times[(f, "naive")])
+        for n in names:
+            med = statistics.median(times[(f, n)])
+            print(f"{f:<14} {n:<10} {med * 1e3:>9.1f} {med / base:>8.2f} {med / own:>22.2f}")
+
+
+if __name__ == "__main__":
+    main()
