@@ -34,6 +34,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--subset", type=int, help="train on a seeded subset of N images")
     p.add_argument("--val-subset", type=int, help="validate on a seeded subset of N images")
     p.add_argument("--activation", choices=["relu", "leaky_relu"])
+    p.add_argument("--adv-train", metavar="ATTACK[:eps=E,steps=S,ratio=R]",
+                   help="adversarial training on top of the defense, e.g. pgd:eps=0.1,steps=10,ratio=0.5")
     p.add_argument("--hparam", action="append", metavar="KEY=VALUE", help="defense hyperparameter (repeatable)")
     p.add_argument("--data-dir", help="dataset folder (else $TUNE_DIV_DATA, else ~/.cache/tune_div/data)")
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:1, ...")
@@ -48,7 +50,12 @@ def config_from_args(args) -> TrainConfig:
     overrides = {k: getattr(args, k) for k in ("defense", "dataset", "arch", "n_members", "epochs", "batch_size",
                                                "lr", "weight_decay", "seed", "subset", "val_subset",
                                                "activation", "data_dir", "device")}
+    overrides["adv_train"] = None
     hparams = parse_key_values(args.hparam)
+    if args.adv_train:
+        attack, _, rest = args.adv_train.partition(":")
+        overrides["adv_train"] = {"attack": attack, **parse_key_values([kv for kv in rest.split(",") if kv],
+                                                                       "--adv-train")}
     if args.config:
         doc = config_file.read(args.config)
         doc.setdefault("hparams", {})
@@ -71,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_from_args(args)
         check_outputs_writable(args.save_model, args.out)
         defenses.build(cfg.defense, **cfg.hparams)  # validate before loading data
+        if cfg.adv_train:
+            print(f"adversarial training: {cfg.adv_train}")
         trainer = Trainer(cfg)
         print(f"training {cfg.defense} on {cfg.dataset}: {cfg.n_members} x {cfg.arch}, {cfg.epochs} epoch(s), "
               f"{len(trainer.train_loader.labels)} train / {len(trainer.val_loader.labels)} val images, "

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import torch
 
-from . import data, defenses, models
+from . import attacks, data, defenses, models
 from .errors import DivergenceError
 
 # Paper defaults per dataset (DESIGN.md, "Defaults per dataset").
@@ -54,6 +54,9 @@ class TrainConfig:
     # auto: channels_last on CPU, where it makes the double-backprop defenses ~1.4x faster
     # (benchmarks/step_time.py); contiguous on GPUs, where it has not been measured.
     memory_format: str = "auto"
+    # Adversarial training on top of any defense: {attack: fgsm|pgd, eps, steps, ratio}. A share
+    # ``ratio`` of every batch is replaced by adversarial examples of the current ensemble.
+    adv_train: dict[str, Any] | None = None
 
     def __post_init__(self):
         defaults = DATASET_DEFAULTS.get(self.dataset)
@@ -74,6 +77,8 @@ class TrainConfig:
             raise ValueError(f"memory_format must be auto, contiguous or channels_last, got '{self.memory_format}'")
         if self.subset is not None and self.subset < 1:
             raise ValueError(f"subset must be a positive number of images, got {self.subset}")
+        if self.adv_train:
+            self.adv_train = validate_adv_train(self.adv_train)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
@@ -85,6 +90,24 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+ADV_TRAIN_KEYS = {"attack": "pgd", "eps": 0.1, "steps": 10, "ratio": 0.5}
+
+
+def validate_adv_train(spec: dict[str, Any]) -> dict[str, Any]:
+    """Fill defaults and check an ``adv_train`` spec; ``steps`` applies to iterative attacks only."""
+    unknown = sorted(set(spec) - set(ADV_TRAIN_KEYS))
+    if unknown:
+        raise ValueError(f"unknown adv_train key(s) {unknown}; valid: {sorted(ADV_TRAIN_KEYS)}")
+    out = {**ADV_TRAIN_KEYS, **spec}
+    if out["attack"] not in ("fgsm", "pgd"):
+        raise ValueError(f"adv_train attack must be fgsm or pgd, got '{out['attack']}'")
+    if not 0 < float(out["ratio"]) <= 1:
+        raise ValueError(f"adv_train ratio must be in (0, 1], got {out['ratio']}")
+    if float(out["eps"]) <= 0:
+        raise ValueError(f"adv_train eps must be positive, got {out['eps']}")
+    return out
 
 
 def resolve_device(device: str) -> torch.device:
@@ -126,7 +149,8 @@ class Trainer:
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
         meta = data.info(cfg.dataset)
-        self.defense = defenses.build(cfg.defense, **cfg.hparams)
+        # The paper's values for this dataset, overridden by what the config sets.
+        self.defense = defenses.build(cfg.defense, **{**defenses.defaults(cfg.defense, cfg.dataset), **cfg.hparams})
         opts = dict(self.defense.model_options)
         if cfg.activation:
             opts["activation"] = cfg.activation
@@ -161,10 +185,13 @@ class Trainer:
         self.train_loader.set_epoch(epoch_seed(self.cfg.seed, epoch))
         self.ensemble.train()
         self.defense.train()
+        self.defense.start_epoch(epoch, self.ensemble)
         sums: dict[str, float] = {}
         total_sum, steps = 0.0, 0
         start = time.perf_counter()
         for step, (x, y) in enumerate(self.train_loader):
+            if self.cfg.adv_train:
+                x = self.mix_adversarial(x, y)
             total, parts = self.defense.loss(self.ensemble, x, y)
             value = float(total.detach())
             if not math.isfinite(value):
@@ -191,6 +218,14 @@ class Trainer:
                    "epoch_time_s": train_time}
         self.history.append(metrics)
         return metrics
+
+    def mix_adversarial(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Replace the first ``ratio`` share of the batch by adversarial examples of the current ensemble."""
+        spec = self.cfg.adv_train
+        n = max(1, round(float(spec["ratio"]) * x.shape[0]))
+        options = {"steps": int(spec["steps"])} if spec["attack"] == "pgd" else {}
+        x_adv = attacks.run(spec["attack"], self.ensemble, x[:n], y[:n], float(spec["eps"]), **options)
+        return torch.cat([x_adv, x[n:]]).contiguous(memory_format=self.memory_format)
 
     def fit(self, callback: Callable[[dict[str, float]], None] | None = None,
             checkpoint_path: str | os.PathLike | None = None) -> list[dict[str, float]]:

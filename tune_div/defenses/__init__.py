@@ -4,7 +4,7 @@ Adding a defense is one new file here that subclasses :class:`Defense` and regis
 ``@register_defense("name")``, imported below, plus ``search_spaces/<name>.yaml``.
 """
 
-from . import adp, gal, naive, smd  # noqa: F401  (registers the defenses)
+from . import adp, cldl, drelu, dverge, gal, naive, smd, smd_plus  # noqa: F401  (registers the defenses)
 from .base import Defense
 from .registry import DEFENSES, register_defense
 
@@ -21,8 +21,10 @@ def build(name: str, **hparams) -> Defense:
     return DEFENSES.get(name)(**hparams)
 
 
-def defaults(name: str) -> dict:
-    return dict(DEFENSES.get(name).defaults)
+def defaults(name: str, dataset: str | None = None) -> dict:
+    """The paper's hyperparameters of ``name`` (for ``dataset`` where the paper sets them per dataset)."""
+    cls = DEFENSES.get(name)
+    return {**cls.defaults, **cls.dataset_defaults.get(dataset or "", {})}
 
 
 __all__ = ["DEFENSES", "Defense", "build", "defaults", "names", "register_defense"]

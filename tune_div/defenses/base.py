@@ -26,6 +26,8 @@ class Defense(nn.Module):
 
     name: ClassVar[str] = ""
     defaults: ClassVar[dict[str, Any]] = {}
+    # The paper's values where they differ per dataset (override ``defaults`` for that dataset).
+    dataset_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
     model_options: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, **hparams: Any):
@@ -44,7 +46,14 @@ class Defense(nn.Module):
                     raise ValueError(f"hyperparameter '{key}' of '{self.name}' must be a number, got {value!r}") from None
 
     def prepare(self, ensemble: Ensemble) -> None:
-        """Called once before training with the ensemble this defense will train (hook; default none)."""
+        """Called once before training with the ensemble this defense will train (hook; default none).
+
+        A defense that builds parameters from the ensemble's shapes (CLDL) does it here, before the
+        optimiser is created.
+        """
+
+    def start_epoch(self, epoch: int, ensemble: Ensemble) -> None:
+        """Called at the start of every epoch, after the RNGs are seeded (hook; DVERGE picks its layer)."""
 
     def loss(self, ensemble: Ensemble, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         raise NotImplementedError

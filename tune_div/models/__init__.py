@@ -5,7 +5,9 @@ architectures (``names('resnet*')`` filters with a wildcard).
 """
 
 from . import convnets, dense, lenet, resnet  # noqa: F401  (registers the architectures)
+from . import capped  # noqa: F401  (registers the capped_relu head)
 from .base import Member, Normalize
+from .capped import CappedReLU
 from .ensemble import HEADS, Ensemble, build_ensemble, load_ensemble, log_mean_softmax, save_ensemble
 from .registry import MODELS, register_model
 
@@ -14,5 +16,5 @@ def names(pattern: str | None = None) -> list[str]:
     return MODELS.names(pattern)
 
 
-__all__ = ["Ensemble", "HEADS", "MODELS", "Member", "Normalize", "build_ensemble", "load_ensemble",
+__all__ = ["CappedReLU", "Ensemble", "HEADS", "MODELS", "Member", "Normalize", "build_ensemble", "load_ensemble",
            "log_mean_softmax", "names", "register_model", "save_ensemble"]

@@ -1,0 +1,56 @@
+"""The attack base class: one call shape, model mode, projection and input checks (torchattacks style).
+
+``attack(model, x, y, eps, **options) -> x_adv``: ``model`` maps [0, 1] images to log-probabilities
+(for an :class:`~tune_div.models.Ensemble`, its log-mean-softmax output, i.e. exactly what predicts);
+``x`` ``[B, C, H, W]`` in [0, 1]; ``y`` int64 ``[B]``; ``eps`` the L∞ radius (L2 for ``norm = "l2"``).
+The result is detached, inside [0, 1] and, for L∞ attacks, inside the ε-ball (enforced here, so a
+library attack that overshoots by rounding can never report a perturbation larger than asked).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+
+class Attack:
+    name: ClassVar[str] = ""
+    norm: ClassVar[str] = "linf"
+    defaults: ClassVar[dict[str, Any]] = {}
+    source: ClassVar[str] = ""  # the library the attack comes from (advertorch, torchattacks, tune_div)
+
+    def options(self, eps: float, **options: Any) -> dict[str, Any]:
+        """Defaults overridden by ``options``; subclasses resolve eps-relative values here."""
+        unknown = sorted(set(options) - set(self.defaults))
+        if unknown:
+            valid = ", ".join(sorted(self.defaults)) or "none"
+            raise ValueError(f"unknown option(s) {unknown} for attack '{self.name}'; valid: {valid}")
+        return {**self.defaults, **options}
+
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, **opts: Any) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, **options: Any) -> torch.Tensor:
+        if eps < 0:
+            raise ValueError(f"eps must be >= 0, got {eps}")
+        opts = self.options(eps, **options)
+        x = x.detach().float().contiguous()
+        if eps == 0:
+            return x.clone()
+        was_training = model.training
+        model.eval()  # attack the deployed model: batch-norm statistics frozen, no dropout
+        try:
+            with torch.enable_grad():
+                x_adv = self.perturb(model, x, y, eps, **opts).detach()
+        finally:
+            model.train(was_training)
+        if self.norm == "linf":
+            x_adv = torch.max(torch.min(x_adv, x + eps), x - eps)
+        return x_adv.clamp_(0.0, 1.0)
+
+
+def nll_sum(log_probs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Summed negative log-likelihood of log-probabilities (cross-entropy of the ensemble prediction)."""
+    return nn.functional.nll_loss(log_probs, y, reduction="sum")

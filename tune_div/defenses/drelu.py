@@ -1,0 +1,55 @@
+"""D-ReLU and S-ReLU (Sooksatra et al., "Dynamic-max-value ReLU functions for adversarially robust
+machine learning models").
+
+Both insert a dense layer of capped ReLUs min(max(0, z), m) before the output layer of each member.
+- ``drelu``: one learnable cap m_k per unit, initialised to ``init_max`` (paper: 100);
+  L = Σ_i CE_i + λ·Σ_k m_k² over every cap of the ensemble (λ is the paper's "balancer", eq. 1).
+- ``srelu``: a fixed cap ``max_value`` for every unit; L = Σ_i CE_i.
+
+The paper tunes λ per model and gives no single value, nor the width of the dense layer: the defaults
+``lam`` = 0.01 and ``width`` = 256 are ours, meant to be searched. With one member this is exactly the
+paper's single-model setting.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..models.capped import caps
+from .base import Defense, member_ce, parts_dict
+from .registry import register_defense
+
+
+@register_defense("drelu")
+class DReLU(Defense):
+    name = "drelu"
+    defaults = {"lam": 0.01, "init_max": 100.0, "width": 256}
+
+    @property
+    def model_options(self):
+        return {"head": {"type": "capped_relu", "width": int(self.hparams["width"]),
+                         "init_max": float(self.hparams["init_max"]), "learnable": True}}
+
+    def loss(self, ensemble, x, y):
+        ce = member_ce(ensemble.member_logits(x), y).sum()
+        cap_tensors = caps(ensemble)
+        if not cap_tensors:
+            raise ValueError("drelu needs an ensemble built with its model_options (a capped_relu head)")
+        cap_sq_sum = torch.stack([(m * m).sum() for m in cap_tensors]).sum()
+        total = ce + self.hparams["lam"] * cap_sq_sum
+        return total, parts_dict(ce, total, cap_sq_sum=cap_sq_sum)
+
+
+@register_defense("srelu")
+class SReLU(Defense):
+    name = "srelu"
+    defaults = {"max_value": 1.0, "width": 256}
+
+    @property
+    def model_options(self):
+        return {"head": {"type": "capped_relu", "width": int(self.hparams["width"]),
+                         "init_max": float(self.hparams["max_value"]), "learnable": False}}
+
+    def loss(self, ensemble, x, y):
+        ce = member_ce(ensemble.member_logits(x), y).sum()
+        return ce, parts_dict(ce, ce)
