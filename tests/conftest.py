@@ -37,3 +37,22 @@ def real_data() -> Path:
             pytest.fail(msg)
         pytest.skip(msg)
     return root
+
+
+@pytest.fixture(scope="session")
+def trained_ensemble(real_data):
+    """A 2-member naive lenet5 ensemble trained 1 epoch on 8,000 real MNIST images (~3 s), eval mode."""
+    from tune_div.training import TrainConfig, Trainer
+
+    trainer = Trainer(TrainConfig(defense="naive", data_dir=str(real_data), n_members=2, subset=8000,
+                                  val_subset=500, epochs=1))
+    trainer.fit()
+    return trainer.ensemble.cpu().eval()
+
+
+@pytest.fixture(scope="session")
+def eval_points(real_data):
+    """200 fixed test points as float images in [0, 1] and labels."""
+    from tune_div.evaluation import eval_subset
+
+    return eval_subset("mnist", "test", 200, seed=0, root=str(real_data))

@@ -4,7 +4,7 @@ Every attack works in pixel space [0, 1] and attacks exactly what the model pred
 log-mean-softmax). One file per attack; the base class owns model mode, projection and checks.
 """
 
-from . import fgsm, pgd  # noqa: F401  (registers the attacks)
+from . import autoattack, autopgd, bim, cw, fgsm, mim, pgd, rfgsm, square  # noqa: F401  (registers the attacks)
 from .base import Attack
 from .registry import ATTACKS, register_attack
 

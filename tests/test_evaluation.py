@@ -1,0 +1,144 @@
+"""Threat models, the surrogate cache, flags on masked and on normal models, the evaluate CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from tune_div import evaluate as evaluate_cli
+from tune_div import evaluation, models
+from tune_div.evaluation import EvalSpec, accuracy, sanity_checks, sanity_flags
+
+pytestmark = pytest.mark.usefixtures("real_data")
+
+
+class StepOutput(nn.Module):
+    """A step function before the output: same predictions (rounded logits), zero gradient everywhere."""
+
+    def __init__(self, member):
+        super().__init__()
+        self.member = member
+
+    def forward(self, x):
+        return torch.round(self.member(x) * 4) / 4
+
+
+def masked_by_steps(ens):
+    return models.Ensemble([StepOutput(m) for m in ens.members], ens.config).eval()
+
+
+def masked_by_zero_caps():
+    """D-ReLU with every cap at zero: the capped layer outputs 0, the model is flat in its input."""
+    from tune_div import defenses
+
+    d = defenses.build("drelu", init_max=0.0, width=16)
+    return models.build_ensemble("lenet5", 2, 10, 1, **d.model_options).eval()
+
+
+def flag_names(flags):
+    return {f["name"] for f in flags}
+
+
+def test_flags_stay_quiet_on_a_normally_trained_model(trained_ensemble, eval_points):
+    x, y = eval_points
+    checks = sanity_checks(trained_ensemble, x, y, 0.1)
+    assert sanity_flags(checks) == [], checks
+    assert checks["large_eps_pgd_acc"] <= 0.05 and checks["vanishing_gradient_share"] == 0.0
+
+
+@pytest.mark.parametrize("build", ["steps", "zero_caps"])
+def test_flags_fire_on_gradient_masking_models(build, trained_ensemble, eval_points):
+    x, y = eval_points
+    model = masked_by_steps(trained_ensemble) if build == "steps" else masked_by_zero_caps()
+    flags = flag_names(sanity_flags(sanity_checks(model, x, y, 0.1)))
+    assert "vanishing_input_gradients" in flags
+    if build == "steps":  # predictions intact, yet no attack gets anywhere
+        assert accuracy(model, x, y) > 0.8
+        assert "not_zero_at_large_eps" in flags
+
+
+def test_each_flag_rule_fires_on_constructed_numbers():
+    checks = {"eps": 0.1, "fgsm_acc": 0.3, "pgd_acc": 0.5, "pgd_curve": {"0.05": 0.4, "0.1": 0.5, "1.0": 0.6},
+              "large_eps_pgd_acc": 0.6, "vanishing_gradient_share": 0.5}
+    white = {"pgd": {"0.1": 0.5, "0.2": 0.7}, "fgsm": {"0.1": 0.3, "0.2": 0.2}}
+    black = {"pgd": {"0.1": 0.4, "0.2": 0.9}}
+    names = [f["name"] for f in sanity_flags(checks, white, black)]
+    assert set(names) == {"iterative_weaker_than_single_step", "white_box_weaker_than_transfer",
+                          "accuracy_increases_with_eps", "not_zero_at_large_eps", "vanishing_input_gradients"}
+    assert all(f["doc"].startswith("docs/flags.md#") for f in sanity_flags(checks, white, black))
+
+
+def test_transfer_matrix_diagonal_is_each_members_white_box(trained_ensemble, eval_points):
+    x, y = eval_points[0][:100], eval_points[1][:100]
+    torch.manual_seed(0)
+    m = evaluation.transfer_matrix(trained_ensemble, x, y, "fgsm", 0.2)
+    assert m["names"] == ["m0", "m1", "ensemble"] and len(m["acc"]) == 3 and all(len(r) == 3 for r in m["acc"])
+    for i in range(3):  # crafting on a model hurts that model most
+        assert m["acc"][i][i] <= min(m["acc"][i]) + 1e-9
+    assert m["acc"][0][1] > m["acc"][0][0]  # transfer is weaker than white-box
+
+
+def test_surrogate_is_trained_once_and_its_examples_are_cached(trained_ensemble, real_data, monkeypatch, tmp_path):
+    monkeypatch.setenv("TUNE_DIV_CACHE", str(tmp_path))
+    spec = EvalSpec(dataset="mnist", attacks=["pgd"], eps=[0.1, 0.2], n=100, black_box=True, sanity=False,
+                    surrogate_epochs=1, surrogate_subset=2000, data_dir=str(real_data))
+    first = evaluation.evaluate(trained_ensemble, spec)
+    fits = []
+    monkeypatch.setattr(evaluation.Trainer, "fit", lambda self, *a, **k: fits.append(1))
+    crafted = []
+    real_craft = evaluation.craft
+    monkeypatch.setattr(evaluation, "craft", lambda *a, **k: crafted.append(a[0]) or real_craft(*a, **k))
+    second = evaluation.evaluate(trained_ensemble, spec)
+    bb1, bb2 = first["threat_models"]["black_box"], second["threat_models"]["black_box"]
+    assert bb1["surrogate"]["trained_now"] and not bb2["surrogate"]["trained_now"] and fits == []
+    assert bb1["cached_attacks"] == 0 and bb2["cached_attacks"] == 2
+    assert crafted == ["pgd", "pgd"]  # only the white-box attacks were crafted again
+    assert bb1["acc"] == bb2["acc"]
+    assert bb2["surrogate"]["key"] == bb1["surrogate"]["key"]
+    other = EvalSpec(**{**spec.__dict__, "surrogate_epochs": 2})
+    assert evaluation.config_key(evaluation.surrogate_config(trained_ensemble.config, "mnist", 2, 1000)) != \
+        bb1["surrogate"]["key"] and other.surrogate_epochs == 2
+
+
+def test_one_epoch_naive_on_real_mnist_cli(real_data, tmp_path, monkeypatch, capsys):
+    """The issue's acceptance run: 1-epoch naive ensemble on real MNIST, PGD/FGSM, black-box, JSON."""
+    from tune_div import train
+
+    monkeypatch.setenv("TUNE_DIV_CACHE", str(tmp_path / "cache"))
+    model, out = tmp_path / "ens.pt", tmp_path / "r.json"
+    assert train.main(["--defense", "naive", "--data-dir", str(real_data), "--epochs", "1", "--test-subset", "100",
+                       "--save-model", str(model)]) == 0
+    assert evaluate_cli.main(["--model", str(model), "--dataset", "mnist", "--attacks", "pgd,fgsm", "--eps", "0.1,0.3",
+                              "--n", "1000", "--black-box", "--surrogate-epochs", "1", "--data-dir", str(real_data),
+                              "--quiet", "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    wb, bb = r["threat_models"]["white_box"], r["threat_models"]["black_box"]["acc"]
+    assert r["n"] == 1000 and r["clean_acc"] > 0.95 and r["forward_passes_per_prediction"] == 3
+    assert wb["pgd"]["0.3"] < 0.05
+    assert wb["fgsm"]["0.1"] > wb["pgd"]["0.1"]
+    assert bb["pgd"]["0.1"] > wb["pgd"]["0.1"] and bb["fgsm"]["0.1"] > wb["fgsm"]["0.1"]
+    assert r["attacks"]["pgd"]["options"] == {"steps": 10, "step": None, "rand_init": True}
+    assert r["flags"] == []
+    assert "white-box pgd" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--model", "missing.pt", "--dataset", "mnist"], "no saved ensemble"),
+    (["--model", "M", "--dataset", "mnist", "--attacks", "deepfool"], "unknown attack"),
+    (["--model", "M", "--dataset", "mnist", "--eps", "0.1,abc"], "comma-separated numbers"),
+    (["--model", "M", "--dataset", "mnist", "--n", "-5"], "--n must be"),
+    (["--model", "M", "--dataset", "cifar10"], "3 and 10"),
+    (["--model", "M", "--dataset", "mnist", "--attack-option", "pgd:iters=3"], "unknown option"),
+    (["--model", "M", "--dataset", "mnist", "--out", "/no/such/dir/r.json"], "cannot write"),
+])
+def test_evaluate_cli_bad_input(argv, needle, tmp_path, monkeypatch, capsys, trained_ensemble):
+    monkeypatch.chdir(tmp_path)
+    models.save_ensemble(trained_ensemble, tmp_path / "M")
+    with pytest.raises(SystemExit) as exc:
+        evaluate_cli.main(argv)
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and needle in err and len(err.splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["M"]

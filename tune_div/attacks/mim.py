@@ -1,0 +1,23 @@
+"""MIM (Dong et al. 2018): momentum iterative FGSM, decay 1.0, via advertorch. 10 steps of ε/5."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ..compat import import_advertorch
+from .base import Attack
+from .registry import register_attack
+
+
+@register_attack("mim")
+class MIM(Attack):
+    name = "mim"
+    source = "advertorch"
+    defaults = {"steps": 10, "step": None, "decay": 1.0}
+
+    def perturb(self, model, x, y, eps, steps, step, decay):
+        at = import_advertorch()
+        return at.LinfMomentumIterativeAttack(model, loss_fn=nn.NLLLoss(reduction="sum"), eps=eps,
+                                              nb_iter=int(steps), decay_factor=decay,
+                                              eps_iter=eps / 5 if step is None else step, clip_min=0.0,
+                                              clip_max=1.0).perturb(x, y)
