@@ -28,12 +28,14 @@ class Stepper:
         meta = data.info("mnist")
         self.ens = models.build_ensemble(arch, members, meta.num_classes, meta.in_channels, mean=list(meta.mean),
                                          std=list(meta.std), **self.defense.model_options).to(device)
+        self.defense.prepare(self.ens)
+        self.defense.start_epoch(1, self.ens)
         self.x, self.y = x, y
         if channels_last:
             self.ens = self.ens.to(memory_format=torch.channels_last)
             self.x = x.contiguous(memory_format=torch.channels_last)
         self.opt = torch.optim.Adam(list(self.ens.parameters()) + list(self.defense.parameters()), lr=1e-3,
-                                    weight_decay=1e-4)
+                                    weight_decay=1e-4)  # after prepare(): CLDL's label-confusion model trains too
         self.device = device
 
     def _sync(self):

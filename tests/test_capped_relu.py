@@ -35,7 +35,7 @@ def test_drelu_penalty_is_lambda_times_sum_of_squared_caps(members):
     ens = models.build_ensemble("dense", members, 10, 1, **d.model_options)
     x, y = torch.rand(5, 1, 28, 28), torch.randint(0, 10, (5,))
     total, parts = d.loss(ens, x, y)
-    ce = sum(float(F.cross_entropy(m(x), y)) for m in ens.members)
+    ce = sum(float(F.cross_entropy(m(x), y).detach()) for m in ens.members)
     assert parts["cap_sq_sum"] == pytest.approx(members * 4 * 9.0)
     assert parts["ce"] == pytest.approx(ce, rel=1e-6)
     assert float(total.detach()) == pytest.approx(ce + 0.01 * members * 36.0, rel=1e-6)

@@ -1,10 +1,10 @@
-"""``python -m tune_div list``: what is registered (defenses, datasets, architectures)."""
+"""``python -m tune_div list``: what is registered (defenses, datasets, architectures, attacks)."""
 
 from __future__ import annotations
 
 import sys
 
-from . import data, defenses, models
+from . import attacks, data, defenses, models
 from .cli import ArgumentParser
 
 
@@ -15,6 +15,7 @@ def main(argv: list[str] | None = None) -> int:
     print("defenses:      " + ", ".join(f"{n} {defenses.defaults(n) or ''}".strip() for n in defenses.names()))
     print("datasets:      " + ", ".join(data.names()))
     print("architectures: " + ", ".join(models.names()))
+    print("attacks:       " + ", ".join(f"{n} ({attacks.ATTACKS.get(n).source})" for n in attacks.names()))
     return 0
 
 

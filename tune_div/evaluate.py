@@ -30,6 +30,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--n", default=str(DEFAULT_N), help="points of a fixed seeded subset, or 'all'")
     p.add_argument("--seed", type=int, default=0, help="seed of the subset (and of the validation split)")
     p.add_argument("--black-box", action="store_true", help="transfer from a cached naive surrogate ensemble")
+    p.add_argument("--no-white-box", action="store_true", help="skip the white-box attacks (e.g. black-box only)")
     p.add_argument("--surrogate-epochs", type=int, default=5)
     p.add_argument("--transfer-matrix", action="store_true", help="member-to-member transferability (first attack/eps)")
     p.add_argument("--curves", action="store_true", help="robust accuracy over the dataset's eps grid")
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             options.setdefault(name, {}).update(parse_key_values(rest.split(","), "--attack-option"))
         spec = EvalSpec(dataset=args.dataset, attacks=[a for a in args.attacks.split(",") if a],
                         eps=parse_floats(args.eps, "--eps"), split=args.split, n=n, seed=args.seed,
-                        black_box=args.black_box, transfer=args.transfer_matrix, curves=args.curves,
+                        white_box=not args.no_white_box, black_box=args.black_box, transfer=args.transfer_matrix, curves=args.curves,
                         sanity=not args.no_sanity, attack_options=options, surrogate_epochs=args.surrogate_epochs,
                         data_dir=args.data_dir)
         for name, opts in options.items():
@@ -114,7 +115,7 @@ def print_summary(r: dict) -> None:
     print(f"{r['dataset']} {r['split']}, n={r['n']}: clean accuracy {r['clean_acc']:.4f} "
           f"({r['forward_passes_per_prediction']} forward passes per prediction)")
     tm = r["threat_models"]
-    for attack, per_eps in tm["white_box"].items():
+    for attack, per_eps in tm.get("white_box", {}).items():
         row = "  ".join(f"eps={e}: {a:.4f}" for e, a in per_eps.items())
         print(f"  white-box {attack:<10} {row}")
     if "black_box" in tm:

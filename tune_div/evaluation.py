@@ -122,12 +122,18 @@ class Surrogate:
     cfg: TrainConfig
     root: Path = field(default_factory=surrogate_cache_dir)
     trained_now: bool = False
+    _model: models.Ensemble | None = field(default=None, repr=False)
 
     @property
     def folder(self) -> Path:
         return self.root / config_key(self.cfg)
 
     def model(self, log: Callable[[str], None] = lambda s: None) -> models.Ensemble:
+        if self._model is None:
+            self._model = self._load_or_train(log).eval()
+        return self._model
+
+    def _load_or_train(self, log: Callable[[str], None]) -> models.Ensemble:
         path = self.folder / "model.pt"
         if path.is_file():
             return models.load_ensemble(path)
@@ -277,6 +283,7 @@ class EvalSpec:
     split: str = "test"
     n: int | None = DEFAULT_N
     seed: int = 0
+    white_box: bool = True
     black_box: bool = False
     transfer: bool = False
     curves: bool = False
@@ -323,12 +330,13 @@ def evaluate(ens: models.Ensemble, spec: EvalSpec, progress: Callable[[str, int,
     }
     white: dict[str, dict[str, float]] = {}
     eps_list = sorted(set(spec.eps) | (set(dataset_eps_grid(spec.dataset)) if spec.curves else set()))
-    for a in spec.attacks:
+    for a in spec.attacks if spec.white_box or spec.curves else []:
         white[a] = {}
         for eps in (eps_list if spec.curves else spec.eps):
             x_adv = craft(a, ens, x, y, eps, opts[a], progress=bar(f"white-box {a} eps={eps}"))
             white[a][str(eps)] = accuracy(ens, x_adv, y)
-    result["threat_models"]["white_box"] = {a: {e: white[a][str(e)] for e in map(str, spec.eps)} for a in white}
+    if spec.white_box:
+        result["threat_models"]["white_box"] = {a: {e: white[a][e] for e in map(str, spec.eps)} for a in white}
     if spec.curves:
         result["curves"] = {a: {"eps": eps_list, "acc": [white[a][str(e)] for e in eps_list]} for a in white}
 
