@@ -125,9 +125,9 @@ def print_summary(r: dict) -> None:
     if "transfer_matrix" in tm:
         m = tm["transfer_matrix"]
         print(f"  transferability ({m['attack']}, eps={m['eps']}): rows = source, columns = target")
-        print("    " + "".join(f"{n:>10}" for n in m["names"]))
+        print(f"    {'':<10}" + "".join(f"{n:>10}" for n in m["names"]))
         for name, row in zip(m["names"], m["acc"]):
-            print(f"    {name:<8}" + "".join(f"{a:>10.4f}" for a in row)[2:])
+            print(f"    {name:<10}" + "".join(f"{a:>10.4f}" for a in row))
     for f in r.get("flags", []):
         print(f"  WARNING {f['name']}: {f['message']} (see {f['doc']})")
     if "sanity" in r and not r.get("flags"):
