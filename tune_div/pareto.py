@@ -1,0 +1,97 @@
+"""Pareto fronts of (clean accuracy, robust accuracy), both maximised.
+
+- :func:`front` — the non-dominated points (a point is dominated if another is >= in both objectives
+  and > in one); ties in both objectives are all kept.
+- :func:`hypervolume` — the exact 2-D area dominated by the front and bounded below by the reference
+  point, default (0, 0): both objectives are accuracies in [0, 1], so the hypervolume is the share of
+  the unit square a front dominates (1.0 only for a model that is perfect clean and robust).
+- :func:`knee` — the front point farthest from the straight line through the front's two extremes
+  (after scaling each objective to [0, 1] over the front): the best-balanced trade-off.
+- :func:`eligible` — which trials may be on the default front: finished, feasible (clean accuracy at or
+  above the floor) and not flagged for gradient masking.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+Point = tuple[float, float]
+REFERENCE: Point = (0.0, 0.0)
+
+
+def dominates(a: Point, b: Point) -> bool:
+    return a[0] >= b[0] and a[1] >= b[1] and (a[0] > b[0] or a[1] > b[1])
+
+
+def front(points: Sequence[Point]) -> list[int]:
+    """Indices of the non-dominated points, sorted by the first objective (descending)."""
+    idx = [i for i, p in enumerate(points)
+           if all(math.isfinite(v) for v in p) and not any(dominates(q, p) for q in points)]
+    return sorted(idx, key=lambda i: (-points[i][0], -points[i][1]))
+
+
+def hypervolume(points: Sequence[Point], reference: Point = REFERENCE) -> float:
+    """Exact area dominated by ``points`` above ``reference`` (points below it in any objective count 0)."""
+    pts = sorted({(x, y) for x, y in points if x > reference[0] and y > reference[1]}, key=lambda p: (-p[0], -p[1]))
+    area, best_y = 0.0, reference[1]
+    for x, y in pts:  # sweep from the largest first objective; each point adds a new horizontal strip
+        if y > best_y:
+            area += (x - reference[0]) * (y - best_y)
+            best_y = y
+    return area
+
+
+def knee(points: Sequence[Point]) -> int | None:
+    """Index (into ``points``) of the knee of their front, or None for no points."""
+    idx = front(points)
+    if not idx:
+        return None
+    if len(idx) <= 2:
+        return max(idx, key=lambda i: points[i][0] + points[i][1])
+    xs = [points[i][0] for i in idx]
+    ys = [points[i][1] for i in idx]
+    sx, sy = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
+    norm = {i: ((points[i][0] - min(xs)) / sx, (points[i][1] - min(ys)) / sy) for i in idx}
+    a = norm[max(idx, key=lambda i: (points[i][0], points[i][1]))]  # best clean
+    b = norm[max(idx, key=lambda i: (points[i][1], points[i][0]))]  # best robust
+    dx, dy = b[0] - a[0], b[1] - a[1]
+    length = math.hypot(dx, dy) or 1.0
+    return max(idx, key=lambda i: abs(dy * (norm[i][0] - a[0]) - dx * (norm[i][1] - a[1])) / length)
+
+
+def eligible(row: dict[str, Any], clean_floor: float | None = None, include_flagged: bool = False) -> tuple[bool, str]:
+    """(eligible, reason) for a trial row with ``status``, ``val_clean_acc``, ``val_robust_acc``, ``flags``."""
+    if row.get("status") != "TERMINATED":
+        return False, "failed" if row.get("status") == "ERROR" else str(row.get("status", "unfinished")).lower()
+    clean, robust = row.get("val_clean_acc"), row.get("val_robust_acc")
+    if clean is None or robust is None or not (math.isfinite(clean) and math.isfinite(robust)):
+        return False, "no metrics"
+    if clean_floor is not None and clean < clean_floor:
+        return False, "infeasible"
+    if row.get("flags") and not include_flagged:
+        return False, "flagged"
+    return True, "ok"
+
+
+def pareto_table(rows: list[dict[str, Any]], objectives: tuple[str, str] = ("val_clean_acc", "val_robust_acc"),
+                 clean_floor: float | None = None, include_flagged: bool = False,
+                 reference: Point = REFERENCE) -> dict[str, Any]:
+    """Mark each row ``pareto`` (and ``knee``), give each its ``eligibility``; return front and hypervolume."""
+    ok = []
+    for r in rows:
+        good, why = eligible(r, clean_floor, include_flagged)
+        r["eligibility"] = why
+        r["pareto"] = False
+        r["knee"] = False
+        if good:
+            ok.append(r)
+    points = [(float(r[objectives[0]]), float(r[objectives[1]])) for r in ok]
+    members = [ok[i] for i in front(points)]
+    for r in members:
+        r["pareto"] = True
+    k = knee(points)
+    if k is not None:
+        ok[k]["knee"] = True
+    return {"front": members, "hypervolume": hypervolume([points[i] for i in front(points)], reference),
+            "reference": list(reference), "knee": ok[k] if k is not None else None, "objectives": list(objectives)}
