@@ -56,3 +56,14 @@ def eval_points(real_data):
     from tune_div.evaluation import eval_subset
 
     return eval_subset("mnist", "test", 200, seed=0, root=str(real_data))
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray for the whole test session, with logical resources: 16 CPUs and 8 GPUs
+    (the GPUs exist only as schedulable resources; trials still compute on the CPU)."""
+    import ray
+
+    ray.init(num_cpus=16, num_gpus=8, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

@@ -182,14 +182,14 @@ def connect(s: Settings, address: str | None) -> dict[str, float]:
     """Start or join Ray and check the resources asked for exist; returns the cluster's resources."""
     import ray
 
+    if address and address != "auto":  # fail fast: Ray itself retries an unreachable address for minutes
+        host, _, port = address.rpartition(":")
+        try:
+            socket.create_connection((host or address, int(port or 6379)), timeout=5).close()
+        except (OSError, ValueError):
+            raise UserError(f"cannot reach a Ray cluster at {address}; start one with `ray start --head` "
+                            "or check the address") from None
     if not ray.is_initialized():
-        if address and address != "auto":
-            host, _, port = address.rpartition(":")
-            try:
-                socket.create_connection((host or address, int(port or 6379)), timeout=5).close()
-            except (OSError, ValueError):
-                raise UserError(f"cannot reach a Ray cluster at {address}; start one with `ray start --head` "
-                                "or check the address") from None
         try:
             ray.init(address=address, include_dashboard=False, configure_logging=False, log_to_driver=False,
                      **({} if address else {"num_gpus": None}))
@@ -276,6 +276,10 @@ def progress_callback(s: Settings, quiet: bool):
                   f"clean {result['val_clean_acc']:.4f}  robust {result['val_robust_acc']:.4f}{extra}  "
                   f"{result['epoch_time_s']:.1f}s{flags}", flush=True)
 
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            if not quiet:
+                print(f"[{trial.trial_id}] finished", flush=True)
+
         def on_trial_error(self, iteration, trials, trial, **info):
             print(f"[{trial.trial_id}] FAILED: {trial_error(trial)}", flush=True)
 
@@ -328,7 +332,8 @@ def run(s: Settings, address: str | None, resume: bool, quiet: bool) -> dict[str
     rows = collect(grid)
     table = pareto.pareto_table(rows, objectives=(s.metrics[0], s.metrics[1]), clean_floor=s.clean_floor)
     write_results(s, rows, table)
-    return {"rows": rows, "table": table, "interrupted": any(r["status"] == "UNFINISHED" for r in rows)}
+    interrupted = len(rows) < s.samples or any(r["status"] == "UNFINISHED" for r in rows)
+    return {"rows": rows, "table": table, "interrupted": interrupted}
 
 
 def collect(grid) -> list[dict[str, Any]]:

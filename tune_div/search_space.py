@@ -149,7 +149,9 @@ def parse(doc: Any, source: str, defense: str | None = None) -> SearchSpace:
     for p in params:
         for dep in (p.when or {}):
             if dep not in short:
-                _fail(source, f"{p.name.replace('/', '.')}.when", f"refers to '{dep}', which is not an enabled parameter")
+                section = "params" if p.name.startswith("hparams/") else "train"
+                _fail(source, f"{section}.{p.name.split('/', 1)[1]}.when",
+                      f"refers to '{dep}', which is not an enabled parameter")
     return SearchSpace(name, params, source)
 
 
