@@ -157,3 +157,17 @@ def test_existing_experiment_is_not_overwritten(ray_session, tmp_path, capsys):
         search.main(["smd", "--storage-path", str(tmp_path), "--experiment", "keep"])
     assert exc.value.code == 2 and "--resume" in capsys.readouterr().err
     assert [p.name for p in exp.iterdir()] == ["precious.txt"]
+
+
+def test_black_box_objective_uses_one_cached_surrogate(ray_session, real_data, tmp_path, capsys):
+    rc, out = run_search(["smd", "--budget", "smoke", "--samples", "2", "--concurrency", "2", "--epochs", "1",
+                          "--objective", "both", "--data-dir", str(real_data), "--storage-path", str(tmp_path),
+                          "--experiment", "bb"], capsys)
+    assert rc == 0, out.err
+    rows = read_rows(tmp_path / "bb")
+    assert all(0.0 <= float(r["val_blackbox_acc"]) <= 1.0 for r in rows)
+    assert out.out.count("training the black-box surrogate once") <= 1  # by the driver, never per trial
+    study = optuna.load_study(study_name="bb", storage=f"sqlite:///{tmp_path / 'bb' / 'optuna.db'}")
+    assert all(len(t.values) == 3 for t in study.trials if t.values)
+    surrogates = list((Path(os.environ["TUNE_DIV_CACHE"]) / "surrogates").iterdir())
+    assert any((d / "model.pt").is_file() and list((d / "adv").iterdir()) for d in surrogates)

@@ -1,4 +1,4 @@
-"""``python -m tune_div list``: what is registered (defenses, datasets, architectures, attacks)."""
+"""``python -m tune_div list``: what is registered (defenses, datasets, architectures, attacks, samplers)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ def main(argv: list[str] | None = None) -> int:
     print("datasets:      " + ", ".join(data.names()))
     print("architectures: " + ", ".join(models.names()))
     print("attacks:       " + ", ".join(f"{n} ({attacks.ATTACKS.get(n).source})" for n in attacks.names()))
+    print("samplers:      tpe (constant liar, default), nsga2, gp, random")
+    print("budgets:       smoke, small (default), paper")
     return 0
 
 

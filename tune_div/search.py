@@ -53,6 +53,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--members", type=int, default=3)
     p.add_argument("--epochs", type=int, help="epochs per trial (default: the budget's)")
     p.add_argument("--samples", type=int, help="number of trials (default: the budget's)")
+    p.add_argument("--subset", type=int, help="train each trial on N images (default: the budget's)")
     p.add_argument("--space", help="search-space YAML (default search_spaces/<defense>.yaml)")
     p.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="tpe (constant liar, default), nsga2, gp, random")
     p.add_argument("--objective", choices=list(OBJECTIVES), default="robust",
@@ -98,6 +99,7 @@ class Settings:
     inject_nan_if: str | None
     experiment: str
     storage_path: str
+    subset: int | None = None
 
     @property
     def metrics(self) -> list[str]:
@@ -130,6 +132,8 @@ def settings_from_args(args) -> Settings:
         raise UserError(f"--gpus-per-trial {gpt} is more than --gpus {args.gpus}")
     if args.clean_floor is not None and not 0 <= args.clean_floor <= 1:
         raise UserError(f"--clean-floor is an accuracy in [0, 1], got {args.clean_floor}")
+    if args.subset is not None and args.subset < 1:
+        raise UserError(f"--subset must be a positive number of images, got {args.subset}")
     if args.concurrency is not None and args.concurrency < 1:
         raise UserError(f"--concurrency must be at least 1, got {args.concurrency}")
     # Trials run in their own working directories: hand them an absolute data folder.
@@ -147,7 +151,7 @@ def settings_from_args(args) -> Settings:
     return Settings(args.defense, args.dataset, arch, args.members, epochs, samples, args.budget, args.sampler,
                     args.objective, args.clean_floor, args.gpus, gpt, args.cpus_per_trial, args.concurrency, args.seed,
                     str(Path(args.space).resolve()) if args.space else None, data_dir, args.inject_nan_if, experiment,
-                    str(Path(args.storage_path).expanduser().resolve()))
+                    str(Path(args.storage_path).expanduser().resolve()), args.subset)
 
 
 def parse_injection(text: str, space=None) -> tuple[str, float]:
@@ -164,7 +168,9 @@ def parse_injection(text: str, space=None) -> tuple[str, float]:
 
 
 def base_config(s: Settings) -> dict[str, Any]:
-    budget = BUDGETS[s.budget]
+    budget = dict(BUDGETS[s.budget])
+    if s.subset:
+        budget["subset"] = s.subset
     return {
         "defense": s.defense,
         "base": {"dataset": s.dataset, "arch": s.arch, "n_members": s.members, "epochs": s.epochs, "seed": s.seed,
@@ -310,6 +316,9 @@ def run(s: Settings, address: str | None, resume: bool, quiet: bool) -> dict[str
     res = connect(s, address)
     space = search_space.load(s.defense, s.space_file)
     s.path.mkdir(parents=True, exist_ok=True)
+    param_space = base_config(s)
+    if "val_blackbox_acc" in s.metrics and not resume:
+        param_space["blackbox"] = prepare_surrogate(s, param_space, quiet)
     conc = concurrency(s, res)
     fn = tune.with_resources(trainable, {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial})
     if not quiet:
@@ -325,7 +334,7 @@ def run(s: Settings, address: str | None, resume: bool, quiet: bool) -> dict[str
         tuner = tune.Tuner.restore(str(s.path), trainable=fn, resume_unfinished=True, resume_errored=False,
                                    restart_errored=False)
     else:
-        tuner = tune.Tuner(fn, param_space=base_config(s), run_config=run_config,
+        tuner = tune.Tuner(fn, param_space=param_space, run_config=run_config,
                            tune_config=tune.TuneConfig(search_alg=make_searcher(s, space), num_samples=s.samples,
                                                        max_concurrent_trials=conc))
     grid = tuner.fit()
@@ -334,6 +343,17 @@ def run(s: Settings, address: str | None, resume: bool, quiet: bool) -> dict[str
     write_results(s, rows, table)
     interrupted = len(rows) < s.samples or any(r["status"] == "UNFINISHED" for r in rows)
     return {"rows": rows, "table": table, "interrupted": interrupted}
+
+
+def prepare_surrogate(s: Settings, param_space: dict[str, Any], quiet: bool) -> dict[str, Any]:
+    """Train (or find in the cache) the naive surrogate once, before any trial, so trials only load it."""
+    from .evaluation import Surrogate, surrogate_config
+
+    base = param_space["base"]
+    sur = Surrogate(surrogate_config({"arch": s.arch, "n_members": s.members}, s.dataset, s.epochs, s.seed + 1000,
+                                     base["subset"], s.data_dir))
+    sur.model(log=(lambda m: None) if quiet else (lambda m: print(m, flush=True)))
+    return {"config": sur.cfg.to_dict(), "root": str(sur.root)}
 
 
 def collect(grid) -> list[dict[str, Any]]:

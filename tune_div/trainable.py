@@ -10,13 +10,16 @@ accuracy is ``proxy_clean_acc``).
 {"defense": "smd", "hparams": {"lam": 0.7}, "train": {"lr": 1e-3},           # sampled
  "base": {TrainConfig fields: dataset, arch, n_members, epochs, subset, ...},  # fixed for the search
  "objective": {"attack": "pgd", "eps": 0.1, "steps": 10, "n": 500, "seed": 0},
- "sanity_n": 100, "test_n": 1000, "inject_nan_if": None}
+ "sanity_n": 100, "test_n": 1000, "inject_nan_if": None,
+ "blackbox": None | {"config": surrogate TrainConfig dict, "root": surrogate cache folder}}
 ```
 
 Every epoch it reports (``ray.tune.report``) the validation metrics: ``val_clean_acc``, the proxy
 ``val_robust_acc`` (PGD on a fixed, seeded validation subset), the loss parts, member accuracies,
 ``epoch_time_s``, the sanity ``flags`` (comma-joined names, "" if none) and ``flagged`` (0/1), with a
-checkpoint; it resumes from ``ray.tune.get_checkpoint()``. After the last epoch it measures the test
+checkpoint; it resumes from ``ray.tune.get_checkpoint()``. With ``blackbox`` set it also reports
+``val_blackbox_acc``: the same attack transferred from the search's surrogate (trained by the driver
+before any trial starts; its adversarial examples are crafted once and cached). After the last epoch it measures the test
 split (``test_clean_acc``, ``test_robust_acc``) for reporting only: the objectives are validation numbers.
 """
 
@@ -60,6 +63,19 @@ class ProxyObjective:
         return evaluation.accuracy(model, self.x, self.y), evaluation.accuracy(model, x_adv, self.y)
 
 
+class TransferObjective:
+    """Accuracy on examples transferred from the search's cached surrogate (crafted once, then cached)."""
+
+    def __init__(self, spec: dict[str, Any], proxy: "ProxyObjective", subset_key: str):
+        self.surrogate = evaluation.Surrogate(TrainConfig.from_dict(spec["config"]), root=Path(spec["root"]))
+        self.proxy, self.key = proxy, subset_key
+
+    def __call__(self, model) -> float:
+        p = self.proxy
+        x_adv, _ = self.surrogate.adversarial(p.attack, p.eps, p.options, self.key, p.x, p.y)
+        return evaluation.accuracy(model, x_adv, p.y)
+
+
 def run_trial(config: dict[str, Any], report, checkpoint_dir: str | None = None) -> dict[str, Any]:
     """The trial loop with an injectable ``report(metrics, state_path)``; the Ray trainable wraps it."""
     cfg = train_config(config)
@@ -67,6 +83,11 @@ def run_trial(config: dict[str, Any], report, checkpoint_dir: str | None = None)
     if checkpoint_dir and (Path(checkpoint_dir) / CHECKPOINT_FILE).is_file():
         trainer.load_checkpoint(Path(checkpoint_dir) / CHECKPOINT_FILE)
     objective = ProxyObjective(cfg, config.get("objective") or {})
+    transfer = None
+    if config.get("blackbox"):
+        spec = {**DEFAULT_OBJECTIVE, **(config.get("objective") or {})}
+        transfer = TransferObjective(config["blackbox"], objective,
+                                     f"{cfg.dataset}/val/n={spec['n']}/seed={spec['seed']}/val_size={cfg.val_size}")
     sanity_n = int(config.get("sanity_n", 100))
     inject = config.get("inject_nan_if")  # fault injection for tests: [param, threshold]
     if inject and float(cfg.hparams.get(inject[0], float("-inf"))) > float(inject[1]):
@@ -83,10 +104,15 @@ def run_trial(config: dict[str, Any], report, checkpoint_dir: str | None = None)
         model = trainer.ensemble.eval()
         t0 = time.perf_counter()
         metrics["proxy_clean_acc"], metrics["val_robust_acc"] = objective(model)
+        white = {objective.attack: {str(objective.eps): metrics["val_robust_acc"]}}
+        black = None
+        if transfer is not None:
+            metrics["val_blackbox_acc"] = transfer(model)
+            black = {objective.attack: {str(objective.eps): metrics["val_blackbox_acc"]}}
         flags = []
         if sanity_n > 0:
             checks = evaluation.sanity_checks(model, objective.x[:sanity_n], objective.y[:sanity_n], objective.eps)
-            flags = evaluation.sanity_flags(checks)
+            flags = evaluation.sanity_flags(checks, white, black)
         metrics["flags"] = ",".join(sorted({f["name"] for f in flags}))
         metrics["flagged"] = int(bool(flags))
         metrics["eval_time_s"] = time.perf_counter() - t0
