@@ -94,7 +94,7 @@ def test_gal_matches_hand_computation(problem):
     ce = np.mean([np_ce(w, b, x, y) for w, b in zip(ws, bs)])  # mean_i CE_i
     assert parts["gal"] == pytest.approx(gal, rel=1e-9)
     assert parts["ce"] == pytest.approx(ce, rel=1e-9)
-    assert float(total) == pytest.approx(ce + 0.3 * gal, rel=1e-9)
+    assert float(total.detach()) == pytest.approx(ce + 0.3 * gal, rel=1e-9)
 
 
 def test_adp_matches_hand_computation(problem):
