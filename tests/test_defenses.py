@@ -117,13 +117,13 @@ def test_adp_matches_hand_computation(problem):
     ce = sum(np_ce(w, b, x, y) for w, b in zip(ws, bs))
     assert parts["entropy"] == pytest.approx(entropy, rel=1e-9)
     assert parts["log_det"] == pytest.approx(log_det, rel=1e-7)
-    assert float(total) == pytest.approx(ce - alpha * entropy - beta * log_det, rel=1e-7)
+    assert float(total.detach()) == pytest.approx(ce - alpha * entropy - beta * log_det, rel=1e-7)
 
 
 def test_naive_is_the_sum_of_member_cross_entropies(problem):
     ws, bs, x, y = problem
     total, parts = run(defenses.build("naive"), linear_ensemble(ws, bs), x, y)
-    assert float(total) == pytest.approx(sum(np_ce(w, b, x, y) for w, b in zip(ws, bs)), rel=1e-9)
+    assert float(total.detach()) == pytest.approx(sum(np_ce(w, b, x, y) for w, b in zip(ws, bs)), rel=1e-9)
     assert parts["reg"] == 0.0
 
 
@@ -218,7 +218,7 @@ def test_every_defense_trains_two_steps_on_small_architectures(name, arch):
         total, parts = defense.loss(ens, x, y)
         assert torch.isfinite(total)
         assert {"ce", "reg"} | RAW_PARTS[name] <= set(parts)  # a new defense must declare its raw parts here
-        assert float(total) == pytest.approx(parts["ce"] + parts["reg"], rel=1e-5, abs=1e-5)
+        assert float(total.detach()) == pytest.approx(parts["ce"] + parts["reg"], rel=1e-5, abs=1e-5)
         opt.zero_grad()
         total.backward()
         opt.step()
