@@ -18,22 +18,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from .errors import UserError
+from .errors import UserError, read_yaml
 from .training import TrainConfig
 
 TOP_KEYS = {"defense", "dataset", "arch", "n_members", "hparams", "train", "objective", "metrics", "source"}
 
 
 def read(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"config file {path} does not exist; pass a YAML written by tune_div.export")
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path} is not valid YAML ({str(exc).splitlines()[0]})") from None
+    doc = read_yaml(path, "config file", "pass a YAML written by tune_div.export")
     if not isinstance(doc, dict) or "defense" not in doc:
         raise UserError(f"{path}: expected a mapping with at least 'defense' (see DESIGN.md, Exported config)")
     unknown = sorted(set(doc) - TOP_KEYS)

@@ -18,6 +18,21 @@ class DivergenceError(RuntimeError):
     """A loss became NaN or Inf; the trial that raised it is failed with this reason."""
 
 
+def read_yaml(path, what: str, hint: str = ""):
+    """Parse a YAML file; a missing file or bad YAML is a one-line :class:`UserError` naming ``what``."""
+    from pathlib import Path
+
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{what} {path} does not exist{'; ' + hint if hint else ''}")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+
+
 def fail(prog: str, message: str) -> None:
     """Print ``prog: error: message`` on one line to stderr and exit with code 2."""
     first_line = " ".join(str(message).split())

@@ -21,10 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from . import defenses
-from .errors import UserError
+from .errors import UserError, read_yaml
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 TYPES = ("float", "log_float", "int", "log_int", "categorical")
@@ -159,13 +157,7 @@ def load(defense: str, path: str | Path | None = None) -> SearchSpace:
     """The space of ``defense``: ``path`` if given, else ``search_spaces/<defense>.yaml``."""
     defenses.DEFENSES.get(defense)
     path = Path(path) if path else SPACES_DIR / f"{defense}.yaml"
-    if not path.is_file():
-        raise UserError(f"search space file {path} does not exist")
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    return parse(doc, str(path), defense)
+    return parse(read_yaml(path, "search space file"), str(path), defense)
 
 
 def apply(config: dict[str, Any]) -> dict[str, Any]:

@@ -20,6 +20,11 @@ from .base import Defense, member_ce, parts_dict
 from .registry import register_defense
 
 
+def capped_head(width, cap: float, learnable: bool) -> dict:
+    """The ``head`` model option that puts the capped dense layer before each member's output."""
+    return {"head": {"type": "capped_relu", "width": int(width), "init_max": float(cap), "learnable": learnable}}
+
+
 @register_defense("drelu")
 class DReLU(Defense):
     name = "drelu"
@@ -27,8 +32,7 @@ class DReLU(Defense):
 
     @property
     def model_options(self):
-        return {"head": {"type": "capped_relu", "width": int(self.hparams["width"]),
-                         "init_max": float(self.hparams["init_max"]), "learnable": True}}
+        return capped_head(self.hparams["width"], self.hparams["init_max"], learnable=True)
 
     def loss(self, ensemble, x, y):
         ce = member_ce(ensemble.member_logits(x), y).sum()
@@ -47,8 +51,7 @@ class SReLU(Defense):
 
     @property
     def model_options(self):
-        return {"head": {"type": "capped_relu", "width": int(self.hparams["width"]),
-                         "init_max": float(self.hparams["max_value"]), "learnable": False}}
+        return capped_head(self.hparams["width"], self.hparams["max_value"], learnable=False)
 
     def loss(self, ensemble, x, y):
         ce = member_ce(ensemble.member_logits(x), y).sum()
