@@ -49,7 +49,7 @@ def from_train_config(cfg: TrainConfig, **extra: Any) -> dict[str, Any]:
            "hparams": dict(cfg.hparams),
            "train": {"epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": cfg.lr,
                      "weight_decay": cfg.weight_decay, "seed": cfg.seed}}
-    for key in ("subset", "val_subset", "activation", "adv_train"):
+    for key in ("subset", "val_subset", "val_size", "activation", "adv_train", "num_threads", "memory_format"):
         if getattr(cfg, key) is not None:
             doc["train"][key] = getattr(cfg, key)
     if cfg.milestones:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import data, defenses, models, pareto, search_space
+from . import config_file, data, defenses, models, pareto, search_space, tracking
 from .cli import ArgumentParser
 from .errors import UserError, cli_errors
 from .training import DATASET_DEFAULTS
@@ -69,6 +69,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--resume", metavar="PATH", help="continue the experiment in this folder")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", help="dataset folder (else $TUNE_DIV_DATA)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///<storage-path>/mlflow.db)")
     p.add_argument("--inject-nan-if", metavar="PARAM>VALUE",
                    help="fault injection for testing: trials with hparams PARAM above VALUE get a NaN loss in epoch 1")
     p.add_argument("--quiet", action="store_true")
@@ -100,6 +101,8 @@ class Settings:
     experiment: str
     storage_path: str
     subset: int | None = None
+    tracking_uri: str | None = None
+    parent_run_id: str | None = None
 
     @property
     def metrics(self) -> list[str]:
@@ -108,6 +111,14 @@ class Settings:
     @property
     def path(self) -> Path:
         return Path(self.storage_path) / self.experiment
+
+    @property
+    def uri(self) -> str:
+        return self.tracking_uri or tracking.default_uri(self.storage_path)
+
+    @property
+    def mlflow_experiment(self) -> str:
+        return tracking.experiment_name(self.defense, self.dataset)
 
 
 def settings_from_args(args) -> Settings:
@@ -151,7 +162,7 @@ def settings_from_args(args) -> Settings:
     return Settings(args.defense, args.dataset, arch, args.members, epochs, samples, args.budget, args.sampler,
                     args.objective, args.clean_floor, args.gpus, gpt, args.cpus_per_trial, args.concurrency, args.seed,
                     str(Path(args.space).resolve()) if args.space else None, data_dir, args.inject_nan_if, experiment,
-                    str(Path(args.storage_path).expanduser().resolve()), args.subset)
+                    str(Path(args.storage_path).expanduser().resolve()), args.subset, args.tracking_uri)
 
 
 def parse_injection(text: str, space=None) -> tuple[str, float]:
@@ -174,7 +185,8 @@ def base_config(s: Settings) -> dict[str, Any]:
     return {
         "defense": s.defense,
         "base": {"dataset": s.dataset, "arch": s.arch, "n_members": s.members, "epochs": s.epochs, "seed": s.seed,
-                 "subset": budget["subset"], "val_subset": budget["val_subset"], "data_dir": s.data_dir},
+                 "subset": budget["subset"], "val_subset": budget["val_subset"], "data_dir": s.data_dir,
+                 "num_threads": max(1, int(s.cpus_per_trial))},
         "objective": {"attack": "pgd", "eps": OBJECTIVE_EPS[s.dataset], "steps": 10, "n": budget["objective_n"],
                       "seed": s.seed},
         "sanity_n": budget["sanity_n"], "test_n": budget["test_n"],
@@ -292,6 +304,66 @@ def progress_callback(s: Settings, quiet: bool):
     return TrialProgress()
 
 
+def trial_config_doc(s: Settings, trial_id: str, config: dict[str, Any], parent_run_id: str) -> dict[str, Any]:
+    """The trial in the exported-config format (what ``tune_div.train --config`` retrains)."""
+    from .trainable import train_config
+
+    cfg = train_config(config)
+    doc = config_file.from_train_config(cfg, objective={**(config.get("objective") or {}),
+                                                         "test_n": config.get("test_n")})
+    doc["train"].pop("data_dir", None)
+    doc["source"] = {"experiment": s.mlflow_experiment, "parent_run_id": parent_run_id, "trial_id": trial_id,
+                     "tracking_uri": s.uri}
+    return doc
+
+
+def mlflow_callback(s: Settings, tracker: "tracking.SearchTracker"):
+    from ray import tune
+
+    class MLflowLogger(tune.Callback):
+        """Mirrors the search into MLflow as it runs (parent + one nested run per trial)."""
+
+        def __init__(self):
+            self.tracker = tracker
+            self.settings = s
+            self.last: dict[str, dict] = {}
+            self.status: dict[str, str] = {}
+
+        def setup(self, **info):
+            self.tracker.start_parent(self.settings.experiment, {}, {})  # resume: re-attach, never duplicate
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            self.tracker.child(trial.trial_id, trial.config,
+                               trial_config_doc(self.settings, trial.trial_id, trial.config, self.tracker.parent_run_id))
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            self.last[trial.trial_id] = result
+            self.tracker.log_epoch(trial.trial_id, result)
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self.status[trial.trial_id] = "TERMINATED"
+            self.tracker.finish_child(trial.trial_id, "TERMINATED", self.last.get(trial.trial_id) or trial.last_result)
+            self.refresh(trials)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self.status[trial.trial_id] = "ERROR"
+            self.tracker.finish_child(trial.trial_id, "ERROR", None, trial_error(trial))
+            self.refresh(trials)
+
+        def refresh(self, trials):
+            rows = []
+            for t in trials:
+                m = self.last.get(t.trial_id) or t.last_result or {}
+                status = self.status.get(t.trial_id) or ("TERMINATED" if m.get("done") else str(t.status))
+                rows.append({"trial_id": t.trial_id, "status": status, "flags": m.get("flags", ""),
+                             **{k: m.get(k) for k in self.settings.metrics}})
+            table = pareto.pareto_table(rows, objectives=(self.settings.metrics[0], self.settings.metrics[1]),
+                                        clean_floor=self.settings.clean_floor)
+            self.tracker.log_front(rows, table, [])
+
+    return MLflowLogger()
+
+
 def trial_error(trial_or_result) -> str:
     """The one-line reason of a failed trial (the DivergenceError message when it diverged)."""
     err = getattr(trial_or_result, "error", None)
@@ -321,13 +393,20 @@ def run(s: Settings, address: str | None, resume: bool, quiet: bool) -> dict[str
         param_space["blackbox"] = prepare_surrogate(s, param_space, quiet)
     conc = concurrency(s, res)
     fn = tune.with_resources(trainable, {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial})
+    tracker = tracking.SearchTracker(s.uri, s.mlflow_experiment, str(Path(s.storage_path) / "mlartifacts"),
+                                     s.parent_run_id)
+    s.parent_run_id = tracker.start_parent(s.experiment, {k: v for k, v in s.__dict__.items() if k != "parent_run_id"},
+                                           {"defense": s.defense, "dataset": s.dataset, "arch": s.arch,
+                                            "sampler": s.sampler, "objectives": ",".join(s.metrics),
+                                            "budget": s.budget, "tune_div.experiment_dir": str(s.path)})
+    (s.path / "search.json").write_text(json.dumps(s.__dict__, indent=2))
     if not quiet:
         print(f"{'resuming' if resume else 'searching'} {s.defense} on {s.dataset} ({s.members} x {s.arch}, "
               f"{s.epochs} epochs, {s.samples} trials, budget {s.budget}), sampler {s.sampler}, objectives "
               f"{', '.join(s.metrics)}; {conc} at once on {res['CPU']:g} CPU / {res['GPU']:g} GPU; "
               f"results in {s.path}", flush=True)
     run_config = tune.RunConfig(name=s.experiment, storage_path=s.storage_path, verbose=0,
-                                callbacks=[progress_callback(s, quiet)],
+                                callbacks=[progress_callback(s, quiet), mlflow_callback(s, tracker)],
                                 failure_config=tune.FailureConfig(max_failures=0),
                                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
     if resume:
@@ -342,7 +421,22 @@ def run(s: Settings, address: str | None, resume: bool, quiet: bool) -> dict[str
     table = pareto.pareto_table(rows, objectives=(s.metrics[0], s.metrics[1]), clean_floor=s.clean_floor)
     write_results(s, rows, table)
     interrupted = len(rows) < s.samples or any(r["status"] == "UNFINISHED" for r in rows)
+    publish(s, tracker, space, rows, table)
+    tracker.end_parent("KILLED" if interrupted else "FINISHED")
     return {"rows": rows, "table": table, "interrupted": interrupted}
+
+
+def publish(s: Settings, tracker: "tracking.SearchTracker", space, rows, table) -> None:
+    """Parent artifacts: Pareto table/plot, the search space, the exported configs."""
+    from . import export
+
+    tracker.attach_children()  # the callback may be a restored copy: read the child runs back from MLflow
+    tracking.pareto_plot(rows, table, s.path / "pareto.png", f"{s.defense} on {s.dataset}: {s.experiment}")
+    exported = s.path / "exported"
+    export.export_from_tracking(s.uri, parent_run_id=tracker.parent_run_id, out=exported, clean_floor=s.clean_floor)
+    files = [s.path / "pareto.csv", s.path / "pareto.json", s.path / "pareto.png", s.path / "trials.csv",
+             Path(space.source), exported]
+    tracker.log_front(rows, table, files)
 
 
 def prepare_surrogate(s: Settings, param_space: dict[str, Any], quiet: bool) -> dict[str, Any]:

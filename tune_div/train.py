@@ -11,6 +11,8 @@ import json
 import sys
 from pathlib import Path
 
+import torch
+
 from . import config_file, data, defenses, models
 from .cli import ArgumentParser, parse_key_values
 from .errors import DivergenceError, cli_errors, fail
@@ -43,6 +45,11 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--checkpoint", help="checkpoint file: saved every epoch, resumed from if it exists")
     p.add_argument("--save-model", help="write the trained ensemble to this file")
     p.add_argument("--out", help="write the metrics as JSON to this file")
+    p.add_argument("--tracking-uri", help="log the run to this MLflow store (default with --config: the source's)")
+    p.add_argument("--register", metavar="NAME", help="register the ensemble as an MLflow model (default with "
+                   "--config: <defense>-<dataset>)")
+    p.add_argument("--alias", help="alias of the registered version (default from the file name: best-robust, knee)")
+    p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
     return p
 
 
@@ -99,14 +106,82 @@ def main(argv: list[str] | None = None) -> int:
         print(f"test acc {test_acc:.4f} (members {' '.join(f'{a:.4f}' for a in test_members)})")
         result = {"config": cfg.to_dict(), "history": history,
                   "metrics": {"val_clean_acc": history[-1]["val_clean_acc"] if history else None,
-                              "test_clean_acc": test_acc, "test_member_acc": test_members}}
+                              "test_clean_acc": test_acc, "test_member_acc": test_members,
+                              "test_split_points": args.test_subset or "all"}}
+        doc = config_file.read(args.config) if args.config else None
+        if doc and doc.get("objective"):
+            # Measured exactly as the search did (same fixed subsets), so they compare with doc["metrics"].
+            result["metrics"]["test_clean_acc_whole_split"] = result["metrics"].pop("test_clean_acc")
+            result["metrics"].update(objective_metrics(trainer, doc["objective"]))
+            print("objective: " + "  ".join(f"{k} {v:.4f}" for k, v in result["metrics"].items()
+                                            if k.endswith("robust_acc")))
+            if doc.get("metrics"):
+                result["source_metrics"] = doc["metrics"]
         if args.save_model:
             models.save_ensemble(trainer.ensemble.cpu(), args.save_model)
             print(f"ensemble written to {args.save_model}")
         if args.out:
             Path(args.out).write_text(json.dumps(result, indent=2))
             print(f"metrics written to {args.out}")
+        uri = args.tracking_uri or ((doc or {}).get("source") or {}).get("tracking_uri")
+        if uri and not args.no_mlflow:
+            log_retrain(uri, cfg, trainer, result, doc, args)
     return 0
+
+
+def objective_metrics(trainer: Trainer, objective: dict) -> dict[str, float]:
+    """The search's objective on the same fixed subsets as the trial (validation, then test)."""
+    from .trainable import ProxyObjective
+
+    model = trainer.ensemble.eval()
+    out = {}
+    _, out["val_robust_acc"] = ProxyObjective(trainer.cfg, objective)(model)
+    test = ProxyObjective(trainer.cfg, objective, split="test", n=objective.get("test_n"))
+    out["test_clean_acc"], out["test_robust_acc"] = test(model)
+    return out
+
+
+def alias_for(path: str | None, alias: str | None) -> str | None:
+    if alias:
+        return alias
+    stem = Path(path).stem if path else ""
+    return {"best_robust": "best-robust", "knee": "knee"}.get(stem)
+
+
+def log_retrain(uri: str, cfg: TrainConfig, trainer: Trainer, result: dict, doc: dict | None, args) -> None:
+    """An MLflow run linked to the exported trial, with the ensemble logged and registered under an alias."""
+    import mlflow
+
+    from . import tracking
+
+    source = (doc or {}).get("source") or {}
+    name = args.register or f"{cfg.defense}-{cfg.dataset}"
+    mlflow.set_tracking_uri(uri)
+    client = tracking.client_for(uri)
+    storage = Path(uri[len("sqlite:///"):]).parent if uri.startswith("sqlite:///") else None
+    exp_id = tracking.get_or_create_experiment(client, source.get("experiment") or name,
+                                               str(storage / "mlartifacts") if storage else None)
+    tags = {"tune_div.role": "retrain", "defense": cfg.defense, "dataset": cfg.dataset}
+    tags.update({f"tune_div.source_{k}": str(v) for k, v in source.items() if k != "tracking_uri"})
+    with mlflow.start_run(experiment_id=exp_id, run_name=f"retrain-{source.get('trial_id', cfg.defense)}", tags=tags):
+        mlflow.log_params({k: str(v) for k, v in cfg.to_dict().items() if k not in ("data_dir", "hparams")})
+        mlflow.log_params({f"hparams.{k}": str(v) for k, v in cfg.hparams.items()})
+        for h in result["history"]:
+            mlflow.log_metrics({k: v for k, v in h.items() if isinstance(v, (int, float)) and k != "epoch"},
+                               step=int(h["epoch"]))
+        mlflow.log_metrics({k: v for k, v in result["metrics"].items() if isinstance(v, float)})
+        if args.config:
+            mlflow.log_artifact(args.config)
+        ens = trainer.ensemble.cpu().eval()
+        meta = data.info(cfg.dataset)
+        example = torch.rand(1, meta.in_channels, meta.image_size, meta.image_size).numpy()
+        info = mlflow.pytorch.log_model(ens, name="model", registered_model_name=name, serialization_format="pickle",
+                                        input_example=example)
+    version = info.registered_model_version
+    alias = alias_for(args.config, args.alias)
+    if alias and version is not None:
+        client.set_registered_model_alias(name, alias, str(version))
+    print(f"logged to MLflow ({uri}): model '{name}' version {version}" + (f", alias '{alias}'" if alias else ""))
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ split (``test_clean_acc``, ``test_robust_acc``) for reporting only: the objectiv
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -128,8 +127,6 @@ def run_trial(config: dict[str, Any], report, checkpoint_dir: str | None = None)
 def trainable(config: dict[str, Any]) -> None:
     """Ray Tune entry point (function API)."""
     from ray import tune
-
-    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads()))))
 
     def report(metrics, trainer):
         with tempfile.TemporaryDirectory() as d:

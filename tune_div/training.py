@@ -57,6 +57,9 @@ class TrainConfig:
     # Adversarial training on top of any defense: {attack: fgsm|pgd, eps, steps, ratio}. A share
     # ``ratio`` of every batch is replaced by adversarial examples of the current ensemble.
     adv_train: dict[str, Any] | None = None
+    # CPU threads for torch. Float reductions differ with the thread count, so reproducing a run
+    # exactly needs the same number (a search records its --cpus-per-trial here). None: torch's default.
+    num_threads: int | None = None
 
     def __post_init__(self):
         defaults = DATASET_DEFAULTS.get(self.dataset)
@@ -148,6 +151,8 @@ class Trainer:
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
+        if cfg.num_threads:
+            torch.set_num_threads(int(cfg.num_threads))
         meta = data.info(cfg.dataset)
         # The paper's values for this dataset, overridden by what the config sets.
         self.defense = defenses.build(cfg.defense, **{**defenses.defaults(cfg.defense, cfg.dataset), **cfg.hparams})
