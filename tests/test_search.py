@@ -29,17 +29,29 @@ def read_rows(path: Path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
-def test_smoke_search_prints_the_brute_force_front(ray_session, real_data, tmp_path, capsys):
-    rc, out = run_search(["smd", "--budget", "smoke", "--samples", "3", "--concurrency", "2", "--epochs", "1",
-                          "--data-dir", str(real_data), "--storage-path", str(tmp_path), "--experiment", "e2e"], capsys)
-    assert rc == 0, out.err
-    exp = tmp_path / "e2e"
+@pytest.fixture(scope="module")
+def smoke(ray_session, real_data, tmp_path_factory):
+    """One real smoke search (3 SMD trials, 1 epoch) shared by the tests of its outputs."""
+    storage = tmp_path_factory.mktemp("smoke")
+    import io
+    from contextlib import redirect_stdout
+
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        rc = search.main(["smd", "--budget", "smoke", "--samples", "3", "--concurrency", "2", "--epochs", "1",
+                          "--data-dir", str(real_data), "--storage-path", str(storage), "--experiment", "e2e"])
+    assert rc == 0, buf.getvalue()[-2000:]
+    return {"storage": storage, "exp": storage / "e2e", "out": buf.getvalue()}
+
+
+def test_smoke_search_prints_the_brute_force_front(smoke):
+    exp, out = smoke["exp"], smoke["out"]
     rows = read_rows(exp)
     assert len(rows) == 3 and all(r["status"] == "TERMINATED" for r in rows)
     ok = [r for r in rows if not r["flags"]]
     pts = {r["trial_id"]: (float(r["val_clean_acc"]), float(r["val_robust_acc"])) for r in ok}
     brute = {t for t, p in pts.items() if not any(q[0] >= p[0] and q[1] >= p[1] and q != p for q in pts.values())}
-    table = out.out.split("Pareto front")[1].split("written:")[0]
+    table = out.split("Pareto front")[1].split("written:")[0]
     printed = {line.split()[0] for line in table.splitlines()[2:] if line.strip()}
     assert printed == brute and brute
     doc = json.loads((exp / "pareto.json").read_text())
@@ -51,7 +63,126 @@ def test_smoke_search_prints_the_brute_force_front(ray_session, real_data, tmp_p
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert sorted(tuple(round(v, 6) for v in t.values) for t in done) == \
         sorted((round(float(r["val_clean_acc"]), 6), round(float(r["val_robust_acc"]), 6)) for r in rows)
-    assert "epoch 1/1" in out.out and "test clean" in out.out
+    assert "epoch 1/1" in out and "test clean" in out
+
+
+def mlflow_runs(storage: Path):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{storage / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("smd-mnist")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("tune_div.role") == "search"]
+    children = [r for r in runs if r.data.tags.get("tune_div.role") == "trial"]
+    return client, parents, children
+
+
+def test_mlflow_parent_and_children_match_the_search(smoke):
+    client, parents, children = mlflow_runs(smoke["storage"])
+    (parent,) = parents
+    assert parent.info.status == "FINISHED" and parent.data.tags["defense"] == "smd"
+    assert parent.data.tags["objectives"] == "val_clean_acc,val_robust_acc" and parent.data.params["sampler"] == "tpe"
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"pareto.csv", "pareto.json", "pareto.png", "smd.yaml", "exported", "trials.csv"} <= artifacts
+    front = {r["trial_id"] for r in json.loads((smoke["exp"] / "pareto.json").read_text())["front"]}
+    assert parent.data.metrics["front_size"] == len(front)
+    assert parent.data.metrics["hypervolume"] == pytest.approx(json.loads((smoke["exp"] / "pareto.json").read_text())["hypervolume"])
+    rows = {r["trial_id"]: r for r in read_rows(smoke["exp"])}
+    assert sorted(c.data.tags["tune_div.trial_id"] for c in children) == sorted(rows)  # one to one
+    for c in children:
+        tid = c.data.tags["tune_div.trial_id"]
+        assert c.data.tags["mlflow.parentRunId"] == parent.info.run_id and c.info.status == "FINISHED"
+        assert c.data.tags["pareto"] == ("true" if tid in front else "false")
+        assert float(c.data.params["hparams.lam"]) == json.loads(rows[tid]["hparams"])["lam"]
+        assert c.data.metrics["final_val_robust_acc"] == pytest.approx(float(rows[tid]["val_robust_acc"]))
+        assert [m.step for m in client.get_metric_history(c.info.run_id, "val_clean_acc")] == [1]
+        assert [a.path for a in client.list_artifacts(c.info.run_id)] == ["config.yaml"]
+
+
+def test_export_from_mlflow_alone_and_retrain_reproduces_the_trial(smoke, real_data, tmp_path, capsys):
+    import shutil
+
+    import yaml
+
+    from tune_div import export, train
+
+    hidden = tmp_path / "ray_results_moved_away"
+    shutil.move(str(smoke["exp"]), hidden)  # export must not need the Ray results
+    try:
+        assert export.main(["--experiment", "smd-mnist", "--storage", str(smoke["storage"]), "--out",
+                            str(tmp_path / "cfg")]) == 0
+    finally:
+        shutil.move(str(hidden), smoke["exp"])
+    best = yaml.safe_load((tmp_path / "cfg" / "best_robust.yaml").read_text())
+    assert set(best) >= {"defense", "dataset", "arch", "n_members", "hparams", "train", "objective", "metrics", "source"}
+    assert best["source"]["experiment"] == "smd-mnist" and best["source"]["run_id"]
+    assert (tmp_path / "cfg" / "knee.yaml").is_file() and list((tmp_path / "cfg").glob("pareto_*.yaml"))
+    out = tmp_path / "r.json"
+    assert train.main(["--config", str(tmp_path / "cfg" / "best_robust.yaml"), "--data-dir", str(real_data),
+                       "--out", str(out)]) == 0
+    got = json.loads(out.read_text())["metrics"]
+    for key in ("val_clean_acc", "val_robust_acc", "test_clean_acc", "test_robust_acc"):
+        assert got[key] == best["metrics"][key], key  # same seed, same threads: the same numbers on CPU
+    client, _, _ = mlflow_runs(smoke["storage"])
+    version = client.get_model_version_by_alias("smd-mnist", "best-robust")
+    retrain = client.get_run(version.run_id)
+    assert retrain.data.tags["tune_div.source_run_id"] == best["source"]["run_id"]
+
+
+def test_ui_serves_the_store_and_stops_on_ctrl_c(smoke):
+    import socket
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    p = subprocess.Popen([sys.executable, "-m", "tune_div.ui", "--storage", str(smoke["storage"]), "--port", str(port)],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+    try:
+        line = p.stdout.readline()
+        assert f"http://127.0.0.1:{port}" in line, line
+        _, parents, _ = mlflow_runs(smoke["storage"])
+        body = json.dumps({"experiment_ids": [parents[0].info.experiment_id], "max_results": 100}).encode()
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/api/2.0/mlflow/runs/search", data=body,
+                                     headers={"Content-Type": "application/json"})
+        runs = json.loads(urllib.request.urlopen(req, timeout=30).read())["runs"]
+        assert parents[0].info.run_id in {r["info"]["run_id"] for r in runs}
+    finally:
+        p.send_signal(signal.SIGINT)
+        rest = p.communicate(timeout=60)[0]
+    assert p.returncode == 0 and "MLflow UI stopped" in rest
+
+
+def test_cross_search_comparison(smoke, tmp_path):
+    sys.path.insert(0, str(REPO / "analysis"))
+    try:
+        import compare_fronts
+    finally:
+        sys.path.pop(0)
+    table = compare_fronts.compare(f"sqlite:///{smoke['storage'] / 'mlflow.db'}", ["smd-mnist"], tmp_path / "cmp")
+    assert table[0]["hypervolume"] > 0 and (tmp_path / "cmp" / "fronts.png").is_file()
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{smoke['storage'] / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("comparisons")
+    assert client.search_runs([exp.experiment_id])
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--experiment", "smd-mnist", "--storage", "/no/such", "--out", "x"], "no MLflow store"),
+    (["--experiment", "nope-mnist", "--storage", "STORE", "--out", "x"], "no MLflow experiment 'nope-mnist'"),
+    (["--run-id", "0123", "--storage", "STORE", "--out", "x"], "no MLflow run 0123"),
+])
+def test_export_bad_input(argv, needle, smoke, tmp_path, capsys, monkeypatch):
+    from tune_div import export
+
+    monkeypatch.chdir(tmp_path)
+    argv = [str(smoke["storage"]) if a == "STORE" else a for a in argv]
+    with pytest.raises(SystemExit) as exc:
+        export.main(argv)
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and needle in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "x").exists()
 
 
 def test_a_diverging_trial_fails_alone_with_its_reason(ray_session, real_data, tmp_path, capsys):
@@ -69,6 +200,12 @@ def test_a_diverging_trial_fails_alone_with_its_reason(ray_session, real_data, t
     assert "FAILED" in out.out
     study = optuna.load_study(study_name="nan", storage=f"sqlite:///{tmp_path / 'nan' / 'optuna.db'}")
     assert sum(t.state == optuna.trial.TrialState.FAIL for t in study.trials) == len(failed)
+    _, _, children = mlflow_runs(tmp_path)
+    by_trial = {c.data.tags["tune_div.trial_id"]: c for c in children}
+    for r in failed:
+        run = by_trial[r["trial_id"]]
+        assert run.info.status == "FAILED" and "became nan" in run.data.tags["tune_div.error"]
+    assert all(by_trial[r["trial_id"]].info.status == "FINISHED" for r in finished)
 
 
 def test_fractional_gpus_run_sixteen_trials_at_once(ray_session, real_data, tmp_path, capsys):
@@ -120,6 +257,13 @@ def test_interrupted_search_resumes_without_rerunning_finished_trials(real_data,
     assert f"[{first}] epoch" not in q.stdout  # the finished trial did not train again
     first_dir = next(d for d in exp.iterdir() if first in d.name)
     assert len((first_dir / "result.json").read_text().splitlines()) == before[first_dir.name] == 1
+    client, parents, children = mlflow_runs(tmp_path / "res")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"  # the same parent continued
+    assert sorted(c.data.tags["tune_div.trial_id"] for c in children) == sorted(r["trial_id"] for r in rows)
+    assert all(c.info.status == "FINISHED" for c in children)  # no duplicate, none left RUNNING
+    for c in children:
+        steps = [m.step for m in client.get_metric_history(c.info.run_id, "val_clean_acc")]
+        assert steps == sorted(set(steps))  # no epoch logged twice
 
 
 @pytest.mark.parametrize("argv,needle", [
