@@ -125,7 +125,7 @@ def settings_from_args(args) -> Settings:
     if not args.defense:
         raise UserError(f"name the defense to search, one of: {', '.join(defenses.names())}")
     defenses.DEFENSES.get(args.defense)
-    meta = data.info(args.dataset)
+    data.info(args.dataset)  # unknown dataset: ValueError naming the choices
     budget = BUDGETS[args.budget]
     arch = args.arch or DATASET_DEFAULTS[args.dataset]["arch"]
     models.MODELS.get(arch)
@@ -156,8 +156,6 @@ def settings_from_args(args) -> Settings:
     space = search_space.load(args.defense, args.space)  # validates the file now
     if args.inject_nan_if:
         parse_injection(args.inject_nan_if, space)
-    if meta.in_channels < 1:
-        raise UserError("bad dataset")
     experiment = args.experiment or f"{args.defense}-{args.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
     return Settings(args.defense, args.dataset, arch, args.members, epochs, samples, args.budget, args.sampler,
                     args.objective, args.clean_floor, args.gpus, gpt, args.cpus_per_trial, args.concurrency, args.seed,

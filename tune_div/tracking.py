@@ -16,7 +16,6 @@ KILLED (never RUNNING) and a failed trial's run is FAILED with the reason in ``t
 
 from __future__ import annotations
 
-import json
 import math
 import tempfile
 import time

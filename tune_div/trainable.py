@@ -33,7 +33,6 @@ from typing import Any
 import torch
 
 from . import evaluation, search_space
-from .errors import DivergenceError
 from .training import TrainConfig, Trainer
 
 CHECKPOINT_FILE = "state.pt"
