@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from .errors import fail
 
@@ -37,6 +36,3 @@ def parse_key_values(items: list[str] | None, what: str = "--hparam") -> dict:
         out[key.strip()] = parse_scalar(value.strip())
     return out
 
-
-def progress_enabled() -> bool:
-    return sys.stderr.isatty()

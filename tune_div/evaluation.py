@@ -19,10 +19,9 @@ import json
 import math
 import os
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -261,11 +260,6 @@ def sanity_flags(checks: dict[str, Any], white: dict[str, dict[str, float]] | No
              f"input gradients vanish for {checks['vanishing_gradient_share']:.0%} of the points",
              share=checks["vanishing_gradient_share"])
     return flags
-
-
-def warn_flags(flags: Iterable[dict[str, Any]]) -> None:
-    for f in flags:
-        warnings.warn(f"gradient-masking flag {f['name']}: {f['message']} (see {f['doc']})", stacklevel=2)
 
 
 def dataset_eps_grid(dataset: str) -> list[float]:
