@@ -83,11 +83,14 @@ class SearchTracker:
         self.parent_run_id = parent_run_id
         self.children: dict[str, str] = {}  # Ray trial id -> MLflow run id
         self.logged_step: dict[str, int] = {}
+        self.front_tags: dict[str, tuple] = {}  # what the pareto/knee/eligibility tags last said, per run
         self._client = None
+        self._experiment_id: str | None = None
 
     def __getstate__(self):
         state = dict(self.__dict__)
         state["_client"] = None
+        state["_experiment_id"] = None
         return state
 
     @property
@@ -98,7 +101,9 @@ class SearchTracker:
 
     @property
     def experiment_id(self) -> str:
-        return get_or_create_experiment(self.client, self.experiment, self.artifact_root)
+        if self._experiment_id is None:
+            self._experiment_id = get_or_create_experiment(self.client, self.experiment, self.artifact_root)
+        return self._experiment_id
 
     # -- parent ------------------------------------------------------------------------------------
     def start_parent(self, name: str, params: dict[str, Any], tags: dict[str, str]) -> str:
@@ -136,12 +141,13 @@ class SearchTracker:
         self.client.log_batch(self.parent_run_id, metrics=[
             _metric("hypervolume", table["hypervolume"], 0, ts), _metric("front_size", len(table["front"]), 0, ts),
             _metric("trials_finished", sum(r["status"] == "TERMINATED" for r in rows), 0, ts)])
-        for r in rows:
+        for r in rows:  # only tags that changed: this runs at every trial end, over every trial
             run_id = self.children.get(str(r["trial_id"]))
-            if run_id:
-                self.client.set_tag(run_id, "pareto", "true" if r.get("pareto") else "false")
-                self.client.set_tag(run_id, "tune_div.eligibility", r.get("eligibility", ""))
-                self.client.set_tag(run_id, "knee", "true" if r.get("knee") else "false")
+            tags = ("true" if r.get("pareto") else "false", r.get("eligibility", ""), "true" if r.get("knee") else "false")
+            if run_id and self.front_tags.get(run_id) != tags:
+                self.client.log_batch(run_id, tags=[_tag("pareto", tags[0]), _tag("tune_div.eligibility", tags[1]),
+                                                    _tag("knee", tags[2])])
+                self.front_tags[run_id] = tags
         for f in files:
             if f.is_file():
                 self.client.log_artifact(self.parent_run_id, str(f))
@@ -190,6 +196,12 @@ class SearchTracker:
         if error:
             self.client.set_tag(run_id, "tune_div.error", error[:5000])
         self.client.set_terminated(run_id, {"TERMINATED": "FINISHED", "ERROR": "FAILED"}.get(status, "KILLED"))
+
+
+def _tag(k, v):
+    from mlflow.entities import RunTag
+
+    return RunTag(k, v)
 
 
 def _param(k, v):
