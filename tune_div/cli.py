@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from .errors import fail
 
@@ -36,3 +37,9 @@ def parse_key_values(items: list[str] | None, what: str = "--hparam") -> dict:
         out[key.strip()] = parse_scalar(value.strip())
     return out
 
+
+def check_outputs_writable(*paths: str | None) -> None:
+    """Fail before any work if an output file's folder does not exist."""
+    for p in paths:
+        if p and not Path(p).resolve().parent.is_dir():
+            raise ValueError(f"cannot write {p}: folder {Path(p).parent} does not exist")

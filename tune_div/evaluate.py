@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from . import attacks, data, models
-from .cli import ArgumentParser, parse_key_values
+from .cli import ArgumentParser, check_outputs_writable, parse_key_values
 from .errors import cli_errors
 from .evaluation import DEFAULT_N, EvalSpec, evaluate
 
@@ -53,8 +53,7 @@ def parse_floats(text: str, what: str) -> list[float]:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     with cli_errors(PROG):
-        if args.out and not Path(args.out).resolve().parent.is_dir():
-            raise ValueError(f"cannot write {args.out}: folder {Path(args.out).parent} does not exist")
+        check_outputs_writable(args.out)
         n = None if args.n == "all" else int(args.n) if args.n.isdigit() else None
         if n is None and args.n != "all":
             raise ValueError(f"--n must be a positive number or 'all', got '{args.n}'")

@@ -453,7 +453,7 @@ def collect(grid) -> list[dict[str, Any]]:
     for r in grid:
         m = r.metrics or {}
         status = "ERROR" if r.error else ("TERMINATED" if m.get("done") else "UNFINISHED")
-        rows.append({"trial_id": m.get("trial_id") or Path(r.path).name.split("_")[1] if r.path else None,
+        rows.append({"trial_id": m.get("trial_id"),
                      "status": status, "error": trial_error(r) if r.error else "",
                      "hparams": dict(r.config.get("hparams") or {}), "train": dict(r.config.get("train") or {}),
                      "epoch": m.get("epoch"), "flags": m.get("flags", ""),

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from . import config_file, data, defenses, models
-from .cli import ArgumentParser, parse_key_values
+from .cli import ArgumentParser, check_outputs_writable, parse_key_values
 from .errors import DivergenceError, cli_errors, fail
 from .training import TrainConfig, Trainer
 
@@ -71,12 +71,6 @@ def config_from_args(args) -> TrainConfig:
     if not args.defense:
         raise ValueError(f"--defense is required (one of: {', '.join(defenses.names())}) unless --config is given")
     return TrainConfig.from_dict({**{k: v for k, v in overrides.items() if v is not None}, "hparams": hparams})
-
-
-def check_outputs_writable(*paths: str | None) -> None:
-    for p in paths:
-        if p and not Path(p).resolve().parent.is_dir():
-            raise ValueError(f"cannot write {p}: folder {Path(p).parent} does not exist")
 
 
 def main(argv: list[str] | None = None) -> int:
