@@ -16,8 +16,9 @@ import time
 
 import torch
 
-from tune_div import attacks, evaluation
-from tune_div.training import TrainConfig, Trainer
+from tune_div import attacks
+from tune_div import eval as evaluation
+from tune_div.train import TrainConfig, Trainer
 
 CHEAP = {"autoattack": {"preset": "fast"}}
 

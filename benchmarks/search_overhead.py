@@ -3,7 +3,7 @@
     python benchmarks/search_overhead.py [--data-dir ../shared/data] [--k 4] [--epochs 2] [--subset 10000]
 
 Direct: the K configurations the search ran (read back from its results), each trained with
-``tune_div.trainable.run_trial`` in this process one after another, with the same per-epoch evaluation
+``tune_div.search.trainable.run_trial`` in this process one after another, with the same per-epoch evaluation
 (proxy PGD, sanity checks, test split) but no Ray and no checkpoints. Search: ``python -m tune_div.search``
 in a fresh process (Ray start-up, Optuna, checkpoints, reporting included), K trials, as many at once
 as there are cores. Prints both wall times and their ratio (target at most 1.25x on the 2-core CPU).
@@ -22,8 +22,9 @@ from pathlib import Path
 
 import torch
 
-from tune_div.search import BUDGETS, OBJECTIVE_EPS
-from tune_div.trainable import run_trial
+from tune_div import data
+from tune_div.search.settings import BUDGETS
+from tune_div.search.trainable import run_trial
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -57,7 +58,7 @@ def main() -> None:
         run_trial(cfg, lambda metrics, trainer: None)
     direct_s = time.perf_counter() - t0
     print(f"{args.k} x {args.defense}, {args.epochs} epochs on {args.subset} MNIST images (smoke evaluation sizes: "
-          f"proxy {smoke['objective_n']} pts at eps {OBJECTIVE_EPS['mnist']}), {os.cpu_count()} cores")
+          f"proxy {smoke['objective_n']} pts at eps {data.info('mnist').objective_eps}), {os.cpu_count()} cores")
     print(f"direct, one after another: {direct_s:8.1f} s")
     print(f"tune_div.search (Ray):     {search_s:8.1f} s")
     print(f"overhead ratio:            {search_s / direct_s:8.2f}x")

@@ -16,7 +16,7 @@ import time
 import torch
 
 from tune_div import data, defenses, models
-from tune_div.training import resolve_device
+from tune_div.train import resolve_device
 
 
 class Stepper:

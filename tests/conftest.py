@@ -42,7 +42,7 @@ def real_data() -> Path:
 @pytest.fixture(scope="session")
 def trained_ensemble(real_data):
     """A 2-member naive lenet5 ensemble trained 1 epoch on 8,000 real MNIST images (~3 s), eval mode."""
-    from tune_div.training import TrainConfig, Trainer
+    from tune_div.train import TrainConfig, Trainer
 
     trainer = Trainer(TrainConfig(defense="naive", data_dir=str(real_data), n_members=2, subset=8000,
                                   val_subset=500, epochs=1))
@@ -53,7 +53,7 @@ def trained_ensemble(real_data):
 @pytest.fixture(scope="session")
 def eval_points(real_data):
     """200 fixed test points as float images in [0, 1] and labels."""
-    from tune_div.evaluation import eval_subset
+    from tune_div.eval import eval_subset
 
     return eval_subset("mnist", "test", 200, seed=0, root=str(real_data))
 

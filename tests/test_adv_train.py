@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tune_div import train
-from tune_div.training import TrainConfig, Trainer, validate_adv_train
+from tune_div.cli import train
+from tune_div.errors import UserError
+from tune_div.train import TrainConfig, Trainer, validate_adv_train
 
 pytestmark = pytest.mark.usefixtures("real_data")
 
@@ -32,8 +33,15 @@ def test_adversarial_training_runs_on_top_of_a_defense(real_data, defense, tmp_p
 
 
 @pytest.mark.parametrize("spec,needle", [
-    ({"attack": "cw"}, "fgsm or pgd"), ({"ratio": 0}, "ratio"), ({"eps": -1}, "eps"), ({"nb_iter": 3}, "unknown"),
+    ({"attack": "cw"}, "one of fgsm, pgd"), ({"ratio": 0}, "ratio"), ({"eps": -1}, "eps"), ({"nb_iter": 3}, "unknown"),
 ])
 def test_bad_adv_train_specs(spec, needle):
-    with pytest.raises(ValueError, match=needle):
-        validate_adv_train(spec)
+    with pytest.raises(UserError, match=needle):
+        validate_adv_train(spec, default_eps=0.1)
+
+
+def test_adv_train_eps_defaults_to_the_datasets_objective_eps():
+    # MNIST-like images are attacked at 0.1 in the papers, CIFAR at 0.01 (DESIGN.md, defaults per dataset).
+    assert TrainConfig(dataset="fashion_mnist", adv_train={"attack": "fgsm"}).adv_train["eps"] == 0.1
+    assert TrainConfig(dataset="cifar10", adv_train={"attack": "fgsm"}).adv_train["eps"] == 0.01
+    assert TrainConfig(dataset="cifar10", adv_train={"attack": "pgd", "eps": 0.03}).adv_train["eps"] == 0.03

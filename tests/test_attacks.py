@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from tune_div import attacks
-from tune_div.evaluation import accuracy
+from tune_div.errors import UserError
+from tune_div.eval import accuracy
 
 # Cheap settings per attack so the whole registry runs in seconds on CPU.
 FAST = {"square": {"n_queries": 300},
@@ -15,7 +16,7 @@ EPS = {"cw_l2": 3.0}
 
 
 @pytest.mark.parametrize("name", attacks.names())
-def test_attack_lowers_accuracy_and_stays_in_the_ball(name, trained_ensemble, eval_points):
+def test_attack_lowers_accuracy(name, trained_ensemble, eval_points):
     n = 16 if name == "cw_l2" else 64  # advertorch's CW loops over samples in Python
     x, y = eval_points[0][:n], eval_points[1][:n]
     eps = EPS.get(name, 0.25)
@@ -23,13 +24,29 @@ def test_attack_lowers_accuracy_and_stays_in_the_ball(name, trained_ensemble, ev
     x_adv = attacks.run(name, trained_ensemble, x, y, eps, **FAST.get(name, {}))
     clean, robust = accuracy(trained_ensemble, x, y), accuracy(trained_ensemble, x_adv, y)
     assert robust < clean - 0.2, (clean, robust)
-    assert x_adv.shape == x.shape and float(x_adv.min()) >= 0.0 and float(x_adv.max()) <= 1.0
-    delta = (x_adv - x).flatten(1)
-    if attacks.ATTACKS.get(name).norm == "linf":
-        assert float(delta.abs().max()) <= eps + 1e-6
-    else:
-        assert float(delta.norm(dim=1).max()) <= eps + 1e-4
+    assert x_adv.shape == x.shape
+    if attacks.ATTACKS.get(name).norm == "l2":  # L∞ balls are enforced by the base class for every attack
+        assert float((x_adv - x).flatten(1).norm(dim=1).max()) <= eps + 1e-4
     assert not trained_ensemble.training  # the attack restored the caller's mode
+
+
+class Overshoot(attacks.Attack):
+    """An attack whose raw output leaves both the ε-ball and [0, 1]: the base class must bring it back."""
+
+    name = "overshoot"
+
+    def perturb(self, model, x, y, eps):
+        return x + torch.where(torch.rand_like(x) < 0.5, 3.0, -3.0)
+
+
+def test_base_class_projects_into_the_ball_and_the_image_range(trained_ensemble, eval_points):
+    x, y = eval_points[0][:16], eval_points[1][:16]
+    x_adv = Overshoot()(trained_ensemble, x, y, 0.1)
+    delta = (x_adv - x).abs()
+    assert float(delta.max()) <= 0.1 + 1e-6
+    assert float(x_adv.min()) >= 0.0 and float(x_adv.max()) <= 1.0
+    interior = (x > 0.1) & (x < 0.9)  # there the ball binds, not the image range
+    assert torch.allclose(delta[interior], torch.full_like(delta[interior], 0.1), atol=1e-6)
 
 
 def test_attack_restores_training_mode(trained_ensemble, eval_points):
@@ -52,11 +69,27 @@ def test_rfgsm_is_a_random_step_then_fgsm_of_the_remaining_budget(trained_ensemb
     assert values <= {100, 200} and values
 
 
-def test_options_are_validated_and_defaults_documented():
-    with pytest.raises(ValueError, match="valid: rand_init, step, steps"):
+def test_options_are_validated():
+    with pytest.raises(UserError, match="valid: rand_init, step, steps"):
         attacks.get("pgd").options(0.1, iterations=5)
-    with pytest.raises(ValueError, match="unknown attack"):
+    with pytest.raises(UserError, match="unknown attack"):
         attacks.get("deepfool")
-    assert attacks.get("pgd").options(0.1) == {"steps": 10, "step": None, "rand_init": True}
-    assert attacks.get("autoattack").options(0.1)["apgd_steps"] == 100  # AutoAttack's standard preset
-    assert attacks.get("mim").options(0.1)["decay"] == 1.0
+    assert attacks.get("autoattack").options(0.1, preset="fast")["apgd_steps"] < \
+        attacks.get("autoattack").options(0.1)["apgd_steps"]  # the fast preset is cheaper than standard
+
+
+@pytest.mark.parametrize("name", attacks.names())
+def test_declared_facts_are_consistent(name):
+    cls = attacks.ATTACKS.get(name)
+    if cls.step_option is not None:  # the option that sets its iterations exists and takes an integer
+        assert cls.step_option in cls.defaults and cls.iterative
+        assert cls.with_steps(7) == {cls.step_option: 7}
+        cls().options(0.1, **cls.with_steps(7))
+    else:
+        assert cls.with_steps(7) == {}
+    if cls.single_step is not None:  # an iterative attack's reference is a registered one-step attack
+        ref = attacks.ATTACKS.get(cls.single_step)
+        assert cls.iterative and not ref.iterative and ref.norm == cls.norm
+    if cls.adversarial_training:
+        assert cls.norm == "linf"
+    assert attacks.names(iterative=True) == [n for n in attacks.names() if attacks.ATTACKS.get(n).iterative]

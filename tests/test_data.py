@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 import shutil
 import stat
@@ -14,13 +13,16 @@ import pytest
 import torch
 
 from tune_div import data
+from tune_div.data import readers
 from tune_div.compat import import_torchvision
 from tune_div.errors import DataError
+
+from cifar_files import md5, point_torchvision_md5s_at, write_cifar10
 
 
 @pytest.fixture(autouse=True)
 def fresh_memo(monkeypatch):
-    monkeypatch.setattr(data, "_MEMO", {})
+    monkeypatch.setattr(readers, "MEMO", {})
 
 
 def test_mnist_reads_from_read_only_archives(real_data, tmp_path, monkeypatch):
@@ -90,37 +92,9 @@ def test_unknown_dataset_and_split():
 
 # --- CIFAR on small generated files in the real on-disk format -----------------------------------
 
-def _md5(path: Path) -> str:
-    return hashlib.md5(path.read_bytes()).hexdigest()
-
-
-def _write_cifar10(folder: Path, per_batch: int = 4) -> tuple[np.ndarray, list[int]]:
-    """cifar-10-batches-py: pickled dicts with "data" [N, 3072] uint8 (channel-major rows) and "labels"."""
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    all_rows, all_labels = [], []
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        rows = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
-        labels = rng.integers(0, 10, per_batch).tolist()
-        with open(folder / name, "wb") as fh:
-            pickle.dump({"data": rows, "labels": labels, "batch_label": name}, fh)
-        if name != "test_batch":
-            all_rows.append(rows)
-            all_labels += labels
-    with open(folder / "batches.meta", "wb") as fh:
-        pickle.dump({"label_names": [f"c{i}" for i in range(10)]}, fh)
-    return np.concatenate(all_rows), all_labels
-
-
-def _point_torchvision_md5s_at(monkeypatch, cls, folder: Path):
-    monkeypatch.setattr(cls, "train_list", [[n, _md5(folder / n)] for n, _ in cls.train_list])
-    monkeypatch.setattr(cls, "test_list", [[n, _md5(folder / n)] for n, _ in cls.test_list])
-    monkeypatch.setattr(cls, "meta", {**cls.meta, "md5": _md5(folder / cls.meta["filename"])})
-
-
 def test_cifar10_extracted_folder(tmp_path, monkeypatch):
-    rows, labels = _write_cifar10(tmp_path / "cifar-10-batches-py")
-    _point_torchvision_md5s_at(monkeypatch, import_torchvision().datasets.CIFAR10, tmp_path / "cifar-10-batches-py")
+    rows, labels = write_cifar10(tmp_path / "cifar-10-batches-py")
+    point_torchvision_md5s_at(monkeypatch, import_torchvision().datasets.CIFAR10, tmp_path / "cifar-10-batches-py")
     x, y = data.load("cifar10", "train", root=tmp_path, val_size=5)
     assert x.shape == (15, 3, 32, 32) and x.dtype == torch.uint8 and len(y) == 15
     xv, yv = data.load("cifar10", "val", root=tmp_path, val_size=5)
@@ -133,14 +107,14 @@ def test_cifar10_extracted_folder(tmp_path, monkeypatch):
 
 def test_cifar10_from_read_only_tar_archive(tmp_path, monkeypatch):
     build = tmp_path / "build"
-    _write_cifar10(build / "cifar-10-batches-py")
+    write_cifar10(build / "cifar-10-batches-py")
     cls = import_torchvision().datasets.CIFAR10
-    _point_torchvision_md5s_at(monkeypatch, cls, build / "cifar-10-batches-py")
+    point_torchvision_md5s_at(monkeypatch, cls, build / "cifar-10-batches-py")
     src = tmp_path / "readonly"
     src.mkdir()
     with tarfile.open(src / "cifar-10-python.tar.gz", "w:gz") as tar:
         tar.add(build / "cifar-10-batches-py", arcname="cifar-10-batches-py")
-    monkeypatch.setattr(cls, "tgz_md5", _md5(src / "cifar-10-python.tar.gz"))
+    monkeypatch.setattr(cls, "tgz_md5", md5(src / "cifar-10-python.tar.gz"))
     src.chmod(stat.S_IRUSR | stat.S_IXUSR)
     monkeypatch.setenv("TUNE_DIV_CACHE", str(tmp_path / "cache"))
     try:
@@ -162,7 +136,7 @@ def test_cifar100_extracted_folder(tmp_path, monkeypatch):
                          "coarse_labels": rng.integers(0, 20, n).tolist()}, fh)
     with open(folder / "meta", "wb") as fh:
         pickle.dump({"fine_label_names": [f"f{i}" for i in range(100)]}, fh)
-    _point_torchvision_md5s_at(monkeypatch, import_torchvision().datasets.CIFAR100, folder)
+    point_torchvision_md5s_at(monkeypatch, import_torchvision().datasets.CIFAR100, folder)
     x, y = data.load("cifar100", "test", root=tmp_path)
     assert x.shape == (6, 3, 32, 32) and int(y.max()) < 100
 

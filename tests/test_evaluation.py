@@ -8,9 +8,12 @@ import pytest
 import torch
 from torch import nn
 
-from tune_div import evaluate as evaluate_cli
-from tune_div import evaluation, models
-from tune_div.evaluation import EvalSpec, accuracy, sanity_checks, sanity_flags
+from tune_div import eval as evaluation
+from tune_div import models
+from tune_div.cli import evaluate as evaluate_cli
+from tune_div.eval import EvalSpec, accuracy, sanity_checks, sanity_flags
+from tune_div.eval import surrogate as surrogate_module
+from tune_div.eval import threat_models
 
 pytestmark = pytest.mark.usefixtures("real_data")
 
@@ -87,10 +90,11 @@ def test_surrogate_is_trained_once_and_its_examples_are_cached(trained_ensemble,
                     surrogate_epochs=1, surrogate_subset=2000, data_dir=str(real_data))
     first = evaluation.evaluate(trained_ensemble, spec)
     fits = []
-    monkeypatch.setattr(evaluation.Trainer, "fit", lambda self, *a, **k: fits.append(1))
+    monkeypatch.setattr(surrogate_module.Trainer, "fit", lambda self, *a, **k: fits.append(1))
     crafted = []
     real_craft = evaluation.craft
-    monkeypatch.setattr(evaluation, "craft", lambda *a, **k: crafted.append(a[0]) or real_craft(*a, **k))
+    for module in (surrogate_module, threat_models):
+        monkeypatch.setattr(module, "craft", lambda *a, **k: crafted.append(a[0]) or real_craft(*a, **k))
     second = evaluation.evaluate(trained_ensemble, spec)
     bb1, bb2 = first["threat_models"]["black_box"], second["threat_models"]["black_box"]
     assert bb1["surrogate"]["trained_now"] and not bb2["surrogate"]["trained_now"] and fits == []
@@ -98,14 +102,14 @@ def test_surrogate_is_trained_once_and_its_examples_are_cached(trained_ensemble,
     assert crafted == ["pgd", "pgd"]  # only the white-box attacks were crafted again
     assert bb1["acc"] == bb2["acc"]
     assert bb2["surrogate"]["key"] == bb1["surrogate"]["key"]
-    other = EvalSpec(**{**spec.__dict__, "surrogate_epochs": 2})
+    # Another training routine is another surrogate: the key covers the whole config.
     assert evaluation.config_key(evaluation.surrogate_config(trained_ensemble.config, "mnist", 2, 1000)) != \
-        bb1["surrogate"]["key"] and other.surrogate_epochs == 2
+        bb1["surrogate"]["key"]
 
 
 def test_one_epoch_naive_on_real_mnist_cli(real_data, tmp_path, monkeypatch, capsys):
     """The issue's acceptance run: 1-epoch naive ensemble on real MNIST, PGD/FGSM, black-box, JSON."""
-    from tune_div import train
+    from tune_div.cli import train
 
     monkeypatch.setenv("TUNE_DIV_CACHE", str(tmp_path / "cache"))
     model, out = tmp_path / "ens.pt", tmp_path / "r.json"
@@ -120,7 +124,6 @@ def test_one_epoch_naive_on_real_mnist_cli(real_data, tmp_path, monkeypatch, cap
     assert wb["pgd"]["0.3"] < 0.05
     assert wb["fgsm"]["0.1"] > wb["pgd"]["0.1"]
     assert bb["pgd"]["0.1"] > wb["pgd"]["0.1"] and bb["fgsm"]["0.1"] > wb["fgsm"]["0.1"]
-    assert r["attacks"]["pgd"]["options"] == {"steps": 10, "step": None, "rand_init": True}
     assert r["flags"] == []
     assert "white-box pgd" in capsys.readouterr().out
 
@@ -142,3 +145,23 @@ def test_evaluate_cli_bad_input(argv, needle, tmp_path, monkeypatch, capsys, tra
     err = capsys.readouterr().err.strip()
     assert exc.value.code == 2 and needle in err and len(err.splitlines()) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["M"]
+
+
+def test_evaluate_cli_curves_and_transfer_matrix(trained_ensemble, real_data, tmp_path, capsys):
+    model, out = tmp_path / "ens.pt", tmp_path / "r.json"
+    models.save_ensemble(trained_ensemble, model)
+    assert evaluate_cli.main(["--model", str(model), "--dataset", "mnist", "--attacks", "pgd", "--eps", "0.1",
+                              "--n", "200", "--curves", "--transfer-matrix", "--attack-option", "pgd:steps=5",
+                              "--no-sanity", "--data-dir", str(real_data), "--quiet", "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["attacks"]["pgd"]["options"]["steps"] == 5  # the override reached the attack
+    curve = r["curves"]["pgd"]
+    assert curve["eps"] == [0.05, 0.1, 0.15, 0.2, 0.25, 0.3]  # the MNIST grid of the papers
+    assert all(a2 <= a1 + 0.02 for a1, a2 in zip(curve["acc"], curve["acc"][1:]))  # a working attack: falling
+    assert curve["acc"][-1] < curve["acc"][0] - 0.3
+    m = r["threat_models"]["transfer_matrix"]
+    assert m["names"] == ["m0", "m1", "ensemble"] and (m["attack"], m["eps"]) == ("pgd", 0.1)
+    for i, row in enumerate(m["acc"][:2]):
+        assert row[i] <= min(row) + 1e-9  # examples crafted on a member hurt that member most
+    printed = capsys.readouterr().out
+    assert "transferability (pgd, eps=0.1)" in printed and printed.count("ensemble") >= 2

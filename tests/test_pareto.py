@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from tune_div import pareto
+from tune_div.search import pareto
 
 
 def brute_front(points):

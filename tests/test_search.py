@@ -13,10 +13,11 @@ from pathlib import Path
 import optuna
 import pytest
 
-from tune_div import search
+from tune_div.cli import search
 
 pytestmark = pytest.mark.usefixtures("real_data")
 REPO = Path(__file__).resolve().parents[1]
+FLOOR = 0.5  # the smoke search's clean floor: every 1-epoch trial clears it (its constraint is < 0)
 
 
 def run_search(argv, capsys):
@@ -39,7 +40,8 @@ def smoke(ray_session, real_data, tmp_path_factory):
     buf = io.StringIO()
     with redirect_stdout(buf):
         rc = search.main(["smd", "--budget", "smoke", "--samples", "3", "--concurrency", "2", "--epochs", "1",
-                          "--data-dir", str(real_data), "--storage-path", str(storage), "--experiment", "e2e"])
+                          "--clean-floor", str(FLOOR), "--data-dir", str(real_data), "--storage-path", str(storage),
+                          "--experiment", "e2e"])
     assert rc == 0, buf.getvalue()[-2000:]
     return {"storage": storage, "exp": storage / "e2e", "out": buf.getvalue()}
 
@@ -63,7 +65,16 @@ def test_smoke_search_prints_the_brute_force_front(smoke):
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert sorted(tuple(round(v, 6) for v in t.values) for t in done) == \
         sorted((round(float(r["val_clean_acc"]), 6), round(float(r["val_robust_acc"]), 6)) for r in rows)
-    assert "epoch 1/1" in out and "test clean" in out
+    # --clean-floor reached Optuna as a constraint on every trial: floor − clean accuracy.
+    assert sorted(round(t.constraints["clean_floor"], 6) for t in done) == \
+        sorted(round(FLOOR - float(r["val_clean_acc"]), 6) for r in rows)
+    assert "epoch 1/1" in out
+    by_id = {r["trial_id"]: r for r in rows}
+    for line in table.splitlines()[2:]:  # the printed test numbers are the trials' own
+        if line.strip():
+            tid, _, _, test_clean, test_robust = line.split()[:5]
+            assert (float(test_clean), float(test_robust)) == pytest.approx(
+                (float(by_id[tid]["test_clean_acc"]), float(by_id[tid]["test_robust_acc"])), abs=5e-5)
 
 
 def mlflow_runs(storage: Path):
@@ -83,7 +94,7 @@ def test_mlflow_parent_and_children_match_the_search(smoke):
     assert parent.info.status == "FINISHED" and parent.data.tags["defense"] == "smd"
     assert parent.data.tags["objectives"] == "val_clean_acc,val_robust_acc" and parent.data.params["sampler"] == "tpe"
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"pareto.csv", "pareto.json", "pareto.png", "smd.yaml", "exported", "trials.csv"} <= artifacts
+    assert {"pareto.csv", "pareto.json", "pareto.png", "search_space.yaml", "exported", "trials.csv"} <= artifacts
     front = {r["trial_id"] for r in json.loads((smoke["exp"] / "pareto.json").read_text())["front"]}
     assert parent.data.metrics["front_size"] == len(front)
     assert parent.data.metrics["hypervolume"] == pytest.approx(json.loads((smoke["exp"] / "pareto.json").read_text())["hypervolume"])
@@ -104,7 +115,7 @@ def test_export_from_mlflow_alone_and_retrain_reproduces_the_trial(smoke, real_d
 
     import yaml
 
-    from tune_div import export, train
+    from tune_div.cli import export, train
 
     hidden = tmp_path / "ray_results_moved_away"
     shutil.move(str(smoke["exp"]), hidden)  # export must not need the Ray results
@@ -123,6 +134,19 @@ def test_export_from_mlflow_alone_and_retrain_reproduces_the_trial(smoke, real_d
     got = json.loads(out.read_text())["metrics"]
     for key in ("val_clean_acc", "val_robust_acc", "test_clean_acc", "test_robust_acc"):
         assert got[key] == best["metrics"][key], key  # same seed, same threads: the same numbers on CPU
+    # --clean-floor on export keeps the front of the trials at or above it.
+    rows = [r for r in read_rows(smoke["exp"]) if not r["flags"]]
+    floor = sorted(float(r["val_clean_acc"]) for r in rows)[len(rows) // 2]
+    above = {r["trial_id"]: (float(r["val_clean_acc"]), float(r["val_robust_acc"])) for r in rows
+             if float(r["val_clean_acc"]) >= floor}
+    expected = {t for t, p in above.items() if not any(q[0] >= p[0] and q[1] >= p[1] and q != p for q in above.values())}
+    assert export.main(["--experiment", "smd-mnist", "--storage", str(smoke["storage"]), "--clean-floor", str(floor),
+                        "--out", str(tmp_path / "floor")]) == 0
+    assert {p.stem[len("pareto_"):] for p in (tmp_path / "floor").glob("pareto_*.yaml")} == expected
+    with pytest.raises(SystemExit):
+        export.main(["--experiment", "smd-mnist", "--storage", str(smoke["storage"]), "--clean-floor", "0.999",
+                     "--out", str(tmp_path / "none")])
+    assert "at --clean-floor 0.999" in capsys.readouterr().err
     client, _, _ = mlflow_runs(smoke["storage"])
     version = client.get_model_version_by_alias("smd-mnist", "best-robust")
     retrain = client.get_run(version.run_id)
@@ -174,7 +198,7 @@ def test_cross_search_comparison(smoke, tmp_path):
     (["--run-id", "0123", "--storage", "STORE", "--out", "x"], "no MLflow run 0123"),
 ])
 def test_export_bad_input(argv, needle, smoke, tmp_path, capsys, monkeypatch):
-    from tune_div import export
+    from tune_div.cli import export
 
     monkeypatch.chdir(tmp_path)
     argv = [str(smoke["storage"]) if a == "STORE" else a for a in argv]

@@ -8,10 +8,13 @@ import math
 import pytest
 import torch
 import yaml
+from cifar_files import point_torchvision_md5s_at, write_cifar10
 
-from tune_div import models, train
-from tune_div.errors import DivergenceError
-from tune_div.training import TrainConfig, Trainer
+from tune_div import models
+from tune_div.cli import train
+from tune_div.data import readers
+from tune_div.errors import DivergenceError, UserError
+from tune_div.train import TrainConfig, Trainer
 
 pytestmark = pytest.mark.usefixtures("real_data")
 
@@ -60,6 +63,45 @@ def test_nan_loss_stops_training_with_its_reason(real_data):
     trainer.defense.loss = lambda ens, x, y: (torch.tensor(float("nan")), {"ce": 1.0, "reg": float("nan")})
     with pytest.raises(DivergenceError, match="became nan at epoch 1, step 0"):
         trainer.fit()
+
+
+def test_a_checkpoint_is_resumed_only_into_the_config_that_wrote_it(real_data, tmp_path):
+    ckpt = tmp_path / "ckpt.pt"
+    Trainer(small_cfg(real_data, epochs=1, subset=64)).fit(checkpoint_path=ckpt)
+    with pytest.raises(UserError, match=r"another config \(hparams: \{'lam': 1.0\} there, \{'lam': 2.0\} here\)"):
+        Trainer(small_cfg(real_data, epochs=2, subset=64, hparams={"lam": 2.0})).fit(checkpoint_path=ckpt)
+    longer = Trainer(small_cfg(real_data, epochs=2, subset=64, hparams={"lam": 1.0}))
+    assert len(longer.fit(checkpoint_path=ckpt)) == 2  # more epochs of the same config is a resume
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])  # a copy cut short
+    with pytest.raises(UserError, match="damaged or not a tune_div checkpoint"):
+        Trainer(small_cfg(real_data, epochs=3, subset=64)).fit(checkpoint_path=ckpt)
+
+
+def test_cifar_shaped_training_with_augmentation_and_lr_milestones(tmp_path, monkeypatch):
+    """The CIFAR path end to end on generated files in the real format: 3-channel 32x32 images, the
+    dataset's defaults (resnet20, crop + flip), an LR milestone."""
+    from tune_div.compat import import_torchvision
+
+    rows, _ = write_cifar10(tmp_path / "cifar-10-batches-py", per_batch=8)
+    point_torchvision_md5s_at(monkeypatch, import_torchvision().datasets.CIFAR10, tmp_path / "cifar-10-batches-py")
+    monkeypatch.setattr(readers, "MEMO", {})
+    cfg = TrainConfig(defense="gal", dataset="cifar10", data_dir=str(tmp_path), val_size=8, epochs=2,
+                      milestones=[1], batch_size=16, n_members=2)
+    trainer = Trainer(cfg)
+    assert cfg.arch == "resnet20" and trainer.ensemble.config["in_channels"] == 3
+    history = trainer.fit()
+    assert [h["lr"] for h in history] == pytest.approx([1e-4, 1e-4])  # ×0.1 after epoch 1
+    assert all(math.isfinite(h["train_loss"]) for h in history)
+    stored = {bytes(r) for r in rows.reshape(-1, 3, 32, 32)}  # as written, channel-major
+    trainer.train_loader.set_epoch(5)
+    batch = next(iter(trainer.train_loader))[0].contiguous()
+    as_uint8 = (batch * 255).round().to(torch.uint8)
+    # Every training image went through a random crop (zero padding) or flip: not a stored image.
+    assert sum(bytes(img.numpy()) in stored for img in as_uint8) < len(batch)
+    plain = Trainer(TrainConfig(**{**cfg.to_dict(), "augment": False}))
+    plain.train_loader.set_epoch(5)
+    plain_batch = (next(iter(plain.train_loader))[0].contiguous() * 255).round().to(torch.uint8)
+    assert all(bytes(img.numpy()) in stored for img in plain_batch)
 
 
 def test_lr_milestones_decay_the_learning_rate(real_data):

@@ -5,11 +5,16 @@ from __future__ import annotations
 import fnmatch
 from typing import Callable, Generic, TypeVar
 
+from .errors import UserError
+
 T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    """Maps names to factories. ``kind`` is used in error messages ("unknown defense 'x'")."""
+    """Maps names to factories. ``kind`` is used in error messages ("unknown defense 'x'").
+
+    An unknown name raises :class:`~tune_div.errors.UserError` (a ``ValueError``) naming the choices.
+    """
 
     def __init__(self, kind: str):
         self.kind = kind
@@ -28,9 +33,7 @@ class Registry(Generic[T]):
         try:
             return self._entries[name]
         except KeyError:
-            raise ValueError(
-                f"unknown {self.kind} '{name}'; choose one of: {', '.join(self.names())}"
-            ) from None
+            raise UserError(f"unknown {self.kind} '{name}'; choose one of: {', '.join(self.names())}") from None
 
     def names(self, pattern: str | None = None) -> list[str]:
         """Registered names, sorted; ``pattern`` is a shell wildcard such as ``'resnet*'``."""

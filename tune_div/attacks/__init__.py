@@ -1,7 +1,8 @@
 """Attacks (a registry): ``get(name)(model, x, y, eps, **options) -> x_adv``; ``names()``.
 
 Every attack works in pixel space [0, 1] and attacks exactly what the model predicts (an ensemble's
-log-mean-softmax). One file per attack; the base class owns model mode, projection and checks.
+log-mean-softmax). One file per attack; the base class owns model mode, projection, option checks,
+and each attack declares whether it is iterative, its step option and its single-step counterpart.
 """
 
 from . import autoattack, autopgd, bim, cw, fgsm, mim, pgd, rfgsm, square  # noqa: F401  (registers the attacks)
@@ -9,8 +10,10 @@ from .base import Attack
 from .registry import ATTACKS, register_attack
 
 
-def names(pattern: str | None = None) -> list[str]:
-    return ATTACKS.names(pattern)
+def names(pattern: str | None = None, **where) -> list[str]:
+    """Registered attacks, optionally filtered by a wildcard and by declared facts,
+    e.g. ``names(adversarial_training=True)`` or ``names(iterative=True)``."""
+    return [n for n in ATTACKS.names(pattern) if all(getattr(ATTACKS.get(n), k) == v for k, v in where.items())]
 
 
 def get(name: str) -> Attack:

@@ -11,6 +11,7 @@ Any field can be overridden (``apgd_steps``, ``fab_steps``, ``square_queries``, 
 from __future__ import annotations
 
 from ..compat import import_torchattacks
+from ..errors import UserError
 from .autopgd import n_classes_of
 from .base import Attack
 from .registry import register_attack
@@ -24,6 +25,8 @@ PRESETS = {
 @register_attack("autoattack")
 class AutoAttack(Attack):
     name = "autoattack"
+    iterative = True
+    step_option = "apgd_steps"
     source = "torchattacks"
     defaults = {"preset": "standard", "apgd_steps": None, "fab_steps": None, "square_queries": None,
                 "n_target_classes": None, "seed": 0}
@@ -31,7 +34,7 @@ class AutoAttack(Attack):
     def options(self, eps, **options):
         opts = super().options(eps, **options)
         if opts["preset"] not in PRESETS:
-            raise ValueError(f"unknown autoattack preset '{opts['preset']}'; choose one of: {', '.join(PRESETS)}")
+            raise UserError(f"unknown autoattack preset '{opts['preset']}'; choose one of: {', '.join(PRESETS)}")
         return {**opts, **{k: v if opts[k] is None else opts[k] for k, v in PRESETS[opts["preset"]].items()}}
 
     def perturb(self, model, x, y, eps, preset, apgd_steps, fab_steps, square_queries, n_target_classes, seed):

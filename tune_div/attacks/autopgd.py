@@ -21,6 +21,9 @@ def n_classes_of(model, x) -> int:
 @register_attack("apgd_ce")
 class APGDCE(Attack):
     name = "apgd_ce"
+    iterative = True
+    step_option = "steps"
+    single_step = "fgsm"
     source = "torchattacks"
     defaults = {"steps": 10, "n_restarts": 1, "seed": 0}
 
@@ -33,6 +36,8 @@ class APGDCE(Attack):
 @register_attack("apgd_t")
 class APGDT(Attack):
     name = "apgd_t"
+    iterative = True
+    step_option = "steps"
     source = "torchattacks"
     defaults = {"steps": 10, "n_restarts": 1, "seed": 0}
 
@@ -40,3 +45,4 @@ class APGDT(Attack):
         ta = import_torchattacks()
         return ta.APGDT(model, norm="Linf", eps=eps, steps=int(steps), n_restarts=int(n_restarts), seed=seed,
                         n_classes=n_classes_of(model, x))(x, y)
+

@@ -5,6 +5,12 @@
 ``x`` ``[B, C, H, W]`` in [0, 1]; ``y`` int64 ``[B]``; ``eps`` the L∞ radius (L2 for ``norm = "l2"``).
 The result is detached, inside [0, 1] and, for L∞ attacks, inside the ε-ball (enforced here, so a
 library attack that overshoots by rounding can never report a perturbation larger than asked).
+
+Every attack class declares the facts other code needs about it: ``iterative`` (more steps should
+never make it weaker), ``step_option`` (the option that sets its number of iterations or queries, which
+a search objective's ``steps`` sets), ``single_step`` (the one-step attack an iterative one must beat:
+the sanity flag ``iterative_weaker_than_single_step``) and ``adversarial_training`` (usable to craft
+training examples with ``--adv-train``).
 """
 
 from __future__ import annotations
@@ -14,19 +20,30 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from ..errors import UserError
+
 
 class Attack:
     name: ClassVar[str] = ""
     norm: ClassVar[str] = "linf"
     defaults: ClassVar[dict[str, Any]] = {}
     source: ClassVar[str] = ""  # the library the attack comes from (advertorch, torchattacks, tune_div)
+    iterative: ClassVar[bool] = False
+    step_option: ClassVar[str | None] = None
+    single_step: ClassVar[str | None] = None
+    adversarial_training: ClassVar[bool] = False
+
+    @classmethod
+    def with_steps(cls, steps: int | None) -> dict[str, Any]:
+        """``{step_option: steps}`` for an attack that has a step option (and ``steps`` is given), else ``{}``."""
+        return {cls.step_option: int(steps)} if cls.step_option and steps is not None else {}
 
     def options(self, eps: float, **options: Any) -> dict[str, Any]:
         """Defaults overridden by ``options``; subclasses resolve eps-relative values here."""
         unknown = sorted(set(options) - set(self.defaults))
         if unknown:
             valid = ", ".join(sorted(self.defaults)) or "none"
-            raise ValueError(f"unknown option(s) {unknown} for attack '{self.name}'; valid: {valid}")
+            raise UserError(f"unknown option(s) {unknown} for attack '{self.name}'; valid: {valid}")
         return {**self.defaults, **options}
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, **opts: Any) -> torch.Tensor:
@@ -34,7 +51,7 @@ class Attack:
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, **options: Any) -> torch.Tensor:
         if eps < 0:
-            raise ValueError(f"eps must be >= 0, got {eps}")
+            raise UserError(f"eps must be >= 0, got {eps}")
         opts = self.options(eps, **options)
         x = x.detach().float().contiguous()
         if eps == 0:

@@ -31,6 +31,9 @@ class CWHingeLoss(nn.Module):
 @register_attack("pgd_cw")
 class PGDCW(Attack):
     name = "pgd_cw"
+    iterative = True
+    step_option = "steps"
+    single_step = "fgsm"
     source = "advertorch"
     defaults = {"steps": 10, "step": None, "confidence": 50.0, "rand_init": True}
 
@@ -51,6 +54,8 @@ class CWL2(Attack):
     """
 
     name = "cw_l2"
+    iterative = True
+    step_option = "max_iterations"
     norm = "l2"
     source = "advertorch"
     defaults = {"confidence": 0.0, "learning_rate": 0.01, "binary_search_steps": 5, "max_iterations": 100,

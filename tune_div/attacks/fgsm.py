@@ -12,6 +12,7 @@ from .registry import register_attack
 @register_attack("fgsm")
 class FGSM(Attack):
     name = "fgsm"
+    adversarial_training = True
     source = "advertorch"
     defaults = {}
 

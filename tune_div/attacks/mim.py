@@ -12,6 +12,9 @@ from .registry import register_attack
 @register_attack("mim")
 class MIM(Attack):
     name = "mim"
+    iterative = True
+    step_option = "steps"
+    single_step = "fgsm"
     source = "advertorch"
     defaults = {"steps": 10, "step": None, "decay": 1.0}
 

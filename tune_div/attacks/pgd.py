@@ -15,6 +15,10 @@ from .registry import register_attack
 @register_attack("pgd")
 class PGD(Attack):
     name = "pgd"
+    iterative = True
+    step_option = "steps"
+    single_step = "fgsm"
+    adversarial_training = True
     source = "advertorch"
     defaults = {"steps": 10, "step": None, "rand_init": True}
 

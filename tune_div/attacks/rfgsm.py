@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import UserError
 from .base import Attack, nll_sum
 from .registry import register_attack
 
@@ -19,7 +20,7 @@ class RFGSM(Attack):
     def perturb(self, model, x, y, eps, alpha):
         alpha = eps / 2 if alpha is None else float(alpha)
         if not 0 <= alpha <= eps:
-            raise ValueError(f"rfgsm alpha must be in [0, eps], got {alpha}")
+            raise UserError(f"rfgsm alpha must be in [0, eps], got {alpha}")
         x1 = (x + alpha * torch.randn_like(x).sign()).clamp(0, 1).requires_grad_(True)
         (g,) = torch.autograd.grad(nll_sum(model(x1), y), x1)
         return x1.detach() + (eps - alpha) * g.sign()

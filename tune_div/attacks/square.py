@@ -13,6 +13,8 @@ from .registry import register_attack
 @register_attack("square")
 class Square(Attack):
     name = "square"
+    iterative = True
+    step_option = "n_queries"
     source = "torchattacks"
     defaults = {"n_queries": 1000, "p_init": 0.8, "seed": 0}
 

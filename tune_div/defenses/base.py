@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import UserError
 from ..models import Ensemble
 
 
@@ -35,7 +36,7 @@ class Defense(nn.Module):
         unknown = sorted(set(hparams) - set(self.defaults))
         if unknown:
             valid = ", ".join(sorted(self.defaults)) or "none"
-            raise ValueError(f"unknown hyperparameter(s) {unknown} for defense '{self.name}'; valid: {valid}")
+            raise UserError(f"unknown hyperparameter(s) {unknown} for defense '{self.name}'; valid: {valid}")
         self.hparams: dict[str, Any] = {**self.defaults, **hparams}
         for key, value in self.hparams.items():
             default = self.defaults[key]
@@ -43,7 +44,7 @@ class Defense(nn.Module):
                 try:
                     self.hparams[key] = type(default)(value) if isinstance(default, float) else value
                 except (TypeError, ValueError):
-                    raise ValueError(f"hyperparameter '{key}' of '{self.name}' must be a number, got {value!r}") from None
+                    raise UserError(f"hyperparameter '{key}' of '{self.name}' must be a number, got {value!r}") from None
 
     def prepare(self, ensemble: Ensemble) -> None:
         """Called once before training with the ensemble this defense will train (hook; default none).

@@ -7,6 +7,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from ..errors import UserError
+
 ACTIVATIONS = ("relu", "leaky_relu")
 LEAKY_SLOPE = 0.1  # GAL (Kariyappa & Qureshi 2019) needs LeakyReLU: ReLU zeroes much of the input gradient
 
@@ -16,7 +18,7 @@ def activation(name: str) -> nn.Module:
         return nn.ReLU()
     if name == "leaky_relu":
         return nn.LeakyReLU(LEAKY_SLOPE)
-    raise ValueError(f"unknown activation '{name}'; choose one of: {', '.join(ACTIVATIONS)}")
+    raise UserError(f"unknown activation '{name}'; choose one of: {', '.join(ACTIVATIONS)}")
 
 
 class Normalize(nn.Module):

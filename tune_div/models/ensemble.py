@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import MissingFileError, UserError
+from ..files import atomic_torch_save
 from ..registry import Registry
 from .base import ACTIVATIONS, Member
 from .registry import MODELS
@@ -56,14 +58,14 @@ def build_ensemble(arch: str, n_members: int, num_classes: int, in_channels: int
     """
     factory = MODELS.get(arch)
     if n_members < 1:
-        raise ValueError(f"n_members must be at least 1, got {n_members}")
+        raise UserError(f"n_members must be at least 1, got {n_members}")
     known = {"activation", "image_size", "mean", "std", "head", "seed"}
     unknown = set(options) - known
     if unknown:
-        raise ValueError(f"unknown model option(s) {sorted(unknown)}; valid: {sorted(known)}")
+        raise UserError(f"unknown model option(s) {sorted(unknown)}; valid: {sorted(known)}")
     act = options.get("activation", "relu")
     if act not in ACTIVATIONS:
-        raise ValueError(f"unknown activation '{act}'; choose one of: {', '.join(ACTIVATIONS)}")
+        raise UserError(f"unknown activation '{act}'; choose one of: {', '.join(ACTIVATIONS)}")
     image_size = int(options.get("image_size", 28 if in_channels == 1 else 32))
     mean = [float(v) for v in options.get("mean", [0.0] * in_channels)]
     std = [float(v) for v in options.get("std", [1.0] * in_channels)]
@@ -85,7 +87,7 @@ def build_ensemble(arch: str, n_members: int, num_classes: int, in_channels: int
 
 def save_ensemble(ens: Ensemble, path: str | os.PathLike) -> None:
     """One file with the weights and the config that rebuilds the architecture."""
-    torch.save({"format": FORMAT, "config": ens.config, "state_dict": ens.state_dict()}, os.fspath(path))
+    atomic_torch_save({"format": FORMAT, "config": ens.config, "state_dict": ens.state_dict()}, path)
 
 
 def load_ensemble(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Ensemble:
@@ -93,9 +95,12 @@ def load_ensemble(path: str | os.PathLike, map_location: str | torch.device = "c
     try:
         blob = torch.load(os.fspath(path), map_location=map_location, weights_only=True)
     except FileNotFoundError:
-        raise FileNotFoundError(f"no saved ensemble at {path}; pass a file written by --save-model") from None
+        raise MissingFileError(f"no saved ensemble at {path}; pass a file written by --save-model") from None
+    except Exception as exc:  # a text file, a truncated copy, a pickle with code in it
+        raise UserError(f"{path} is not a readable tune_div ensemble file ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0] if str(exc) else 'unreadable'}); pass a file written by --save-model") from None
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a tune_div ensemble file (expected format {FORMAT})")
+        raise UserError(f"{path} is not a tune_div ensemble file (expected format {FORMAT})")
     cfg = dict(blob["config"])
     ens = build_ensemble(cfg.pop("arch"), cfg.pop("n_members"), cfg.pop("num_classes"), cfg.pop("in_channels"),
                          **{k: v for k, v in cfg.items() if v is not None})

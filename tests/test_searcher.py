@@ -1,0 +1,58 @@
+"""The Optuna searcher with every sampler, driven the way Ray Tune drives it (suggest, complete, fail),
+against a real Optuna study on disk; no trial is trained, the objectives are a known function."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from tune_div.search import space as search_space
+from tune_div.search.searcher import make_searcher
+from tune_div.search.settings import SAMPLERS, Settings
+
+FLOOR = 0.9
+
+
+def settings(tmp_path, sampler: str) -> Settings:
+    s = Settings(defense="cldl", dataset="mnist", arch="lenet5", members=3, epochs=1, samples=8, budget="smoke",
+                 sampler=sampler, objective="robust", clean_floor=FLOOR, gpus=0, gpus_per_trial=0, cpus_per_trial=1,
+                 concurrency=None, seed=0, space_file=None, data_dir=None, inject_nan_if=None, experiment="e",
+                 storage_path=str(tmp_path))
+    s.path.mkdir(parents=True)
+    return s
+
+
+def objectives(hp: dict) -> tuple[float, float]:
+    """A trade-off: more label diversity (alpha) costs clean accuracy and buys robustness."""
+    return 1.0 - 0.03 * hp["alpha"], 0.05 * hp["alpha"] + 0.01 * hp["beta"]
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_sampler_paper_point_first_fail_and_constraint_reach_the_study(sampler, tmp_path):
+    s = settings(tmp_path, sampler)
+    space = search_space.load("cldl", dataset="mnist")
+    searcher = make_searcher(s, space)
+    told = {}
+    for i in range(8):
+        config = searcher.suggest(f"t{i}")
+        hp = config["hparams"]
+        if i == 0:
+            assert hp == {"gamma": 3.0, "alpha": 4.0, "beta": 4.0}  # the paper's MNIST setting, evaluated first
+        for p in space.params:
+            assert p.low <= hp[p.short] <= p.high
+        clean, robust = objectives(hp)
+        failed = i == 3
+        searcher.on_trial_complete(f"t{i}", {"val_clean_acc": clean, "val_robust_acc": robust, "flags": ""},
+                                   error=failed)
+        told[i] = None if failed else (clean, robust)
+    study = optuna.load_study(study_name="e", storage=f"sqlite:///{s.path / 'optuna.db'}")
+    assert len(study.trials) == 8
+    for t in study.trials:
+        if told[t.number] is None:
+            assert t.state == optuna.trial.TrialState.FAIL and t.values is None  # never a partial point
+        else:
+            assert t.state == optuna.trial.TrialState.COMPLETE
+            assert tuple(t.values) == pytest.approx(told[t.number])
+            assert t.constraints == pytest.approx({"clean_floor": FLOOR - told[t.number][0]})
+    feasible = {t.number for t in study.trials if t.values and t.values[0] >= FLOOR}
+    assert feasible and {t.number for t in study.best_trials} <= feasible  # the study alone knows the floor

@@ -1,0 +1,70 @@
+"""Search a defense's hyperparameters: ``tune-div search smd [--budget smoke] [--gpus 8]``.
+
+Ray Tune runs the trials, Optuna samples them against two objectives (validation clean accuracy and
+validation robust accuracy), both maximised; the paper's values are evaluated first. At the end the
+Pareto table is printed and written to ``<experiment>/pareto.json|csv``, every trial to ``trials.csv``.
+Ctrl-C stops cleanly; ``--resume <experiment dir>`` continues without re-running finished trials.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from .. import data, defenses, models
+from ..errors import UserError
+from ..search.settings import BUDGETS, OBJECTIVES, SAMPLERS, Settings
+from .common import ArgumentParser, cli_errors
+
+PROG = "tune-div search"
+
+
+def build_parser(prog: str = PROG) -> ArgumentParser:
+    p = ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    p.add_argument("defense", nargs="?", help=f"one of: {', '.join(defenses.names())}")
+    p.add_argument("--budget", choices=list(BUDGETS), default="small", help="preset sizes (default small)")
+    p.add_argument("--dataset", default="mnist", help=f"one of: {', '.join(data.names())}")
+    p.add_argument("--arch", help=f"one of: {', '.join(models.names())} (default: the dataset's)")
+    p.add_argument("--members", type=int, default=3)
+    p.add_argument("--epochs", type=int, help="epochs per trial (default: the budget's)")
+    p.add_argument("--samples", type=int, help="number of trials (default: the budget's)")
+    p.add_argument("--subset", type=int, help="train each trial on N images (default: the budget's)")
+    p.add_argument("--space", help="search-space YAML (default: the defense's shipped space)")
+    p.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="tpe (constant liar, default), nsga2, gp, random")
+    p.add_argument("--objective", choices=list(OBJECTIVES), default="robust",
+                   help="robust: white-box proxy (default); blackbox: transfer instead; both: three objectives")
+    p.add_argument("--clean-floor", type=float, help="constraint: trials below this clean accuracy are infeasible")
+    p.add_argument("--gpus", type=float, default=0, help="GPUs for the whole search (0: CPU)")
+    p.add_argument("--gpus-per-trial", type=float, help="fractional allowed (default 1 if --gpus, else 0)")
+    p.add_argument("--cpus-per-trial", type=float, default=1)
+    p.add_argument("--concurrency", type=int, help="trials at once (default: what the resources allow)")
+    p.add_argument("--address", help="join a running Ray cluster (host:port or auto)")
+    p.add_argument("--storage-path", default="tune_div_results", help="results folder (shared storage on a cluster)")
+    p.add_argument("--experiment", help="experiment name (default <defense>-<dataset>-<time>)")
+    p.add_argument("--resume", metavar="PATH", help="continue the experiment in this folder")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", help="dataset folder (else $TUNE_DIV_DATA)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///<storage-path>/mlflow.db)")
+    p.add_argument("--inject-nan-if", metavar="PARAM>VALUE",
+                   help="fault injection for testing: trials with hparams PARAM above VALUE get a NaN loss in epoch 1")
+    p.add_argument("--quiet", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    args = build_parser(prog).parse_args(argv)
+    with cli_errors(prog):
+        from ..search import runner
+        from ..search.results import print_table
+
+        if args.resume:
+            s = Settings.load(args.resume)
+        else:
+            s = Settings.from_args(args)
+            if s.path.exists() and any(s.path.iterdir()):
+                raise UserError(f"experiment folder {s.path} exists already; use --resume {s.path} or another --experiment")
+        result = runner.run(s, args.address, bool(args.resume), args.quiet)
+        print_table(s, result["rows"], result["table"])
+        if result["interrupted"]:
+            print(f"interrupted: continue with  {prog} --resume {s.path}", file=sys.stderr)
+            return 130
+    return 0

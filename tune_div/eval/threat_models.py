@@ -1,0 +1,147 @@
+"""Robust accuracy under the threat models the field trusts (the ``evaluate`` command's engine).
+
+- white-box: the attack sees the whole ensemble (its log-mean-softmax output, exactly what predicts);
+- black-box transfer: examples crafted on the cached surrogate (``surrogate.py``);
+- member-to-member transferability: accuracy of each target member (and the ensemble) on examples
+  crafted on each source member (and on the ensemble);
+- ε curves: robust accuracy over the dataset's ε grid (its catalog entry) per attack.
+
+Every evaluation runs the sanity pass of ``sanity.py`` unless told not to. Flags: docs/flags.md.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from .. import attacks, data, models
+from ..errors import UserError
+from .points import DEFAULT_N, accuracy, craft, eval_subset
+from .sanity import sanity_checks, sanity_flags
+from .surrogate import Surrogate, config_key, surrogate_config
+
+
+class MemberModel(nn.Module):
+    """One member as a model of its own: [0, 1] images -> log-probabilities."""
+
+    def __init__(self, member: nn.Module):
+        super().__init__()
+        self.member = member
+
+    def forward(self, x):
+        return torch.log_softmax(self.member(x), dim=-1)
+
+
+
+def transfer_matrix(ens: models.Ensemble, x: torch.Tensor, y: torch.Tensor, attack: str, eps: float,
+                    options: dict | None = None, progress=None) -> dict[str, Any]:
+    """``acc[s][t]``: accuracy of target t on examples crafted on source s; sources and targets are the
+    members ``m0..m{M-1}`` and the ``ensemble``. The diagonal is each member's white-box accuracy."""
+    names = [f"m{i}" for i in range(ens.n_members)] + ["ensemble"]
+    sources = [MemberModel(m) for m in ens.members] + [ens]
+    matrix = []
+    for src in sources:
+        x_adv = craft(attack, src, x, y, eps, options, progress=progress)
+        matrix.append([accuracy(t, x_adv, y) for t in sources])
+    return {"names": names, "acc": matrix, "attack": attack, "eps": eps}
+
+
+@dataclass
+class EvalSpec:
+    dataset: str
+    attacks: list[str]
+    eps: list[float]
+    split: str = "test"
+    n: int | None = DEFAULT_N
+    seed: int = 0
+    white_box: bool = True
+    black_box: bool = False
+    transfer: bool = False
+    curves: bool = False
+    sanity: bool = True
+    attack_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    surrogate_epochs: int = 5
+    surrogate_seed: int | None = None  # default: target seed + 1000
+    surrogate_subset: int | None = None
+    data_dir: str | None = None
+
+    def __post_init__(self):
+        for a in self.attacks:
+            attacks.ATTACKS.get(a)  # unknown -> UserError naming the choices
+        if not self.eps or any((not math.isfinite(e)) or e < 0 for e in self.eps):
+            raise UserError(f"eps must be a non-empty list of numbers >= 0, got {self.eps}")
+
+
+def evaluate(ens: models.Ensemble, spec: EvalSpec, progress: Callable[[str, int, int], None] | None = None,
+             log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+    """Everything the spec asks for, as the documented JSON-able dict (see README, Evaluation)."""
+    started = time.perf_counter()
+    ens = ens.eval()
+    x, y = eval_subset(spec.dataset, spec.split, spec.n, spec.seed, spec.data_dir)
+    subset_key = f"{spec.dataset}/{spec.split}/n={spec.n}/seed={spec.seed}"
+
+    def bar(label: str):
+        total = len(x)
+        done = [0]
+
+        def step(k: int):
+            done[0] += k
+            if progress:
+                progress(label, done[0], total)
+        return step
+
+    opts = {a: dict(spec.attack_options.get(a, {})) for a in spec.attacks}
+    settings = {a: attacks.get(a).options(max(spec.eps), **opts[a]) for a in spec.attacks}
+    result: dict[str, Any] = {
+        "dataset": spec.dataset, "split": spec.split, "n": len(y), "subset_seed": spec.seed,
+        "forward_passes_per_prediction": ens.n_members, "clean_acc": accuracy(ens, x, y),
+        "attacks": {a: {"source": attacks.ATTACKS.get(a).source, "norm": attacks.ATTACKS.get(a).norm,
+                        "options": settings[a]} for a in spec.attacks},
+        "threat_models": {},
+    }
+    white: dict[str, dict[str, float]] = {}
+    eps_list = sorted(set(spec.eps) | (set(data.info(spec.dataset).eps_grid) if spec.curves else set()))
+    for a in spec.attacks if spec.white_box or spec.curves else []:
+        white[a] = {}
+        for eps in (eps_list if spec.curves else spec.eps):
+            x_adv = craft(a, ens, x, y, eps, opts[a], progress=bar(f"white-box {a} eps={eps}"))
+            white[a][str(eps)] = accuracy(ens, x_adv, y)
+    if spec.white_box:
+        result["threat_models"]["white_box"] = {a: {e: white[a][e] for e in map(str, spec.eps)} for a in white}
+    if spec.curves:
+        result["curves"] = {a: {"eps": eps_list, "acc": [white[a][str(e)] for e in eps_list]} for a in white}
+
+    black = None
+    if spec.black_box:
+        seed = spec.surrogate_seed if spec.surrogate_seed is not None else spec.seed + 1000
+        sur = Surrogate(surrogate_config(ens.config, spec.dataset, spec.surrogate_epochs, seed,
+                                         spec.surrogate_subset, spec.data_dir))
+        sur_model = sur.model(log)
+        black, cached = {}, 0
+        for a in spec.attacks:
+            black[a] = {}
+            for eps in spec.eps:
+                x_adv, hit = sur.adversarial(a, eps, opts[a], subset_key, x, y, bar(f"black-box {a} eps={eps}"))
+                cached += hit
+                black[a][str(eps)] = accuracy(ens, x_adv, y)
+        result["threat_models"]["black_box"] = {
+            "surrogate": {"key": config_key(sur.cfg), "path": str(sur.folder), "config": sur.cfg.to_dict(),
+                          "clean_acc": accuracy(sur_model, x, y), "trained_now": sur.trained_now},
+            "cached_attacks": cached, "acc": black}
+    if spec.transfer:
+        a = spec.attacks[0]
+        result["threat_models"]["transfer_matrix"] = transfer_matrix(ens, x, y, a, spec.eps[0], opts[a],
+                                                                     progress=bar(f"transfer {a}"))
+    flags: list[dict[str, Any]] = []
+    if spec.sanity:
+        positive = [e for e in spec.eps if e > 0]
+        result["sanity"] = sanity_checks(ens, x, y, min(positive) if positive else data.info(spec.dataset).objective_eps)
+        flags = sanity_flags(result["sanity"], white, black)
+    result["flags"] = flags
+    result["seconds"] = time.perf_counter() - started
+    return result

@@ -1,0 +1,92 @@
+"""Ray Tune callbacks of a search: one live line per trial and epoch, and the MLflow mirror.
+
+Both are plain importable classes; Ray pickles them with the experiment, so a resumed search gets
+them back (the MLflow one re-reads its child runs from the store, see ``tracking.SearchTracker``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray import tune
+
+from ..tracking import SearchTracker
+from ..train import config_file
+from . import pareto
+from .results import hparams_text, trial_error
+from .settings import Settings
+from .trainable import train_config
+
+
+def trial_doc(s: Settings, trial_id: str, config: dict[str, Any], parent_run_id: str, run_id: str) -> dict[str, Any]:
+    """The trial in the exported-config format (what ``tune-div train --config`` retrains)."""
+    return config_file.document(train_config(config),
+                                objective={**(config.get("objective") or {}), "test_n": config.get("test_n")},
+                                source=config_file.provenance(s.mlflow_experiment, parent_run_id, run_id, trial_id,
+                                                              s.mlflow_uri))
+
+
+class TrialProgress(tune.Callback):
+    """Prints ``[trial] hparams  epoch e/E  clean ...  robust ...`` per epoch, and trial ends."""
+
+    def __init__(self, epochs: int, quiet: bool):
+        self.epochs, self.quiet = epochs, quiet
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if self.quiet:
+            return
+        hp = hparams_text({**trial.config.get("hparams", {}), **trial.config.get("train", {})})
+        extra = f"  bb {result['val_blackbox_acc']:.4f}" if "val_blackbox_acc" in result else ""
+        flags = f"  FLAGS {result['flags']}" if result.get("flags") else ""
+        print(f"[{trial.trial_id}] {hp}  epoch {result['epoch']}/{self.epochs}  clean {result['val_clean_acc']:.4f}  "
+              f"robust {result['val_robust_acc']:.4f}{extra}  {result['epoch_time_s']:.1f}s{flags}", flush=True)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        if not self.quiet:
+            print(f"[{trial.trial_id}] finished", flush=True)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        print(f"[{trial.trial_id}] FAILED: {trial_error(trial)}", flush=True)
+
+
+class MLflowLogger(tune.Callback):
+    """Mirrors the search into MLflow as it runs (parent + one nested run per trial)."""
+
+    def __init__(self, settings: Settings, tracker: SearchTracker):
+        self.settings, self.tracker = settings, tracker
+        self.last: dict[str, dict] = {}
+        self.status: dict[str, str] = {}
+
+    def setup(self, **info):
+        self.tracker.start_parent(self.settings.experiment, {}, {})  # resume: re-attach, never duplicate
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        s, parent = self.settings, self.tracker.parent_run_id
+        self.tracker.child(trial.trial_id, trial.config,
+                           lambda run_id: trial_doc(s, trial.trial_id, trial.config, parent, run_id))
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.last[trial.trial_id] = result
+        self.tracker.log_epoch(trial.trial_id, result)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.status[trial.trial_id] = "TERMINATED"
+        self.tracker.finish_child(trial.trial_id, "TERMINATED", self.last.get(trial.trial_id) or trial.last_result)
+        self.refresh(trials)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.status[trial.trial_id] = "ERROR"
+        self.tracker.finish_child(trial.trial_id, "ERROR", None, trial_error(trial))
+        self.refresh(trials)
+
+    def refresh(self, trials) -> None:
+        """The parent's front metrics and every child's ``pareto`` tag, after each trial end."""
+        metrics = self.settings.metrics
+        rows = []
+        for t in trials:
+            m = self.last.get(t.trial_id) or t.last_result or {}
+            status = self.status.get(t.trial_id) or ("TERMINATED" if m.get("done") else str(t.status))
+            rows.append({"trial_id": t.trial_id, "status": status, "flags": m.get("flags", ""),
+                         **{k: m.get(k) for k in metrics}})
+        table = pareto.pareto_table(rows, objectives=(metrics[0], metrics[1]), clean_floor=self.settings.clean_floor)
+        self.tracker.log_front(rows, table, [])

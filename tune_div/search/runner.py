@@ -1,0 +1,131 @@
+"""Running a search: join or start Ray, build the Tuner, run it, publish the front.
+
+Order matters for "nothing written on bad input" and for resume: the cluster's resources are checked
+before anything is written; the MLflow parent run exists before ``search.json`` is written (once), so a
+resumed search re-attaches to it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+from .. import tracking
+from ..errors import UserError
+from ..files import atomic_write_text
+from . import pareto
+from .results import collect, write_results
+from .settings import Settings, base_config
+
+
+def connect(s: Settings, address: str | None) -> dict[str, float]:
+    """Start or join Ray and check the resources asked for exist; returns the cluster's resources."""
+    import ray
+
+    if address and address != "auto":  # fail fast: Ray itself retries an unreachable address for minutes
+        host, _, port = address.rpartition(":")
+        try:
+            socket.create_connection((host or address, int(port or 6379)), timeout=5).close()
+        except (OSError, ValueError):
+            raise UserError(f"cannot reach a Ray cluster at {address}; start one with `ray start --head` "
+                            "or check the address") from None
+    if not ray.is_initialized():
+        try:
+            ray.init(address=address, include_dashboard=False, configure_logging=False, log_to_driver=False,
+                     **({} if address else {"num_gpus": None}))
+        except ConnectionError as exc:
+            raise UserError(f"cannot join the Ray cluster at {address}: {str(exc).splitlines()[0]}") from None
+    res = ray.cluster_resources()
+    have_gpu, have_cpu = float(res.get("GPU", 0)), float(res.get("CPU", 0))
+    if s.gpus > have_gpu:
+        raise UserError(f"asked for {s.gpus:g} GPUs but the cluster has {have_gpu:g} GPU(s) and {have_cpu:g} CPU(s); "
+                        "use --gpus 0 for CPU")
+    if s.cpus_per_trial > have_cpu:
+        raise UserError(f"--cpus-per-trial {s.cpus_per_trial:g} is more than the cluster's {have_cpu:g} CPUs")
+    return {"GPU": have_gpu, "CPU": have_cpu}
+
+
+def concurrency(s: Settings, res: dict[str, float]) -> int:
+    if s.concurrency:
+        return s.concurrency
+    by_cpu = int(res["CPU"] // s.cpus_per_trial)
+    by_gpu = int(s.gpus // s.gpus_per_trial) if s.gpus_per_trial > 0 else by_cpu
+    return max(1, min(by_cpu, by_gpu, s.samples))
+
+
+def prepare_surrogate(s: Settings, param_space: dict[str, Any], quiet: bool) -> dict[str, Any]:
+    """Train (or find in the cache) the naive surrogate once, before any trial, so trials only load it."""
+    from ..eval import Surrogate, surrogate_config
+
+    base = param_space["base"]
+    sur = Surrogate(surrogate_config({"arch": s.arch, "n_members": s.members}, s.dataset, s.epochs, s.seed + 1000,
+                                     base["subset"], s.data_dir))
+    sur.model(log=(lambda m: None) if quiet else (lambda m: print(m, flush=True)))
+    return {"config": sur.cfg.to_dict(), "root": str(sur.root)}
+
+
+def tracker_for(s: Settings) -> tracking.SearchTracker:
+    return tracking.SearchTracker(s.mlflow_uri, s.mlflow_experiment, tracking.artifact_root(s.storage_path),
+                                  s.parent_run_id)
+
+
+def run(s: Settings, address: str | None, resume: bool, quiet: bool) -> dict[str, Any]:
+    """Run (or continue) the search; returns ``{"rows", "table", "interrupted"}``."""
+    # One snapshot per epoch is by design here (every report carries a checkpoint): no warning about it.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    from ray import tune
+
+    from .callbacks import MLflowLogger, TrialProgress
+    from .searcher import make_searcher
+    from .trainable import trainable
+
+    res = connect(s, address)  # fails on resources before anything is written
+    space = s.space()
+    param_space = base_config(s)
+    if "val_blackbox_acc" in s.metrics and not resume:
+        param_space["blackbox"] = prepare_surrogate(s, param_space, quiet)
+    conc = concurrency(s, res)
+    tracker = tracker_for(s)
+    s.parent_run_id = tracker.start_parent(
+        s.experiment, {k: v for k, v in vars(s).items() if k != "parent_run_id"},
+        {"defense": s.defense, "dataset": s.dataset, "arch": s.arch, "sampler": s.sampler,
+         "objectives": ",".join(s.metrics), "budget": s.budget, "tune_div.experiment_dir": str(s.path)})
+    if not resume:
+        s.save()
+    if not quiet:
+        print(f"{'resuming' if resume else 'searching'} {s.defense} on {s.dataset} ({s.members} x {s.arch}, "
+              f"{s.epochs} epochs, {s.samples} trials, budget {s.budget}), sampler {s.sampler}, objectives "
+              f"{', '.join(s.metrics)}; {conc} at once on {res['CPU']:g} CPU / {res['GPU']:g} GPU; "
+              f"results in {s.path}", flush=True)
+    fn = tune.with_resources(trainable, {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial})
+    if resume:
+        tuner = tune.Tuner.restore(str(s.path), trainable=fn, resume_unfinished=True, resume_errored=False,
+                                   restart_errored=False)
+    else:
+        run_config = tune.RunConfig(name=s.experiment, storage_path=s.storage_path, verbose=0,
+                                    callbacks=[TrialProgress(s.epochs, quiet), MLflowLogger(s, tracker)],
+                                    failure_config=tune.FailureConfig(max_failures=0),
+                                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
+        tuner = tune.Tuner(fn, param_space=param_space, run_config=run_config,
+                           tune_config=tune.TuneConfig(search_alg=make_searcher(s, space), num_samples=s.samples,
+                                                       max_concurrent_trials=conc))
+    rows = collect(tuner.fit())
+    table = pareto.pareto_table(rows, objectives=(s.metrics[0], s.metrics[1]), clean_floor=s.clean_floor)
+    files = write_results(s, rows, table)
+    interrupted = len(rows) < s.samples or any(r["status"] == "UNFINISHED" for r in rows)
+    publish(s, tracker, space, rows, table, files)
+    tracker.end_parent("KILLED" if interrupted else "FINISHED")
+    return {"rows": rows, "table": table, "interrupted": interrupted}
+
+
+def publish(s: Settings, tracker: tracking.SearchTracker, space, rows, table, files: list[Path]) -> None:
+    """Parent artifacts: the Pareto table and plot, every trial, the effective search space, the exports."""
+    tracker.attach_children()  # the callback may be a restored copy: read the child runs back from MLflow
+    plot = tracking.pareto_plot(rows, table, s.path / "pareto.png", f"{s.defense} on {s.dataset}: {s.experiment}")
+    space_file = atomic_write_text(s.path / "search_space.yaml", space.to_yaml())
+    exported = s.path / "exported"
+    tracking.export_from_tracking(s.mlflow_uri, parent_run_id=tracker.parent_run_id, out=exported,
+                                  clean_floor=s.clean_floor)
+    tracker.log_front(rows, table, [*files, plot, space_file, exported])

@@ -1,0 +1,37 @@
+"""Serving a tracking store: the MLflow UI / tracking server as a child process, and waiting for it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import urllib.request
+
+from ..errors import UserError
+
+
+def ui_command(uri: str, artifact_root: str, host: str, port: int, allowed_hosts: str | None) -> list[str]:
+    """``mlflow ui`` for the store ``uri`` (artifacts under ``artifact_root``, a folder)."""
+    from pathlib import Path
+
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port),
+           "--default-artifact-root", Path(artifact_root).resolve().as_uri()]
+    if allowed_hosts:
+        cmd += ["--allowed-hosts", allowed_hosts]
+    return cmd
+
+
+def wait_until_up(url: str, proc: subprocess.Popen, timeout: float) -> None:
+    """Poll ``url/health`` until it answers 200; a one-line error if the process dies or time runs out."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise UserError(f"the MLflow server exited with code {proc.returncode}; is port {url.rsplit(':', 1)[1]} "
+                            "in use?")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise UserError(f"the MLflow server did not answer at {url} within {timeout:.0f} s")

@@ -1,0 +1,196 @@
+"""MLflow tracking of a search: a parent run per search, a nested child run per trial.
+
+Layout (DESIGN.md, "MLflow layout"): experiment ``<defense>-<dataset>`` (one per search target), the
+store and artifact root of ``uri.py``. Parent: the search settings as params; defense, dataset,
+architecture, sampler and objectives as tags; ``hypervolume`` and ``front_size`` metrics refreshed as
+trials finish; ``pareto.csv``, ``pareto.json``, ``pareto.png``, the search space and the exported
+configs as artifacts. Child (tag ``mlflow.parentRunId``): hyperparameters and fixed config as params,
+every epoch's metrics at ``step = epoch``, final validation and test metrics, ``status``, ``flags`` and
+``pareto=true|false`` tags, ``config.yaml`` (the trial in the exported-config format) as artifact.
+
+Nothing is logged twice: a child is found again by its ``tune_div.trial_id`` tag, and epochs already
+logged are skipped, so a resumed search continues the same runs; an interrupted search leaves its runs
+KILLED (never RUNNING) and a failed trial's run is FAILED with the reason in ``tune_div.error``.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from .uri import client_for, get_or_create_experiment
+
+PARENT_ROLE = "search"
+CHILD_ROLE = "trial"
+RETRAIN_ROLE = "retrain"
+# A trial's final metrics (logged as ``final_<name>`` on its child run; read back by export).
+FINAL_METRICS = ("val_clean_acc", "val_robust_acc", "val_blackbox_acc", "test_clean_acc", "test_robust_acc")
+LOGGED_METRICS_PREFIXES = ("val_", "test_", "part_", "train_loss", "epoch_time_s", "eval_time_s", "proxy_", "lr",
+                           "flagged")
+
+
+def flat_params(prefix: str, d: dict[str, Any]) -> dict[str, str]:
+    """Nested dicts as ``a.b`` params, values as (truncated) strings."""
+    out = {}
+    for k, v in (d or {}).items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flat_params(key + ".", v))
+        else:
+            out[key] = str(v)[:6000]
+    return out
+
+
+def metric(key, value, step, ts):
+    from mlflow.entities import Metric
+
+    return Metric(key, float(value), ts, int(step))
+
+
+def numeric(metrics: dict[str, Any], prefixes: tuple[str, ...] | None = LOGGED_METRICS_PREFIXES) -> dict[str, float]:
+    """The finite numeric entries of ``metrics`` (whose keys start with one of ``prefixes``, if given)."""
+    return {k: float(v) for k, v in metrics.items()
+            if (prefixes is None or k.startswith(prefixes)) and isinstance(v, (int, float)) and not isinstance(v, bool)
+            and math.isfinite(float(v))}
+
+
+class SearchTracker:
+    """Talks to MLflow for one search; picklable (Ray stores it with the experiment for resume)."""
+
+    def __init__(self, uri: str, experiment: str, artifact_root: str | None, parent_run_id: str | None = None):
+        self.uri, self.experiment, self.artifact_root = uri, experiment, artifact_root
+        self.parent_run_id = parent_run_id
+        self.children: dict[str, str] = {}  # Ray trial id -> MLflow run id
+        self.logged_step: dict[str, int] = {}
+        self.front_tags: dict[str, tuple] = {}  # what the pareto/knee/eligibility tags last said, per run
+        self._client = None
+        self._experiment_id: str | None = None
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_client"] = None
+        state["_experiment_id"] = None
+        return state
+
+    @property
+    def client(self):
+        if self._client is None:
+            self._client = client_for(self.uri)
+        return self._client
+
+    @property
+    def experiment_id(self) -> str:
+        if self._experiment_id is None:
+            self._experiment_id = get_or_create_experiment(self.client, self.experiment, self.artifact_root)
+        return self._experiment_id
+
+    # -- parent ------------------------------------------------------------------------------------
+    def start_parent(self, name: str, params: dict[str, Any], tags: dict[str, str]) -> str:
+        if self.parent_run_id is None:
+            run = self.client.create_run(self.experiment_id, run_name=name,
+                                         tags={"tune_div.role": PARENT_ROLE, **tags})
+            self.parent_run_id = run.info.run_id
+            self.client.log_batch(self.parent_run_id, params=[param(k, v) for k, v in flat_params("", params).items()])
+        else:  # resume: the same parent continues
+            self.client.update_run(self.parent_run_id, status="RUNNING")
+            self.attach_children()
+        return self.parent_run_id
+
+    def attach_children(self) -> None:
+        for run in self.child_runs():
+            tid = run.data.tags.get("tune_div.trial_id")
+            if tid:
+                self.children[tid] = run.info.run_id
+                hist = self.client.get_metric_history(run.info.run_id, "val_clean_acc")
+                self.logged_step[run.info.run_id] = max((m.step for m in hist), default=0)
+
+    def child_runs(self):
+        return self.client.search_runs([self.experiment_id], f"tags.mlflow.parentRunId = '{self.parent_run_id}'",
+                                       max_results=5000)
+
+    def end_parent(self, status: str) -> None:
+        for run_id in self.children.values():
+            if self.client.get_run(run_id).info.status == "RUNNING":
+                self.client.set_terminated(run_id, "KILLED")
+        self.client.set_terminated(self.parent_run_id, status)
+
+    def log_front(self, rows: list[dict[str, Any]], table: dict[str, Any], files: list[Path]) -> None:
+        """Parent metrics and artifacts, and the ``pareto`` tag of every child."""
+        ts = int(time.time() * 1000)
+        self.client.log_batch(self.parent_run_id, metrics=[
+            metric("hypervolume", table["hypervolume"], 0, ts), metric("front_size", len(table["front"]), 0, ts),
+            metric("trials_finished", sum(r["status"] == "TERMINATED" for r in rows), 0, ts)])
+        for r in rows:  # only tags that changed: this runs at every trial end, over every trial
+            run_id = self.children.get(str(r["trial_id"]))
+            tags = ("true" if r.get("pareto") else "false", r.get("eligibility", ""), "true" if r.get("knee") else "false")
+            if run_id and self.front_tags.get(run_id) != tags:
+                self.client.log_batch(run_id, tags=[tag("pareto", tags[0]), tag("tune_div.eligibility", tags[1]),
+                                                    tag("knee", tags[2])])
+                self.front_tags[run_id] = tags
+        for f in files:
+            if f.is_file():
+                self.client.log_artifact(self.parent_run_id, str(f))
+            elif f.is_dir():
+                self.client.log_artifacts(self.parent_run_id, str(f), artifact_path=f.name)
+
+    # -- children ----------------------------------------------------------------------------------
+    def child(self, trial_id: str, config: dict[str, Any], config_doc: Callable[[str], dict[str, Any]]) -> str:
+        """The child run of ``trial_id`` (created once; RUNNING again on resume), with its params and
+        ``config.yaml`` = ``config_doc(run_id)`` (the trial in the exported-config format)."""
+        if trial_id in self.children:
+            self.client.update_run(self.children[trial_id], status="RUNNING")
+            return self.children[trial_id]
+        run = self.client.create_run(self.experiment_id, run_name=f"trial-{trial_id}", tags={
+            "mlflow.parentRunId": self.parent_run_id, "tune_div.role": CHILD_ROLE, "tune_div.trial_id": trial_id,
+            "status": "RUNNING"})
+        run_id = run.info.run_id
+        params = {**flat_params("hparams.", config.get("hparams") or {}),
+                  **flat_params("train.", config.get("train") or {}),
+                  **flat_params("", {k: v for k, v in config.items() if k not in ("hparams", "train", "blackbox")})}
+        self.client.log_batch(run_id, params=[param(k, v) for k, v in params.items()])
+        with tempfile.TemporaryDirectory() as d:
+            path = Path(d) / "config.yaml"
+            path.write_text(yaml.safe_dump(config_doc(run_id), sort_keys=False))
+            self.client.log_artifact(run_id, str(path))
+        self.children[trial_id] = run_id
+        self.logged_step[run_id] = 0
+        return run_id
+
+    def log_epoch(self, trial_id: str, metrics: dict[str, Any]) -> None:
+        run_id = self.children.get(trial_id)
+        step = int(metrics.get("epoch", 0))
+        if run_id is None or step <= self.logged_step.get(run_id, 0):
+            return  # an epoch re-reported after a resume is not logged twice
+        ts = int(time.time() * 1000)
+        self.client.log_batch(run_id, metrics=[metric(k, v, step, ts) for k, v in numeric(metrics).items()])
+        self.client.set_tag(run_id, "flags", metrics.get("flags", ""))
+        self.logged_step[run_id] = step
+
+    def finish_child(self, trial_id: str, status: str, last: dict[str, Any] | None, error: str = "") -> None:
+        run_id = self.children.get(trial_id)
+        if run_id is None:
+            return
+        if last:
+            finals = {f"final_{k}": v for k, v in numeric(last).items() if k.startswith(("val_", "test_"))}
+            self.client.log_batch(run_id, metrics=[metric(k, v, 0, int(time.time() * 1000)) for k, v in finals.items()])
+        self.client.set_tag(run_id, "status", status)
+        if error:
+            self.client.set_tag(run_id, "tune_div.error", error[:5000])
+        self.client.set_terminated(run_id, {"TERMINATED": "FINISHED", "ERROR": "FAILED"}.get(status, "KILLED"))
+
+
+def tag(k, v):
+    from mlflow.entities import RunTag
+
+    return RunTag(k, v)
+
+
+def param(k, v):
+    from mlflow.entities import Param
+
+    return Param(k, v)

@@ -1,0 +1,57 @@
+"""Where the MLflow records of a search live: the tracking URI, its artifact root, the client.
+
+Default URI ``sqlite:///<storage>/mlflow.db`` (MLflow 3 refuses file stores), artifacts under
+``<storage>/mlartifacts``; any URI is accepted (a server on a cluster: ``http://host:port``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import UserError
+
+SQLITE = "sqlite:///"
+
+
+def default_uri(storage_path: str | Path) -> str:
+    return f"{SQLITE}{Path(storage_path).expanduser().resolve() / 'mlflow.db'}"
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI, None for any other kind of store."""
+    return Path(uri[len(SQLITE):]) if uri.startswith(SQLITE) else None
+
+
+def artifact_root(storage_path: str | Path) -> str:
+    return str(Path(storage_path).expanduser().resolve() / "mlartifacts")
+
+
+def artifact_root_for(uri: str) -> str | None:
+    """Next to the database for a sqlite store (``<storage>/mlartifacts``); the server's own otherwise."""
+    db = sqlite_path(uri)
+    return artifact_root(db.parent) if db is not None else None
+
+
+def require_store(uri: str, hint: str) -> None:
+    """A one-line error if ``uri`` is a sqlite store whose file does not exist (nothing to read)."""
+    db = sqlite_path(uri)
+    if db is not None and not db.is_file():
+        raise UserError(f"no MLflow store at {db}; {hint}")
+
+
+def experiment_name(defense: str, dataset: str) -> str:
+    return f"{defense}-{dataset}"
+
+
+def client_for(uri: str):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def get_or_create_experiment(client, name: str, artifact_root: str | None) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = f"{Path(artifact_root).resolve().as_uri()}/{name}" if artifact_root else None
+    return client.create_experiment(name, artifact_location=location)

@@ -1,0 +1,124 @@
+"""The training configuration: one dataclass, the papers' defaults, validated where it is built.
+
+Defaults (SMD / ADP / CLDL papers): Adam, lr 1e-3, weight decay 1e-4, batch 128; the architecture and
+LR milestones of the dataset come from its catalog entry (``tune_div.data.info``) when the config
+leaves them unset (``None``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import torch
+
+from .. import attacks, data, defenses
+from ..errors import UserError
+
+# Adversarial training defaults: PGD-10 with half of every batch replaced; eps None = the dataset's
+# objective eps (its catalog entry).
+ADV_TRAIN_DEFAULTS = {"attack": "pgd", "eps": None, "steps": 10, "ratio": 0.5}
+MEMORY_FORMATS = ("auto", "contiguous", "channels_last")
+# Fields that do not change what is trained: a checkpoint may be resumed across them.
+NOT_IDENTITY = ("epochs", "data_dir", "device", "memory_format", "num_threads")
+
+
+@dataclass
+class TrainConfig:
+    defense: str = "naive"
+    hparams: dict[str, Any] = field(default_factory=dict)
+    dataset: str = "mnist"
+    arch: str | None = None  # None: the dataset's default architecture
+    n_members: int = 3
+    epochs: int = 1
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    milestones: list[int] | None = None  # None: the dataset's LR schedule
+    lr_gamma: float = 0.1
+    seed: int = 0
+    subset: int | None = None  # train on a seeded subset of N images
+    val_size: int = data.DEFAULT_VAL_SIZE
+    val_subset: int | None = None  # evaluate on a seeded subset of the validation split
+    activation: str | None = None  # None: what the defense's paper uses (GAL: leaky_relu), else relu
+    augment: bool | None = None  # None: the dataset's default (crop + flip on CIFAR)
+    data_dir: str | None = None
+    device: str = "auto"
+    # auto: channels_last on CPU, where it makes the double-backprop defenses ~1.4x faster
+    # (benchmarks/step_time.py); contiguous on GPUs, where it has not been measured.
+    memory_format: str = "auto"
+    # Adversarial training on top of any defense: {attack, eps, steps, ratio}. A share ``ratio`` of
+    # every batch is replaced by adversarial examples of the current ensemble.
+    adv_train: dict[str, Any] | None = None
+    # CPU threads for torch. Float reductions differ with the thread count, so reproducing a run
+    # exactly needs the same number (a search records its --cpus-per-trial here). None: torch's default.
+    num_threads: int | None = None
+
+    def __post_init__(self):
+        meta = data.info(self.dataset)  # unknown dataset: UserError naming the choices
+        if self.arch is None:
+            self.arch = meta.default_arch
+        if self.milestones is None:
+            self.milestones = list(meta.milestones)
+        for name in ("n_members", "epochs", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise UserError(f"{name} must be at least 1 (an integer), got {value!r}")
+        if not self.lr > 0:
+            raise UserError(f"lr must be positive, got {self.lr}")
+        if not self.weight_decay >= 0:
+            raise UserError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.memory_format not in MEMORY_FORMATS:
+            raise UserError(f"memory_format must be one of {', '.join(MEMORY_FORMATS)}, got '{self.memory_format}'")
+        if self.subset is not None and self.subset < 1:
+            raise UserError(f"subset must be a positive number of images, got {self.subset}")
+        if self.adv_train:
+            self.adv_train = validate_adv_train(self.adv_train, meta.objective_eps)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise UserError(f"unknown training option(s) {unknown}; valid: {sorted(names)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def identity(self) -> dict[str, Any]:
+        """What defines the model trained (a checkpoint of another identity is refused); hyperparameters
+        with the paper's values filled in, so ``{}`` and ``{"lam": 1.0}`` are the same SMD."""
+        out = {k: v for k, v in self.to_dict().items() if k not in NOT_IDENTITY}
+        out["hparams"] = {**defenses.defaults(self.defense, self.dataset), **self.hparams}
+        return out
+
+
+def validate_adv_train(spec: dict[str, Any], default_eps: float) -> dict[str, Any]:
+    """Fill defaults and check an ``adv_train`` spec; ``steps`` applies to iterative attacks only."""
+    unknown = sorted(set(spec) - set(ADV_TRAIN_DEFAULTS))
+    if unknown:
+        raise UserError(f"unknown adv_train key(s) {unknown}; valid: {sorted(ADV_TRAIN_DEFAULTS)}")
+    out = {**ADV_TRAIN_DEFAULTS, **spec}
+    usable = attacks.names(adversarial_training=True)
+    if out["attack"] not in usable:
+        raise UserError(f"adv_train attack must be one of {', '.join(usable)}, got '{out['attack']}'")
+    if out["eps"] is None:
+        out["eps"] = default_eps
+    if not 0 < float(out["ratio"]) <= 1:
+        raise UserError(f"adv_train ratio must be in (0, 1], got {out['ratio']}")
+    if not float(out["eps"]) > 0:
+        raise UserError(f"adv_train eps must be positive, got {out['eps']}")
+    return out
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_memory_format(name: str, device: torch.device) -> torch.memory_format:
+    if name == "auto":
+        name = "channels_last" if device.type == "cpu" else "contiguous"
+    return torch.channels_last if name == "channels_last" else torch.contiguous_format
