@@ -54,10 +54,24 @@ def test_smoke_search_prints_the_brute_force_front(smoke):
     pts = {r["trial_id"]: (float(r["val_clean_acc"]), float(r["val_robust_acc"])) for r in ok}
     brute = {t for t, p in pts.items() if not any(q[0] >= p[0] and q[1] >= p[1] and q != p for q in pts.values())}
     table = out.split("Pareto front")[1].split("written:")[0]
-    printed = {line.split()[0] for line in table.splitlines()[2:] if line.strip()}
+    assert "robust accuracy audited (fast preset" in table.splitlines()[0]
+    lines = [ln for ln in table.splitlines()[2:] if ln.strip()]
+    printed = {ln.split()[0] for ln in lines if not ln.split()[0] == "naive-baseline"}
     assert printed == brute and brute
     doc = json.loads((exp / "pareto.json").read_text())
     assert {r["trial_id"] for r in doc["front"]} == brute and doc["hypervolume"] > 0
+    # The robust objective is the audit; the proxy is kept beside it, and is never below it by much.
+    for r in rows:
+        assert float(r["val_robust_acc"]) == float(r["val_audit_acc"])
+        assert float(r["val_proxy_acc"]) >= float(r["val_audit_acc"]) - 0.02
+    # The naive baseline: a reference row under the front, and every front trial's lift over it.
+    base = doc["naive_baseline"]
+    assert base["val_robust_acc"] == base["val_audit_acc"] and base["test_robust_acc"] == base["test_audit_acc"]
+    (base_line,) = [ln for ln in lines if ln.split()[0] == "naive-baseline"]
+    assert f"{base['val_robust_acc']:.4f}" in base_line
+    for r in doc["front"]:
+        assert r["audit_lift_over_naive"] == pytest.approx(r["val_robust_acc"] - base["val_robust_acc"])
+        assert r["test_robust_acc"] == r["test_audit_acc"]  # the front's test split, audited
     assert json.loads(rows[0]["hparams"]).keys() == {"lam"}
     assert any(json.loads(r["hparams"])["lam"] == 1.0 for r in rows)  # the paper point is evaluated
     # The Optuna study alone rebuilds the same objective values, without Ray.
@@ -70,11 +84,34 @@ def test_smoke_search_prints_the_brute_force_front(smoke):
         sorted(round(FLOOR - float(r["val_clean_acc"]), 6) for r in rows)
     assert "epoch 1/1" in out
     by_id = {r["trial_id"]: r for r in rows}
-    for line in table.splitlines()[2:]:  # the printed test numbers are the trials' own
-        if line.strip():
-            tid, _, _, test_clean, test_robust = line.split()[:5]
-            assert (float(test_clean), float(test_robust)) == pytest.approx(
-                (float(by_id[tid]["test_clean_acc"]), float(by_id[tid]["test_robust_acc"])), abs=5e-5)
+    for line in lines:  # the printed numbers are the trials' own
+        if line.split()[0] in by_id:
+            tid, clean, robust, proxy, test_clean, test_robust = line.split()[:6]
+            assert [float(v) for v in (clean, robust, proxy, test_clean, test_robust)] == pytest.approx(
+                [float(by_id[tid][k]) for k in ("val_clean_acc", "val_robust_acc", "val_proxy_acc", "test_clean_acc",
+                                                "test_robust_acc")], abs=5e-5)
+
+
+def test_the_fronts_robust_accuracy_survives_the_standard_audit(smoke, real_data):
+    """A front number is never more than 0.03 above what the audit's standard preset finds on the same
+    validation points, for the trial's own final checkpoint."""
+    import torch
+
+    from tune_div.eval import audit
+    from tune_div.search.trainable import CHECKPOINT_FILE, ProxyObjective
+    from tune_div.train import TrainConfig, Trainer
+
+    doc = json.loads((smoke["exp"] / "pareto.json").read_text())
+    objective = doc["settings"]
+    for r in doc["front"]:
+        (ckpt,) = smoke["exp"].glob(f"*{r['trial_id']}*/checkpoint_*/{CHECKPOINT_FILE}")
+        state = torch.load(ckpt, weights_only=True)
+        trainer = Trainer(TrainConfig.from_dict({**state["config"], "data_dir": str(real_data)}))
+        trainer.load_checkpoint(ckpt)
+        val = ProxyObjective(trainer.cfg, {"n": 200, "seed": objective["seed"]})  # the smoke budget's points
+        torch.manual_seed(1)
+        standard = audit(trainer.ensemble.eval(), val.x, val.y, val.eps, "standard").robust_acc
+        assert r["val_robust_acc"] <= standard + 0.03, (r["trial_id"], r["val_robust_acc"], standard)
 
 
 def mlflow_runs(storage: Path):
@@ -233,7 +270,7 @@ def test_a_diverging_trial_fails_alone_with_its_reason(ray_session, real_data, t
 
 
 def test_fractional_gpus_run_sixteen_trials_at_once(ray_session, real_data, tmp_path, capsys):
-    rc, out = run_search(["naive", "--budget", "smoke", "--samples", "16", "--epochs", "1", "--gpus", "8",
+    rc, out = run_search(["naive", "--budget", "smoke", "--samples", "16", "--epochs", "1", "--audit", "off", "--gpus", "8",
                           "--gpus-per-trial", "0.5", "--data-dir", str(real_data), "--storage-path", str(tmp_path),
                           "--experiment", "gpu", "--quiet"], capsys)
     assert rc == 0, out.err

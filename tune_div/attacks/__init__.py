@@ -1,12 +1,15 @@
 """Attacks (a registry): ``get(name)(model, x, y, eps, **options) -> x_adv``; ``names()``.
 
 Every attack works in pixel space [0, 1] and attacks exactly what the model predicts (an ensemble's
-log-mean-softmax). One file per attack; the base class owns model mode, projection, option checks,
-and each attack declares whether it is iterative, its step option and its single-step counterpart.
+log-mean-softmax), or is judged on it (the ``*_logits`` attacks go through the mean member logits).
+One file per attack; the base class owns model mode, projection, option checks, and each attack
+declares whether it is iterative, its step option and its single-step counterpart. ``audit`` is the
+strong adaptive suite (worst case per point) behind every robust accuracy reported as audited.
 """
 
-from . import autoattack, autopgd, bim, cw, fgsm, mim, pgd, rfgsm, square  # noqa: F401  (registers the attacks)
-from .base import Attack
+from . import audit, autoattack, autopgd, bim, cw, fgsm, logits, mim, pgd, rfgsm, square  # noqa: F401  (registers)
+from .audit import AuditReport
+from .base import Attack, MeanLogits
 from .registry import ATTACKS, register_attack
 
 
@@ -24,4 +27,4 @@ def run(name: str, model, x, y, eps: float, **options):
     return get(name)(model, x, y, eps, **options)
 
 
-__all__ = ["ATTACKS", "Attack", "get", "names", "register_attack", "run"]
+__all__ = ["ATTACKS", "Attack", "AuditReport", "MeanLogits", "get", "names", "register_attack", "run"]

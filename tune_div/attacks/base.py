@@ -68,6 +68,28 @@ class Attack:
         return x_adv.clamp_(0.0, 1.0)
 
 
+class MeanLogits(nn.Module):
+    """An ensemble seen through its mean member logits ``[B, C]`` (a model without ``member_logits``: its
+    own output). Attacking this view instead of the log-mean-softmax output avoids the saturation of a
+    confident ensemble's averaged softmax, whose cross-entropy gradients vanish; the result is still
+    judged on what the ensemble predicts."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.train(model.training)  # a library attack restores the mode it found, here the model's
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        member_logits = getattr(self.model, "member_logits", None)
+        return member_logits(x).mean(0) if member_logits is not None else self.model(x)
+
+
+@torch.no_grad()
+def correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``[B]`` bool: the model's prediction is the label (how every attack is judged)."""
+    return model(x).argmax(1) == y
+
+
 def nll_sum(log_probs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Summed negative log-likelihood of log-probabilities (cross-entropy of the ensemble prediction)."""
     return nn.functional.nll_loss(log_probs, y, reduction="sum")

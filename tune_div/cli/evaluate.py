@@ -13,6 +13,7 @@ import sys
 
 from .. import attacks, data, models
 from ..errors import UserError
+from ..attacks.audit import PRESETS as AUDIT_PRESETS
 from ..eval import DEFAULT_N, EvalSpec, evaluate
 from ..files import atomic_write_text
 from .common import ArgumentParser, check_outputs_writable, cli_errors, parse_key_values
@@ -37,6 +38,9 @@ def build_parser(prog: str = PROG) -> ArgumentParser:
     p.add_argument("--curves", action="store_true", help="robust accuracy over the dataset's eps grid")
     p.add_argument("--attack-option", action="append", metavar="ATTACK:KEY=VALUE[,KEY=VALUE]",
                    help="override an attack's option, e.g. pgd:steps=40,step=0.01 (repeatable)")
+    p.add_argument("--audit", nargs="?", const="fast", choices=list(AUDIT_PRESETS),
+                   help="also run the audit, the strong adaptive suite (worst case per point; docs/audit.md): "
+                        "fast (the default when given alone) or standard (for a final report)")
     p.add_argument("--no-sanity", action="store_true", help="skip the gradient-masking sanity checks")
     p.add_argument("--data-dir")
     p.add_argument("--out", help="write the JSON result here")
@@ -68,7 +72,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
                         split=args.split, n=n, seed=args.seed, white_box=not args.no_white_box,
                         black_box=args.black_box, transfer=args.transfer_matrix, curves=args.curves,
                         sanity=not args.no_sanity, attack_options=options, surrogate_epochs=args.surrogate_epochs,
-                        data_dir=args.data_dir)
+                        data_dir=args.data_dir, audit=args.audit)
         for name, opts in options.items():
             attacks.get(name).options(spec.eps[0], **opts)  # unknown attack or option: error now
         ens = models.load_ensemble(args.model)
@@ -89,7 +93,8 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
 
 
 class Progress:
-    """A one-line progress bar on stderr (tqdm)."""
+    """A one-line progress bar on stderr (tqdm), one per task: created when the task starts (``done``
+    0), advanced with ``update`` so its rate is points per second of real work."""
 
     def __init__(self):
         from tqdm import tqdm
@@ -103,8 +108,7 @@ class Progress:
             self.close()
             self.bar = self._tqdm(total=total, desc=label, file=sys.stderr, leave=False, unit="pt")
             self.label = label
-        self.bar.n = done
-        self.bar.refresh()
+        self.bar.update(done - self.bar.n)
 
     def close(self):
         if self.bar is not None:
@@ -129,6 +133,11 @@ def print_summary(r: dict) -> None:
         print(f"    {'':<10}" + "".join(f"{n:>10}" for n in m["names"]))
         for name, row in zip(m["names"], m["acc"]):
             print(f"    {name:<10}" + "".join(f"{a:>10.4f}" for a in row))
+    if "audit" in r:
+        a = r["audit"]
+        for eps, acc in a["robust_acc"].items():
+            steps = ", ".join(f"{k} {v:.4f}" for k, v in a["per_attack"][eps].items())
+            print(f"  audit ({a['preset']}) eps={eps}: {acc:.4f}  (robust accuracy after {steps}; docs/audit.md)")
     for f in r.get("flags", []):
         print(f"  WARNING {f['name']}: {f['message']} (see {f['doc']})")
     if "sanity" in r and not r.get("flags"):

@@ -12,7 +12,7 @@ import sys
 
 from .. import data, defenses, models
 from ..errors import UserError
-from ..search.settings import BUDGETS, OBJECTIVES, SAMPLERS, Settings
+from ..search.settings import AUDITS, BUDGETS, OBJECTIVES, SAMPLERS, Settings
 from .common import ArgumentParser, cli_errors
 
 PROG = "tune-div search"
@@ -32,6 +32,9 @@ def build_parser(prog: str = PROG) -> ArgumentParser:
     p.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="tpe (constant liar, default), nsga2, gp, random")
     p.add_argument("--objective", choices=list(OBJECTIVES), default="robust",
                    help="robust: white-box proxy (default); blackbox: transfer instead; both: three objectives")
+    p.add_argument("--audit", choices=AUDITS, default="fast",
+                   help="audit every trial's robust accuracy after its last epoch (docs/audit.md): fast (default), "
+                        "standard, or off (the front is then the proxy's, labelled so)")
     p.add_argument("--clean-floor", type=float, help="constraint: trials below this clean accuracy are infeasible")
     p.add_argument("--gpus", type=float, default=0, help="GPUs for the whole search (0: CPU)")
     p.add_argument("--gpus-per-trial", type=float, help="fractional allowed (default 1 if --gpus, else 0)")
@@ -63,7 +66,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
             if s.path.exists() and any(s.path.iterdir()):
                 raise UserError(f"experiment folder {s.path} exists already; use --resume {s.path} or another --experiment")
         result = runner.run(s, args.address, bool(args.resume), args.quiet)
-        print_table(s, result["rows"], result["table"])
+        print_table(s, result["rows"], result["table"], result["baseline"])
         if result["interrupted"]:
             print(f"interrupted: continue with  {prog} --resume {s.path}", file=sys.stderr)
             return 130

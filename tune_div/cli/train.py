@@ -105,11 +105,14 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
         if doc and doc.get("objective"):
             # Measured exactly as the search did (same fixed subsets), so they compare with doc["metrics"].
             result["metrics"]["test_clean_acc_whole_split"] = result["metrics"].pop("test_clean_acc")
+            from ..search.settings import OBJECTIVE_DEFAULTS
             from ..search.trainable import objective_metrics
 
             result["metrics"].update(objective_metrics(trainer, doc["objective"]))
-            print("objective: " + "  ".join(f"{k} {v:.4f}" for k, v in result["metrics"].items()
-                                            if k.endswith("robust_acc")))
+            preset = doc["objective"].get("audit", OBJECTIVE_DEFAULTS["audit"])
+            what = f"audited, {preset} preset" if preset else "PROXY, not audited"
+            print(f"objective ({what}): " + "  ".join(f"{k} {v:.4f}" for k, v in result["metrics"].items()
+                                                     if k.endswith(("robust_acc", "proxy_acc"))))
             if doc.get("metrics"):
                 result["source_metrics"] = doc["metrics"]
         if args.save_model:

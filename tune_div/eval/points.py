@@ -6,6 +6,7 @@ filtered to correctly classified points: every number is plain (robust) accuracy
 - :func:`eval_subset` ``(dataset, split, n, seed, root) -> (x float [N, C, H, W] in [0, 1], y int64 [N])``
 - :func:`accuracy` ``(model, x, y) -> float`` (the model's argmax against ``y``, eval mode, in batches)
 - :func:`craft` ``(attack, model, x, y, eps, options) -> x_adv`` (in batches, optional progress callback)
+- :func:`audit` ``(model, x, y, eps, preset) -> AuditReport`` (the strong adaptive suite, in batches)
 """
 
 from __future__ import annotations
@@ -55,3 +56,16 @@ def craft(attack: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: 
         if progress:
             progress(len(out[-1]))
     return torch.cat(out) if out else x.clone()
+
+
+def audit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, preset: str = "fast",
+          options: dict | None = None, batch: int = ATTACK_BATCH, progress: Callable[[int], None] | None = None
+          ) -> attacks.AuditReport:
+    """The audit suite (``tune_div.attacks.audit``, docs/audit.md) on ``(x, y)`` at ``eps``, in batches;
+    ``progress(k)`` counts points × components as they finish."""
+    auditor = attacks.get("audit")
+    step = (lambda component, k: progress(k)) if progress else None
+    reports = [auditor.report(model, x[i:i + batch], y[i:i + batch], eps, progress=step, preset=preset,
+                              **(options or {}))
+               for i in range(0, len(x), batch)]
+    return attacks.AuditReport.merge(reports)

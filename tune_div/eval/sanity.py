@@ -2,7 +2,8 @@
 
 :func:`sanity_checks` measures the numbers behind the flags on a few points (FGSM and PGD at ε, PGD at
 ε/2 and at ε = 1, the share of vanishing input gradients); :func:`sanity_flags` turns them, and the
-white-box / black-box accuracies of an evaluation, into named flags. Which attack is iterative and which
+white-box / black-box accuracies of an evaluation, into named flags; :func:`proxy_inflation_flags`
+compares an attack (the search's proxy, say) with the audit on the same points. Which attack is iterative and which
 single-step attack it must beat are the attacks' own declarations (``Attack.single_step``).
 """
 
@@ -24,6 +25,7 @@ LARGE_EPS = 1.0  # at ε = 1 (L∞, [0, 1] images) an attacker can draw any imag
 LARGE_EPS_MAX_ACC = 0.10
 VANISHING_GRAD = 1e-10  # L∞ norm of the input gradient of the log-probability margin
 VANISHING_SHARE = 0.20
+PROXY_INFLATION = 0.05  # an attack's accuracy this far above the audit's on the same points: not trusted
 SANITY_N = 200
 
 
@@ -56,8 +58,27 @@ def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
             "pgd_acc": pgd[eps], "pgd_curve": {str(e): a for e, a in sorted(pgd.items())},
             "large_eps": LARGE_EPS, "large_eps_pgd_acc": pgd[LARGE_EPS],
             "vanishing_gradient_share": vanishing_gradient_share(model, x, y),
-            "thresholds": {"tolerance": TOL, "large_eps_max_acc": LARGE_EPS_MAX_ACC,
+            "thresholds": {"tolerance": TOL, "large_eps_max_acc": LARGE_EPS_MAX_ACC, "proxy_inflation": PROXY_INFLATION,
                            "vanishing_grad": VANISHING_GRAD, "vanishing_share": VANISHING_SHARE}}
+
+
+def make_flag(name: str, message: str, **numbers) -> dict[str, Any]:
+    return {"name": name, "message": message, "doc": f"{FLAGS_DOC}#{name}", **numbers}
+
+
+def proxy_inflation_flags(white: dict[str, dict[str, float]] | None,
+                          audit: dict[str, float] | None) -> list[dict[str, Any]]:
+    """``proxy_inflated`` for every attack whose accuracy ``{attack: {str(eps): acc}}`` exceeds the audit's
+    robust accuracy ``{str(eps): acc}`` on the same points by more than PROXY_INFLATION."""
+    flags = []
+    for attack, per_eps in (white or {}).items():
+        for eps, acc in per_eps.items():
+            ref = (audit or {}).get(eps)
+            if ref is not None and acc > ref + PROXY_INFLATION:
+                flags.append(make_flag(
+                    "proxy_inflated", f"{attack} leaves {acc:.3f} at eps={eps} but the audit leaves {ref:.3f}: "
+                    f"{attack} overstates robustness here", attack=attack, eps=float(eps), acc=acc, audit_acc=ref))
+    return flags
 
 
 def sanity_flags(checks: dict[str, Any], white: dict[str, dict[str, float]] | None = None,
@@ -67,7 +88,7 @@ def sanity_flags(checks: dict[str, Any], white: dict[str, dict[str, float]] | No
     flags: list[dict[str, Any]] = []
 
     def flag(name: str, message: str, **numbers):
-        flags.append({"name": name, "message": message, "doc": f"{FLAGS_DOC}#{name}", **numbers})
+        flags.append(make_flag(name, message, **numbers))
 
     pairs = [("pgd", "fgsm", str(checks["eps"]), checks["pgd_acc"], checks["fgsm_acc"])]
     curves = {"pgd (sanity)": checks["pgd_curve"]}

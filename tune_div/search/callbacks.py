@@ -27,7 +27,8 @@ def trial_doc(s: Settings, trial_id: str, config: dict[str, Any], parent_run_id:
 
 
 class TrialProgress(tune.Callback):
-    """Prints ``[trial] hparams  epoch e/E  clean ...  robust ...`` per epoch, and trial ends."""
+    """Prints ``[trial] hparams  epoch e/E  clean ...  proxy ...`` per epoch (``audit ...`` after the last
+    one), and trial ends. The proxy is labelled as such: it is not the number the front is made of."""
 
     def __init__(self, epochs: int, quiet: bool):
         self.epochs, self.quiet = epochs, quiet
@@ -37,9 +38,10 @@ class TrialProgress(tune.Callback):
             return
         hp = hparams_text({**trial.config.get("hparams", {}), **trial.config.get("train", {})})
         extra = f"  bb {result['val_blackbox_acc']:.4f}" if "val_blackbox_acc" in result else ""
+        extra += f"  audit {result['val_audit_acc']:.4f}" if "val_audit_acc" in result else ""
         flags = f"  FLAGS {result['flags']}" if result.get("flags") else ""
         print(f"[{trial.trial_id}] {hp}  epoch {result['epoch']}/{self.epochs}  clean {result['val_clean_acc']:.4f}  "
-              f"robust {result['val_robust_acc']:.4f}{extra}  {result['epoch_time_s']:.1f}s{flags}", flush=True)
+              f"proxy {result['val_proxy_acc']:.4f}{extra}  {result['epoch_time_s']:.1f}s{flags}", flush=True)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         if not self.quiet:

@@ -2,8 +2,10 @@
 and the table printed at the end.
 
 Row keys: ``trial_id``, ``status`` (TERMINATED, ERROR, UNFINISHED), ``error`` (the one-line reason of
-a failed trial), ``hparams``, ``train``, ``epoch``, ``flags``, the validation and test metrics, and
-after :func:`~tune_div.search.pareto.pareto_table` ``pareto``, ``knee``, ``eligibility``.
+a failed trial), ``hparams``, ``train``, ``epoch``, ``flags``, the validation and test metrics (robust:
+the audit, with the proxy as its own column), and after :func:`~tune_div.search.pareto.pareto_table`
+``pareto``, ``knee``, ``eligibility``, after :func:`~tune_div.search.baseline.lift`
+``audit_lift_over_naive``. The naive baseline is printed under the front as a reference row.
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ from typing import Any
 
 from ..files import atomic_write_text
 from ..tracking.tracker import FINAL_METRICS as METRICS
+from .baseline import BASELINE_ID
 from .settings import Settings
 
-COLUMNS = ["trial_id", "status", "pareto", "knee", "eligibility", *METRICS, "flags", "hparams", "train", "error"]
+COLUMNS = ["trial_id", "status", "pareto", "knee", "eligibility", *METRICS, "audit_lift_over_naive", "flags", "hparams",
+           "train", "error"]
 
 
 def hparams_text(hparams: dict[str, Any]) -> str:
@@ -50,7 +54,7 @@ def collect(grid) -> list[dict[str, Any]]:
         rows.append({"trial_id": m.get("trial_id"), "status": status, "error": trial_error(r) if r.error else "",
                      "hparams": dict(r.config.get("hparams") or {}), "train": dict(r.config.get("train") or {}),
                      "epoch": m.get("epoch"), "flags": m.get("flags", ""), **{k: m.get(k) for k in METRICS},
-                     "path": r.path})
+                     "path": r.path, "config": r.config, "checkpoint": r.checkpoint})
     return sorted(rows, key=lambda row: str(row["trial_id"]))
 
 
@@ -63,11 +67,19 @@ def _csv(rows: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def write_results(s: Settings, rows: list[dict[str, Any]], table: dict[str, Any]) -> list[Path]:
-    """``trials.csv`` (every trial), ``pareto.csv`` and ``pareto.json`` (the front), written atomically."""
-    doc = {"settings": asdict(s), "objectives": table["objectives"], "hypervolume": table["hypervolume"],
-           "reference": table["reference"], "knee": table["knee"]["trial_id"] if table["knee"] else None,
-           "front": [{k: r.get(k) for k in COLUMNS} for r in table["front"]]}
+def robust_label(s: Settings) -> str:
+    """What the robust numbers of a search are: audited (and how), or the proxy."""
+    return f"audited ({s.audit} preset, docs/audit.md)" if s.audit != "off" else "PROXY, not audited (--audit off)"
+
+
+def write_results(s: Settings, rows: list[dict[str, Any]], table: dict[str, Any],
+                  base: dict[str, Any] | None = None) -> list[Path]:
+    """``trials.csv`` (every trial), ``pareto.csv`` and ``pareto.json`` (the front, the naive baseline),
+    written atomically."""
+    doc = {"settings": asdict(s), "objectives": table["objectives"], "robust": robust_label(s),
+           "hypervolume": table["hypervolume"], "reference": table["reference"],
+           "knee": table["knee"]["trial_id"] if table["knee"] else None,
+           "front": [{k: r.get(k) for k in COLUMNS} for r in table["front"]], "naive_baseline": base}
     return [atomic_write_text(s.path / "trials.csv", _csv(rows)),
             atomic_write_text(s.path / "pareto.csv", _csv(table["front"])),
             atomic_write_text(s.path / "pareto.json", json.dumps(doc, indent=2, default=str))]
@@ -77,19 +89,35 @@ def _fmt(v) -> str:
     return f"{v:.4f}" if isinstance(v, (int, float)) and math.isfinite(v) else "-"
 
 
-def print_table(s: Settings, rows: list[dict[str, Any]], table: dict[str, Any]) -> None:
+def print_table(s: Settings, rows: list[dict[str, Any]], table: dict[str, Any],
+                base: dict[str, Any] | None = None) -> None:
     failed = [r for r in rows if r["status"] == "ERROR"]
     print(f"\n{len(rows)} trials: {sum(r['status'] == 'TERMINATED' for r in rows)} finished, {len(failed)} failed, "
           f"{sum(r['eligibility'] == 'flagged' for r in rows)} flagged, "
           f"{sum(r['eligibility'] == 'infeasible' for r in rows)} infeasible")
     for r in failed:
         print(f"  failed {r['trial_id']}: {r['error']}")
+    for r in rows:
+        if r["eligibility"] == "flagged":
+            print(f"  flagged {r['trial_id']}: {r['flags']} (docs/flags.md)")
     x, y = table["objectives"]
-    print(f"Pareto front ({x} vs {y}), hypervolume {table['hypervolume']:.4f} (reference {tuple(table['reference'])}):")
-    print(f"  {'trial':<12} {'clean':>8} {'robust':>8} {'test clean':>11} {'test robust':>12}  hyperparameters")
+    print(f"Pareto front ({x} vs {y}; robust accuracy {robust_label(s)}), hypervolume {table['hypervolume']:.4f} "
+          f"(reference {tuple(table['reference'])}):")
+    print(f"  {'trial':<15} {'clean':>7} {'robust':>7} {'proxy':>7} {'test clean':>10} {'test robust':>11} "
+          f"{'lift':>7}  hyperparameters")
+
+    def line(tid, r, tail):
+        lift = r.get("audit_lift_over_naive")
+        print(f"  {str(tid):<15} {_fmt(r.get(x)):>7} {_fmt(r.get(y)):>7} {_fmt(r.get('val_proxy_acc')):>7} "
+              f"{_fmt(r.get('test_clean_acc')):>10} {_fmt(r.get('test_robust_acc')):>11} "
+              f"{'-' if lift is None else f'{lift:+.4f}':>7}  {tail}")
+
     for r in table["front"]:
-        print(f"  {str(r['trial_id']):<12} {_fmt(r[x]):>8} {_fmt(r[y]):>8} {_fmt(r['test_clean_acc']):>11} "
-              f"{_fmt(r['test_robust_acc']):>12}  {hparams_text({**r['hparams'], **r['train']})}"
-              f"{'  <- knee' if r['knee'] else ''}")
+        line(r["trial_id"], r, hparams_text({**r["hparams"], **r["train"]}) + ("  <- knee" if r["knee"] else ""))
+    if base:
+        line(BASELINE_ID, base, "undefended ensemble, same budget (reference; lift = robust minus its robust)"
+             + (f"  FLAGS {base['flags']}" if base.get("flags") else ""))
+    else:
+        print("  (no naive baseline: the search was interrupted or the baseline failed)")
     print(f"written: {s.path / 'pareto.csv'}, {s.path / 'pareto.json'}, {s.path / 'trials.csv'}, "
           f"Optuna study {s.path / 'optuna.db'}")

@@ -15,7 +15,7 @@ from typing import Any
 from .. import tracking
 from ..errors import UserError
 from ..files import atomic_write_text
-from . import pareto
+from . import baseline, pareto
 from .results import collect, write_results
 from .settings import Settings, base_config
 
@@ -99,6 +99,7 @@ def run(s: Settings, address: str | None, resume: bool, quiet: bool) -> dict[str
               f"{s.epochs} epochs, {s.samples} trials, budget {s.budget}), sampler {s.sampler}, objectives "
               f"{', '.join(s.metrics)}; {conc} at once on {res['CPU']:g} CPU / {res['GPU']:g} GPU; "
               f"results in {s.path}", flush=True)
+    naive = start_baseline(s, param_space) if spare_slot(s, res, conc) else None
     fn = tune.with_resources(trainable, {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial})
     if resume:
         tuner = tune.Tuner.restore(str(s.path), trainable=fn, resume_unfinished=True, resume_errored=False,
@@ -112,20 +113,88 @@ def run(s: Settings, address: str | None, resume: bool, quiet: bool) -> dict[str
                            tune_config=tune.TuneConfig(search_alg=make_searcher(s, space), num_samples=s.samples,
                                                        max_concurrent_trials=conc))
     rows = collect(tuner.fit())
-    table = pareto.pareto_table(rows, objectives=(s.metrics[0], s.metrics[1]), clean_floor=s.clean_floor)
-    files = write_results(s, rows, table)
-    interrupted = len(rows) < s.samples or any(r["status"] == "UNFINISHED" for r in rows)
-    publish(s, tracker, space, rows, table, files)
-    tracker.end_parent("KILLED" if interrupted else "FINISHED")
-    return {"rows": rows, "table": table, "interrupted": interrupted}
-
-
-def publish(s: Settings, tracker: tracking.SearchTracker, space, rows, table, files: list[Path]) -> None:
-    """Parent artifacts: the Pareto table and plot, every trial, the effective search space, the exports."""
     tracker.attach_children()  # the callback may be a restored copy: read the child runs back from MLflow
-    plot = tracking.pareto_plot(rows, table, s.path / "pareto.png", f"{s.defense} on {s.dataset}: {s.experiment}")
+    interrupted = len(rows) < s.samples or any(r["status"] == "UNFINISHED" for r in rows)
+    if naive is None and not interrupted:
+        naive = start_baseline(s, param_space)
+    table = pareto.pareto_table(rows, objectives=(s.metrics[0], s.metrics[1]), clean_floor=s.clean_floor)
+    if s.audit != "off" and not interrupted:
+        audit_front_on_test(s, table["front"], tracker, quiet)
+    base = finish_baseline(naive, interrupted, quiet)
+    baseline.lift(rows, base, s.metrics[1])
+    files = write_results(s, rows, table, base)
+    publish(s, tracker, space, rows, table, files, base)
+    tracker.end_parent("KILLED" if interrupted else "FINISHED")
+    return {"rows": rows, "table": table, "interrupted": interrupted, "baseline": base}
+
+
+def audit_front_on_test(s: Settings, front: list[dict[str, Any]], tracker: tracking.SearchTracker,
+                        quiet: bool) -> None:
+    """The final report of the front: each member's test split audited from its last checkpoint, in Ray
+    tasks with a trial's resources; the numbers go into the rows and onto the members' child runs."""
+    import ray
+
+    from .trainable import audit_test_split
+
+    todo = [r for r in front if r.get("checkpoint") is not None and r.get("test_audit_acc") is None]
+    if not todo:
+        return
+    if not quiet:
+        print(f"auditing the test split of the {len(todo)} front member(s) ({s.audit} preset)", flush=True)
+    task = ray.remote(num_cpus=s.cpus_per_trial, num_gpus=s.gpus_per_trial, max_retries=0)(audit_test_split)
+    refs = [task.remote(r["config"], r["checkpoint"]) for r in todo]
+    for r, ref in zip(todo, refs):
+        try:
+            r.update(ray.get(ref))
+        except Exception as exc:  # the member stays on the front (chosen on validation), its test audit blank
+            print(f"[{r['trial_id']}] test-split audit failed: {str(exc).strip().splitlines()[-1]}", flush=True)
+            continue
+        tracker.log_final(str(r["trial_id"]), {k: r[k] for k in ("test_audit_acc", "test_robust_acc")})
+
+
+def spare_slot(s: Settings, res: dict[str, float], conc: int) -> bool:
+    """Whether the search leaves room for one more trial-sized task while ``conc`` trials run."""
+    cpu_left = res["CPU"] - conc * s.cpus_per_trial
+    gpu_left = s.gpus - conc * s.gpus_per_trial
+    return cpu_left >= s.cpus_per_trial and gpu_left >= s.gpus_per_trial
+
+
+def start_baseline(s: Settings, param_space: dict[str, Any]):
+    """The naive baseline as a Ray task with a trial's resources: beside the trials when the cluster has
+    a spare slot, else right after them (it never takes a slot a trial could use)."""
+    import ray
+
+    task = ray.remote(num_cpus=s.cpus_per_trial, num_gpus=s.gpus_per_trial, max_retries=0)(baseline.measure)
+    return task.remote(baseline.baseline_config(param_space))
+
+
+def finish_baseline(ref, interrupted: bool, quiet: bool) -> dict[str, Any] | None:
+    """The baseline's metrics; None (and a note) if the search was interrupted or the baseline failed."""
+    import ray
+
+    if ref is None:
+        return None
+    if interrupted:
+        ray.cancel(ref, force=True)
+        return None
+    try:
+        return ray.get(ref)
+    except Exception as exc:  # the front stands without its reference point; say why
+        if not quiet:
+            print(f"naive baseline failed, shown without it: {str(exc).strip().splitlines()[-1]}", flush=True)
+        return None
+
+
+def publish(s: Settings, tracker: tracking.SearchTracker, space, rows, table, files: list[Path],
+            base: dict[str, Any] | None) -> None:
+    """Parent artifacts: the Pareto table and plot (with the naive baseline), every trial, the effective
+    search space, the exports; the baseline's metrics on the parent."""
+    plot = tracking.pareto_plot(rows, table, s.path / "pareto.png", f"{s.defense} on {s.dataset}: {s.experiment}",
+                                baseline=base, robust_note="audited" if s.audit != "off" else "proxy, not audited")
     space_file = atomic_write_text(s.path / "search_space.yaml", space.to_yaml())
     exported = s.path / "exported"
     tracking.export_from_tracking(s.mlflow_uri, parent_run_id=tracker.parent_run_id, out=exported,
                                   clean_floor=s.clean_floor)
     tracker.log_front(rows, table, [*files, plot, space_file, exported])
+    if base:
+        tracker.log_parent_metrics({f"baseline_{k}": v for k, v in base.items() if isinstance(v, float)})

@@ -23,8 +23,10 @@ SAMPLERS = ("tpe", "nsga2", "gp", "random")
 OBJECTIVES = {"robust": ["val_clean_acc", "val_robust_acc"],
               "blackbox": ["val_clean_acc", "val_blackbox_acc"],
               "both": ["val_clean_acc", "val_robust_acc", "val_blackbox_acc"]}
-# The proxy objective: PGD-10 at the dataset's objective eps on a fixed, seeded validation subset.
-OBJECTIVE_DEFAULTS = {"attack": "pgd", "steps": 10, "n": 500, "seed": 0}
+# The proxy objective: PGD-10 on the CW margin of the mean member logits, at the dataset's objective eps,
+# on a fixed, seeded validation subset; audited after a trial's last epoch (docs/audit.md).
+OBJECTIVE_DEFAULTS = {"attack": "pgd_cw_logits", "steps": 10, "n": 500, "seed": 0, "audit": "fast"}
+AUDITS = ("off", "fast", "standard")
 SETTINGS_FILE = "search.json"
 
 # Budgets: smoke finishes on a 2-core CPU in a few minutes; paper uses the papers' epochs, full data.
@@ -63,6 +65,7 @@ class Settings:
     subset: int | None = None
     tracking_uri: str | None = None
     parent_run_id: str | None = None
+    audit: str = "fast"
 
     @property
     def metrics(self) -> list[str]:
@@ -140,7 +143,8 @@ class Settings:
         return cls(args.defense, args.dataset, arch, args.members, epochs, samples, args.budget, args.sampler,
                    args.objective, args.clean_floor, args.gpus, gpt, args.cpus_per_trial, args.concurrency,
                    args.seed, str(Path(args.space).resolve()) if args.space else None, data_dir, args.inject_nan_if,
-                   experiment, str(Path(args.storage_path).expanduser().resolve()), args.subset, args.tracking_uri)
+                   experiment, str(Path(args.storage_path).expanduser().resolve()), args.subset, args.tracking_uri,
+                   audit=args.audit)
 
     def space(self) -> search_space.SearchSpace:
         return search_space.load(self.defense, self.space_file, self.dataset)
@@ -162,7 +166,8 @@ def parse_injection(text: str, space=None) -> tuple[str, float]:
 
 def objective_spec(s: Settings, n: int) -> dict[str, Any]:
     """How the proxy robust accuracy is measured: the attack, its steps, ε, the subset size and seed."""
-    return {**OBJECTIVE_DEFAULTS, "eps": data.info(s.dataset).objective_eps, "n": n, "seed": s.seed}
+    return {**OBJECTIVE_DEFAULTS, "eps": data.info(s.dataset).objective_eps, "n": n, "seed": s.seed,
+            "audit": None if s.audit == "off" else s.audit}
 
 
 def base_config(s: Settings) -> dict[str, Any]:

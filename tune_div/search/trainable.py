@@ -1,26 +1,28 @@
 """The Ray Tune function trainable shared by every defense.
 
-``val_clean_acc`` is the clean accuracy on the whole validation split (``base.val_subset`` if set);
-``val_robust_acc`` the objective's attack on its own fixed subset (``objective.n`` points, whose clean
-accuracy is ``proxy_clean_acc``).
-
 ``config`` (what the search builds; the searcher fills ``hparams`` and ``train``):
 
 ```python
 {"defense": "smd", "hparams": {"lam": 0.7}, "train": {"lr": 1e-3},           # sampled
  "base": {TrainConfig fields: dataset, arch, n_members, epochs, subset, ...},  # fixed for the search
- "objective": {"attack": "pgd", "eps": 0.1, "steps": 10, "n": 500, "seed": 0},
+ "objective": {"attack": "pgd_cw_logits", "eps": 0.1, "steps": 10, "n": 500, "seed": 0, "audit": "fast"},
  "sanity_n": 100, "test_n": 1000, "inject_nan_if": None,
  "blackbox": None | {"config": surrogate TrainConfig dict, "root": surrogate cache folder}}
 ```
 
-Every epoch it reports (``ray.tune.report``) the validation metrics: ``val_clean_acc``, the proxy
-``val_robust_acc`` (PGD on a fixed, seeded validation subset), the loss parts, member accuracies,
-``epoch_time_s``, the sanity ``flags`` (comma-joined names, "" if none) and ``flagged`` (0/1), with a
-checkpoint; it resumes from ``ray.tune.get_checkpoint()``. With ``blackbox`` set it also reports
-``val_blackbox_acc``: the same attack transferred from the search's surrogate (trained by the driver
-before any trial starts; its adversarial examples are crafted once and cached). After the last epoch it measures the test
-split (``test_clean_acc``, ``test_robust_acc``) for reporting only: the objectives are validation numbers.
+Every epoch it reports (``ray.tune.report``), with a checkpoint: ``val_clean_acc`` (the whole validation
+split, or ``base.val_subset``), the **proxy** ``val_proxy_acc`` (PGD-10 on the CW margin of the mean
+member logits on the objective's fixed, seeded validation subset of ``objective.n`` points, whose clean
+accuracy is ``proxy_clean_acc``), the loss parts, member accuracies, ``epoch_time_s``, the sanity
+``flags`` (comma-joined names, "" if none) and ``flagged`` (0/1). ``val_robust_acc`` is the robust
+objective: the proxy while training, and after the last epoch the **audit** (``val_audit_acc``, the
+strong adaptive suite of docs/audit.md on the same points), so the searcher learns from audited numbers;
+a proxy more than 0.05 above the audit raises ``proxy_inflated``. After the last epoch it also measures
+the test split (``test_clean_acc``, ``test_proxy_acc``) for reporting only; the test split's audit
+(``test_audit_acc`` = ``test_robust_acc``) is the front members' final report, measured after the
+search from their last checkpoints (:func:`audit_test_split`). With ``blackbox`` set it reports ``val_blackbox_acc``: the proxy's attack transferred
+from the search's surrogate (trained by the driver before any trial; its examples are cached).
+It resumes from ``ray.tune.get_checkpoint()``.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from typing import Any
 import torch
 
 from .. import attacks, data
-from ..eval import Surrogate, accuracy, craft, eval_subset, sanity_checks, sanity_flags
+from ..eval import Surrogate, accuracy, audit, craft, eval_subset, proxy_inflation_flags, sanity_checks, sanity_flags
 from ..train import TrainConfig, Trainer
 from . import space as search_space
 from .settings import OBJECTIVE_DEFAULTS
@@ -58,9 +60,15 @@ class ProxyObjective:
         self.x, self.y = eval_subset(cfg.dataset, split, n, seed=int(spec["seed"]), root=cfg.data_dir)
 
     def __call__(self, model) -> tuple[float, float]:
+        """(clean accuracy, proxy robust accuracy) on the subset."""
         torch.manual_seed(0)  # the PGD random start: same proxy draw for every trial and epoch
         x_adv = craft(self.attack, model, self.x, self.y, self.eps, self.options)
         return accuracy(model, self.x, self.y), accuracy(model, x_adv, self.y)
+
+    def audit(self, model, preset: str) -> float:
+        """The audit's robust accuracy (docs/audit.md) on the same subset, at the same eps."""
+        torch.manual_seed(0)
+        return audit(model, self.x, self.y, self.eps, preset).robust_acc
 
 
 class TransferObjective:
@@ -76,14 +84,50 @@ class TransferObjective:
         return accuracy(model, x_adv, p.y)
 
 
-def objective_metrics(trainer: Trainer, objective: dict) -> dict[str, float]:
-    """The search's objective on the same fixed subsets as the trial (validation, then test)."""
-    model = trainer.ensemble.eval()
-    out = {}
-    _, out["val_robust_acc"] = ProxyObjective(trainer.cfg, objective)(model)
-    test = ProxyObjective(trainer.cfg, objective, split="test", n=objective.get("test_n"))
-    out["test_clean_acc"], out["test_robust_acc"] = test(model)
+def final_metrics(model, cfg: TrainConfig, objective: dict[str, Any], val: ProxyObjective, val_proxy: float,
+                  audit_test: bool = False) -> dict[str, float]:
+    """What a finished trial reports beyond an epoch's metrics: the audit on the validation subset
+    (``val_audit_acc``, which becomes ``val_robust_acc``, the robust objective) and the test split's
+    clean and proxy accuracy, for reporting only. The test split's audit is the final report of the
+    front's members (:func:`audit_test_split`, run by the driver after the search); ``audit_test`` runs
+    it here instead (a single model: the naive baseline, a retrained config). Without an audit preset
+    the robust numbers are the proxy's."""
+    preset = objective.get("audit")
+    out = {"val_robust_acc": val_proxy}
+    if preset:
+        t0 = time.perf_counter()
+        out["val_audit_acc"] = out["val_robust_acc"] = val.audit(model, preset)
+        out["audit_time_s"] = time.perf_counter() - t0
+    test = ProxyObjective(cfg, objective, split="test", n=objective.get("test_n"))
+    out["test_clean_acc"], out["test_proxy_acc"] = test(model)
+    if not preset:
+        out["test_robust_acc"] = out["test_proxy_acc"]
+    elif audit_test:
+        out["test_audit_acc"] = out["test_robust_acc"] = test.audit(model, preset)
     return out
+
+
+def audit_test_split(config: dict[str, Any], checkpoint) -> dict[str, float]:
+    """The audit of a finished trial on the test points, from its last checkpoint (a Ray ``Checkpoint``):
+    the final report of a front member. Same subset, seed and thread count as the trial, so a retrained
+    exported config measures the same number."""
+    cfg = train_config(config)
+    trainer = Trainer(cfg)
+    with checkpoint.as_directory() as d:
+        trainer.load_checkpoint(Path(d) / CHECKPOINT_FILE)
+    spec = {**OBJECTIVE_DEFAULTS, "test_n": config.get("test_n"), **(config.get("objective") or {})}
+    test = ProxyObjective(cfg, spec, split="test", n=spec["test_n"])
+    acc = test.audit(trainer.ensemble.eval(), spec["audit"])
+    return {"test_audit_acc": acc, "test_robust_acc": acc}
+
+
+def objective_metrics(trainer: Trainer, objective: dict) -> dict[str, float]:
+    """The search's objective on the same fixed subsets as the trial (validation, then test), for a
+    retrained exported config: the numbers compare with the trial's."""
+    model = trainer.ensemble.eval()
+    val = ProxyObjective(trainer.cfg, objective)
+    _, proxy = val(model)
+    return {"val_proxy_acc": proxy, **final_metrics(model, trainer.cfg, objective, val, proxy, audit_test=True)}
 
 
 def run_trial(config: dict[str, Any], report, checkpoint_dir: str | None = None) -> dict[str, Any]:
@@ -92,10 +136,10 @@ def run_trial(config: dict[str, Any], report, checkpoint_dir: str | None = None)
     trainer = Trainer(cfg)
     if checkpoint_dir and (Path(checkpoint_dir) / CHECKPOINT_FILE).is_file():
         trainer.load_checkpoint(Path(checkpoint_dir) / CHECKPOINT_FILE)
-    objective = ProxyObjective(cfg, config.get("objective") or {})
+    spec = {**OBJECTIVE_DEFAULTS, "test_n": config.get("test_n"), **(config.get("objective") or {})}
+    objective = ProxyObjective(cfg, spec)
     transfer = None
     if config.get("blackbox"):
-        spec = {**OBJECTIVE_DEFAULTS, **(config.get("objective") or {})}
         transfer = TransferObjective(config["blackbox"], objective,
                                      f"{cfg.dataset}/val/n={spec['n']}/seed={spec['seed']}/val_size={cfg.val_size}")
     sanity_n = int(config.get("sanity_n", 100))
@@ -111,28 +155,41 @@ def run_trial(config: dict[str, Any], report, checkpoint_dir: str | None = None)
     last: dict[str, Any] = {}
     while trainer.epoch < cfg.epochs:
         metrics = trainer.train_epoch()  # DivergenceError fails this trial with its reason
-        model = trainer.ensemble.eval()
-        t0 = time.perf_counter()
-        metrics["proxy_clean_acc"], metrics["val_robust_acc"] = objective(model)
-        white = {objective.attack: {str(objective.eps): metrics["val_robust_acc"]}}
-        black = None
-        if transfer is not None:
-            metrics["val_blackbox_acc"] = transfer(model)
-            black = {objective.attack: {str(objective.eps): metrics["val_blackbox_acc"]}}
-        flags = []
-        if sanity_n > 0:
-            checks = sanity_checks(model, objective.x[:sanity_n], objective.y[:sanity_n], objective.eps)
-            flags = sanity_flags(checks, white, black)
-        metrics["flags"] = ",".join(sorted({f["name"] for f in flags}))
-        metrics["flagged"] = int(bool(flags))
-        metrics["eval_time_s"] = time.perf_counter() - t0
-        if trainer.epoch == cfg.epochs:
-            test = ProxyObjective(cfg, config.get("objective") or {}, split="test", n=config.get("test_n", 1000))
-            metrics["test_clean_acc"], metrics["test_robust_acc"] = test(model)
-        metrics["done"] = trainer.epoch == cfg.epochs
+        metrics.update(epoch_metrics(trainer.ensemble.eval(), cfg, spec, objective, transfer, sanity_n,
+                                     final=trainer.epoch == cfg.epochs, audit_test=bool(config.get("audit_test"))))
         report(metrics, trainer)
         last = metrics
     return last
+
+
+def epoch_metrics(model, cfg: TrainConfig, spec: dict[str, Any], objective: ProxyObjective,
+                  transfer: TransferObjective | None, sanity_n: int, final: bool,
+                  audit_test: bool = False) -> dict[str, Any]:
+    """The evaluation after an epoch: the proxy (and transfer), the sanity flags, and after the ``final``
+    epoch the audit and the test split (:func:`final_metrics`), with ``proxy_inflated`` if the proxy
+    overstates the audit."""
+    t0 = time.perf_counter()
+    out: dict[str, Any] = {}
+    out["proxy_clean_acc"], out["val_proxy_acc"] = objective(model)
+    out["val_robust_acc"] = out["val_proxy_acc"]  # the audit replaces it after the last epoch
+    white = {objective.attack: {str(objective.eps): out["val_proxy_acc"]}}
+    black = None
+    if transfer is not None:
+        out["val_blackbox_acc"] = transfer(model)
+        black = {objective.attack: {str(objective.eps): out["val_blackbox_acc"]}}
+    flags = []
+    if sanity_n > 0:
+        checks = sanity_checks(model, objective.x[:sanity_n], objective.y[:sanity_n], objective.eps)
+        flags = sanity_flags(checks, white, black)
+    out["eval_time_s"] = time.perf_counter() - t0
+    if final:
+        out.update(final_metrics(model, cfg, spec, objective, out["val_proxy_acc"], audit_test))
+        if "val_audit_acc" in out:
+            flags += proxy_inflation_flags(white, {str(objective.eps): out["val_audit_acc"]})
+    out["flags"] = ",".join(sorted({f["name"] for f in flags}))
+    out["flagged"] = int(bool(flags))
+    out["done"] = final
+    return out
 
 
 def trainable(config: dict[str, Any]) -> None:

@@ -15,8 +15,10 @@ def _pyplot():
     return plt
 
 
-def pareto_plot(rows: list[dict[str, Any]], table: dict[str, Any], path: Path, title: str) -> Path:
-    """All trials, the front highlighted (line + filled markers), flagged trials marked with x."""
+def pareto_plot(rows: list[dict[str, Any]], table: dict[str, Any], path: Path, title: str,
+                baseline: dict[str, Any] | None = None, robust_note: str = "") -> Path:
+    """All trials, the front highlighted (line + filled markers), flagged trials marked with x, and the
+    naive baseline (the undefended ensemble of the same budget) as a black star."""
     plt = _pyplot()
     xk, yk = table["objectives"]
     fig, ax = plt.subplots(figsize=(6, 4.5))
@@ -34,11 +36,14 @@ def pareto_plot(rows: list[dict[str, Any]], table: dict[str, Any], path: Path, t
     front = sorted(((r[xk], r[yk]) for r in table["front"]), key=lambda p: p[0])
     if front:
         ax.plot(*zip(*front), "-o", c="tab:blue", label=f"Pareto front (HV {table['hypervolume']:.3f})")
+    if baseline and baseline.get(xk) is not None and baseline.get(yk) is not None:
+        ax.scatter([baseline[xk]], [baseline[yk]], s=140, marker="*", c="black", zorder=5,
+                   label="naive baseline (same budget)")
     if table.get("knee"):
         ax.scatter([table["knee"][xk]], [table["knee"][yk]], s=160, facecolors="none", edgecolors="tab:orange",
                    linewidths=2, label="knee")
     ax.set_xlabel(xk.replace("_", " "))
-    ax.set_ylabel(yk.replace("_", " "))
+    ax.set_ylabel(yk.replace("_", " ") + (f" ({robust_note})" if robust_note else ""))
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.margins(0.08)

@@ -29,9 +29,13 @@ PARENT_ROLE = "search"
 CHILD_ROLE = "trial"
 RETRAIN_ROLE = "retrain"
 # A trial's final metrics (logged as ``final_<name>`` on its child run; read back by export).
-FINAL_METRICS = ("val_clean_acc", "val_robust_acc", "val_blackbox_acc", "test_clean_acc", "test_robust_acc")
-LOGGED_METRICS_PREFIXES = ("val_", "test_", "part_", "train_loss", "epoch_time_s", "eval_time_s", "proxy_", "lr",
-                           "flagged")
+# val_robust_acc / test_robust_acc are the robust objective (the audit, or the proxy with --audit off):
+# final only, never per epoch, where they would mix proxy and audit in one curve.
+FINAL_METRICS = ("val_clean_acc", "val_robust_acc", "val_proxy_acc", "val_audit_acc", "val_blackbox_acc",
+                 "test_clean_acc", "test_robust_acc", "test_proxy_acc", "test_audit_acc")
+FINAL_ONLY = ("val_robust_acc", "test_robust_acc")
+LOGGED_METRICS_PREFIXES = ("val_", "test_", "part_", "train_loss", "epoch_time_s", "eval_time_s", "audit_time_s",
+                           "proxy_", "lr", "flagged")
 
 
 def flat_params(prefix: str, d: dict[str, Any]) -> dict[str, str]:
@@ -119,14 +123,21 @@ class SearchTracker:
                 self.client.set_terminated(run_id, "KILLED")
         self.client.set_terminated(self.parent_run_id, status)
 
-    def log_front(self, rows: list[dict[str, Any]], table: dict[str, Any], files: list[Path]) -> None:
-        """Parent metrics and artifacts, and the ``pareto`` tag of every child."""
+    def log_parent_metrics(self, metrics: dict[str, float]) -> None:
         ts = int(time.time() * 1000)
-        self.client.log_batch(self.parent_run_id, metrics=[
-            metric("hypervolume", table["hypervolume"], 0, ts), metric("front_size", len(table["front"]), 0, ts),
-            metric("trials_finished", sum(r["status"] == "TERMINATED" for r in rows), 0, ts)])
+        self.client.log_batch(self.parent_run_id, metrics=[metric(k, v, 0, ts) for k, v in numeric(metrics, None).items()])
+
+    def log_front(self, rows: list[dict[str, Any]], table: dict[str, Any], files: list[Path]) -> None:
+        """Parent metrics and artifacts, the ``pareto`` tag of every child and, once the naive baseline is
+        known, each child's ``final_audit_lift_over_naive``."""
+        self.log_parent_metrics({"hypervolume": table["hypervolume"], "front_size": len(table["front"]),
+                                 "trials_finished": sum(r["status"] == "TERMINATED" for r in rows)})
+        ts = int(time.time() * 1000)
         for r in rows:  # only tags that changed: this runs at every trial end, over every trial
             run_id = self.children.get(str(r["trial_id"]))
+            if run_id and r.get("audit_lift_over_naive") is not None:
+                self.client.log_batch(run_id, metrics=[metric("final_audit_lift_over_naive",
+                                                              r["audit_lift_over_naive"], 0, ts)])
             tags = ("true" if r.get("pareto") else "false", r.get("eligibility", ""), "true" if r.get("knee") else "false")
             if run_id and self.front_tags.get(run_id) != tags:
                 self.client.log_batch(run_id, tags=[tag("pareto", tags[0]), tag("tune_div.eligibility", tags[1]),
@@ -167,9 +178,17 @@ class SearchTracker:
         if run_id is None or step <= self.logged_step.get(run_id, 0):
             return  # an epoch re-reported after a resume is not logged twice
         ts = int(time.time() * 1000)
-        self.client.log_batch(run_id, metrics=[metric(k, v, step, ts) for k, v in numeric(metrics).items()])
+        self.client.log_batch(run_id, metrics=[metric(k, v, step, ts) for k, v in numeric(metrics).items()
+                                               if k not in FINAL_ONLY])
         self.client.set_tag(run_id, "flags", metrics.get("flags", ""))
         self.logged_step[run_id] = step
+
+    def log_final(self, trial_id: str, metrics: dict[str, float]) -> None:
+        """More ``final_*`` metrics on a finished child (the front's test-split audit, after the search)."""
+        run_id = self.children.get(trial_id)
+        if run_id is not None:
+            ts = int(time.time() * 1000)
+            self.client.log_batch(run_id, metrics=[metric(f"final_{k}", v, 0, ts) for k, v in numeric(metrics, None).items()])
 
     def finish_child(self, trial_id: str, status: str, last: dict[str, Any] | None, error: str = "") -> None:
         run_id = self.children.get(trial_id)
