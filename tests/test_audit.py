@@ -48,7 +48,7 @@ def test_audit_is_the_worst_case_per_point_of_its_components(trained_ensemble, e
 
 def test_presets_are_fixed_and_changes_are_said(trained_ensemble, eval_points):
     x, y = eval_points[0][:8], eval_points[1][:8]
-    with pytest.raises(UserError, match="unknown audit preset 'quick'"):
+    with pytest.raises(UserError, match="preset='quick' is not valid; expected one of fast, standard"):
         attacks.get("audit").options(EPS, preset="quick")
     with pytest.warns(UserWarning, match=r"changed settings \['square_queries'\].*docs/audit.md"):
         report = attacks.get("audit").report(trained_ensemble, x, y, EPS, preset="fast", square_queries=10)

@@ -144,7 +144,7 @@ def test_train_cli_from_exported_config(real_data, tmp_path):
     (["--defense", "bogus"], "unknown defense 'bogus'"),
     (["--defense", "smd", "--hparam", "lamda=1"], "unknown hyperparameter"),
     (["--defense", "smd", "--hparam", "lam"], "key=value"),
-    (["--defense", "smd", "--epochs", "0"], "epochs must be at least 1"),
+    (["--defense", "smd", "--epochs", "0"], "epochs=0 is not valid; expected an integer >= 1"),
     (["--defense", "smd", "--epochs", "ten"], "invalid int value"),
     (["--defense", "smd", "--dataset", "svhn"], "unknown dataset"),
     (["--defense", "smd", "--arch", "vgg"], "unknown architecture"),

@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import torch
 
-from ..errors import UserError
+from ..domains import COUNT, SEED, Maybe, OneOf
 from .base import Attack, correct
 from .registry import ATTACKS, register_attack
 
@@ -77,12 +77,11 @@ class Audit(Attack):
     iterative = True
     defaults = {"preset": "fast", "cw_steps": None, "cw_restarts": None, "apgd_steps": None, "square_queries": None,
                 "seed": 0}
+    domains = {"preset": OneOf(tuple(PRESETS)), "cw_steps": Maybe(COUNT), "cw_restarts": Maybe(COUNT),
+               "apgd_steps": Maybe(COUNT), "square_queries": Maybe(COUNT), "seed": SEED}
 
     def options(self, eps, **options):
         opts = super().options(eps, **options)
-        if opts["preset"] not in PRESETS:
-            raise UserError(f"unknown audit preset '{opts['preset']}'; choose one of: {', '.join(PRESETS)} "
-                            f"(see {DOC})")
         preset = PRESETS[opts["preset"]]
         changed = sorted(k for k in preset if opts[k] is not None and opts[k] != preset[k])
         if changed:

@@ -11,7 +11,7 @@ Any field can be overridden (``apgd_steps``, ``fab_steps``, ``square_queries``, 
 from __future__ import annotations
 
 from ..compat import import_torchattacks
-from ..errors import UserError
+from ..domains import COUNT, SEED, Maybe, OneOf
 from .autopgd import n_classes_of
 from .base import Attack
 from .registry import register_attack
@@ -30,11 +30,11 @@ class AutoAttack(Attack):
     source = "torchattacks"
     defaults = {"preset": "standard", "apgd_steps": None, "fab_steps": None, "square_queries": None,
                 "n_target_classes": None, "seed": 0}
+    domains = {"preset": OneOf(tuple(PRESETS)), "apgd_steps": Maybe(COUNT), "fab_steps": Maybe(COUNT),
+               "square_queries": Maybe(COUNT), "n_target_classes": Maybe(COUNT), "seed": SEED}
 
     def options(self, eps, **options):
         opts = super().options(eps, **options)
-        if opts["preset"] not in PRESETS:
-            raise UserError(f"unknown autoattack preset '{opts['preset']}'; choose one of: {', '.join(PRESETS)}")
         return {**opts, **{k: v if opts[k] is None else opts[k] for k, v in PRESETS[opts["preset"]].items()}}
 
     def perturb(self, model, x, y, eps, preset, apgd_steps, fab_steps, square_queries, n_target_classes, seed):

@@ -13,6 +13,7 @@ from typing import ClassVar
 import torch
 
 from ..compat import import_torchattacks
+from ..domains import COUNT, SEED
 from .base import Attack, MeanLogits
 from .registry import register_attack
 
@@ -30,6 +31,7 @@ class APGD(Attack):
     iterative = True
     step_option = "steps"
     defaults = {"steps": 10, "n_restarts": 1, "seed": 0}
+    domains = {"steps": COUNT, "n_restarts": COUNT, "seed": SEED}
     loss: ClassVar[str] = "ce"
     through_logits: ClassVar[bool] = False
 
@@ -62,6 +64,7 @@ class APGDT(Attack):
     step_option = "steps"
     source = "torchattacks"
     defaults = {"steps": 10, "n_restarts": 1, "seed": 0}
+    domains = APGD.domains
 
     def perturb(self, model, x, y, eps, steps, n_restarts, seed):
         ta = import_torchattacks()

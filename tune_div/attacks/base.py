@@ -20,13 +20,18 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from ..domains import Domain, Float, check, check_all
 from ..errors import UserError
+
+
+EPS_DOMAIN = {"linf": Float(0.0, 1.0), "l2": Float(low=0.0)}  # 0 returns the input unchanged
 
 
 class Attack:
     name: ClassVar[str] = ""
     norm: ClassVar[str] = "linf"
     defaults: ClassVar[dict[str, Any]] = {}
+    domains: ClassVar[dict[str, Domain]] = {}  # the valid values of each option (tune_div.domains)
     source: ClassVar[str] = ""  # the library the attack comes from (advertorch, torchattacks, tune_div)
     iterative: ClassVar[bool] = False
     step_option: ClassVar[str | None] = None
@@ -39,19 +44,19 @@ class Attack:
         return {cls.step_option: int(steps)} if cls.step_option and steps is not None else {}
 
     def options(self, eps: float, **options: Any) -> dict[str, Any]:
-        """Defaults overridden by ``options``; subclasses resolve eps-relative values here."""
+        """Defaults overridden by ``options``, each checked against its domain; subclasses resolve
+        eps-relative values here."""
         unknown = sorted(set(options) - set(self.defaults))
         if unknown:
             valid = ", ".join(sorted(self.defaults)) or "none"
             raise UserError(f"unknown option(s) {unknown} for attack '{self.name}'; valid: {valid}")
-        return {**self.defaults, **options}
+        return {**self.defaults, **check_all(f"attack '{self.name}'", options, self.domains)}
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, **opts: Any) -> torch.Tensor:
         raise NotImplementedError
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, **options: Any) -> torch.Tensor:
-        if eps < 0:
-            raise UserError(f"eps must be >= 0, got {eps}")
+        check(f"attack '{self.name}'", "eps", eps, EPS_DOMAIN[self.norm])
         opts = self.options(eps, **options)
         x = x.detach().float().contiguous()
         if eps == 0:

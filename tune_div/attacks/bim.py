@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..compat import import_advertorch
+from ..domains import COUNT, POSITIVE, Maybe
 from .base import Attack
 from .registry import register_attack
 
@@ -17,6 +18,7 @@ class BIM(Attack):
     single_step = "fgsm"
     source = "advertorch"
     defaults = {"steps": 10, "step": None}
+    domains = {"steps": COUNT, "step": Maybe(POSITIVE)}
 
     def perturb(self, model, x, y, eps, steps, step):
         at = import_advertorch()

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from ..compat import import_advertorch
+from ..domains import COUNT, NON_NEGATIVE, POSITIVE, Bool, Maybe
 from .base import Attack
 from .registry import register_attack
 
@@ -36,6 +37,7 @@ class PGDCW(Attack):
     single_step = "fgsm"
     source = "advertorch"
     defaults = {"steps": 10, "step": None, "confidence": 50.0, "rand_init": True}
+    domains = {"steps": COUNT, "step": Maybe(POSITIVE), "confidence": NON_NEGATIVE, "rand_init": Bool()}
 
     def perturb(self, model, x, y, eps, steps, step, confidence, rand_init):
         at = import_advertorch()
@@ -60,6 +62,8 @@ class CWL2(Attack):
     source = "advertorch"
     defaults = {"confidence": 0.0, "learning_rate": 0.01, "binary_search_steps": 5, "max_iterations": 100,
                 "initial_const": 0.1}
+    domains = {"confidence": NON_NEGATIVE, "learning_rate": POSITIVE, "binary_search_steps": COUNT,
+               "max_iterations": COUNT, "initial_const": POSITIVE}
 
     def perturb(self, model, x, y, eps, confidence, learning_rate, binary_search_steps, max_iterations,
                 initial_const):

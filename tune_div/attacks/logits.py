@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from ..compat import import_advertorch
+from ..domains import COUNT, NON_NEGATIVE, POSITIVE, Maybe
 from .autopgd import APGD
 from .base import Attack, MeanLogits, correct
 from .cw import CWHingeLoss
@@ -30,6 +31,7 @@ class PGDCWLogits(Attack):
     step_option = "steps"
     single_step = "fgsm"
     defaults = {"steps": 10, "step": None, "restarts": 1, "confidence": 50.0}
+    domains = {"steps": COUNT, "step": Maybe(POSITIVE), "restarts": COUNT, "confidence": NON_NEGATIVE}
 
     def perturb(self, model, x, y, eps, steps, step, restarts, confidence):
         at = import_advertorch()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..compat import import_advertorch
+from ..domains import COUNT, NON_NEGATIVE, POSITIVE, Maybe
 from .base import Attack
 from .registry import register_attack
 
@@ -17,6 +18,7 @@ class MIM(Attack):
     single_step = "fgsm"
     source = "advertorch"
     defaults = {"steps": 10, "step": None, "decay": 1.0}
+    domains = {"steps": COUNT, "step": Maybe(POSITIVE), "decay": NON_NEGATIVE}
 
     def perturb(self, model, x, y, eps, steps, step, decay):
         at = import_advertorch()

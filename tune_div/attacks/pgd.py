@@ -8,6 +8,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..compat import import_advertorch
+from ..domains import COUNT, POSITIVE, Bool, Maybe
 from .base import Attack
 from .registry import register_attack
 
@@ -21,6 +22,7 @@ class PGD(Attack):
     adversarial_training = True
     source = "advertorch"
     defaults = {"steps": 10, "step": None, "rand_init": True}
+    domains = {"steps": COUNT, "step": Maybe(POSITIVE), "rand_init": Bool()}
 
     def perturb(self, model, x, y, eps, steps, step, rand_init):
         at = import_advertorch()

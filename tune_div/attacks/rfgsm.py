@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import torch
 
+from ..domains import NON_NEGATIVE, Maybe
 from ..errors import UserError
 from .base import Attack, nll_sum
 from .registry import register_attack
@@ -16,6 +17,7 @@ class RFGSM(Attack):
     name = "rfgsm"
     source = "tune_div"
     defaults = {"alpha": None}
+    domains = {"alpha": Maybe(NON_NEGATIVE)}  # and <= eps, checked when eps is known
 
     def perturb(self, model, x, y, eps, alpha):
         alpha = eps / 2 if alpha is None else float(alpha)

@@ -59,7 +59,7 @@ def parse_key_values(items: list[str] | None, what: str = "--hparam") -> dict:
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise UserError(f"{what} expects key=value, got '{item}'")
+            raise UserError(f"{what} expects key=value, got {item!r}")
         out[key.strip()] = parse_scalar(value.strip())
     return out
 
@@ -80,7 +80,9 @@ def store_uri(args: argparse.Namespace, hint: str) -> str:
 
 
 def check_outputs_writable(*paths: str | None) -> None:
-    """Fail before any work if an output file's folder does not exist."""
+    """Fail before any work if an output file's folder does not exist, or the path is a folder."""
     for p in paths:
+        if p and Path(p).is_dir():
+            raise UserError(f"cannot write {p}: it is a folder; name a file")
         if p and not Path(p).resolve().parent.is_dir():
             raise UserError(f"cannot write {p}: folder {Path(p).parent} does not exist")

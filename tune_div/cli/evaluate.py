@@ -12,8 +12,9 @@ import json
 import sys
 
 from .. import attacks, data, models
-from ..errors import UserError
 from ..attacks.audit import PRESETS as AUDIT_PRESETS
+from ..domains import COUNT, LINF_EPS, POSITIVE, SEED, check
+from ..errors import UserError
 from ..eval import DEFAULT_N, EvalSpec, evaluate
 from ..files import atomic_write_text
 from .common import ArgumentParser, check_outputs_writable, cli_errors, parse_key_values
@@ -50,9 +51,12 @@ def build_parser(prog: str = PROG) -> ArgumentParser:
 
 def parse_floats(text: str, what: str) -> list[float]:
     try:
-        return [float(v) for v in text.split(",") if v.strip()]
+        values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise UserError(f"{what} must be comma-separated numbers, got '{text}'") from None
+        values = None
+    if not values:
+        raise UserError(f"{what} must be comma-separated numbers, got {text!r}")
+    return values
 
 
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:
@@ -60,15 +64,22 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     with cli_errors(prog):
         check_outputs_writable(args.out)
         n = None if args.n == "all" else int(args.n) if args.n.isdigit() else None
-        if n is None and args.n != "all":
-            raise UserError(f"--n must be a positive number or 'all', got '{args.n}'")
+        if (n is None and args.n != "all") or n == 0:
+            raise UserError(f"--n must be a positive number or 'all', got {args.n!r}")
         options: dict[str, dict] = {}
         for item in args.attack_option or []:
             name, _, rest = item.partition(":")
             options.setdefault(name, {}).update(parse_key_values(rest.split(","), "--attack-option"))
         meta = data.info(args.dataset)
         eps = parse_floats(args.eps, "--eps") if args.eps else [meta.objective_eps]
-        spec = EvalSpec(dataset=args.dataset, attacks=[a for a in args.attacks.split(",") if a], eps=eps,
+        names = [a for a in args.attacks.split(",") if a]
+        for name in names:
+            domain = LINF_EPS if attacks.ATTACKS.get(name).norm == "linf" else POSITIVE
+            for e in eps:
+                check(f"--eps (for {name})", "eps", e, domain)
+        check("--seed", "seed", args.seed, SEED)
+        check("--surrogate-epochs", "epochs", args.surrogate_epochs, COUNT)
+        spec = EvalSpec(dataset=args.dataset, attacks=names, eps=eps,
                         split=args.split, n=n, seed=args.seed, white_box=not args.no_white_box,
                         black_box=args.black_box, transfer=args.transfer_matrix, curves=args.curves,
                         sanity=not args.no_sanity, attack_options=options, surrogate_epochs=args.surrogate_epochs,

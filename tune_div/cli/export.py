@@ -7,6 +7,8 @@ Writes ``pareto_<trial>.yaml`` per front trial, ``best_robust.yaml`` and ``knee.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from .. import tracking
 from ..errors import UserError
 from .common import ArgumentParser, add_store_options, cli_errors, store_uri
@@ -28,9 +30,11 @@ def build_parser(prog: str = PROG) -> ArgumentParser:
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     args = build_parser(prog).parse_args(argv)
     with cli_errors(prog):
-        uri = store_uri(args, "pass the search's --storage or --tracking-uri")
+        if Path(args.out).exists() and not Path(args.out).is_dir():
+            raise UserError(f"--out {args.out} is a file; name a folder for the YAML files")
         if args.clean_floor is not None and not 0 <= args.clean_floor <= 1:
             raise UserError(f"--clean-floor is an accuracy in [0, 1], got {args.clean_floor}")
+        uri = store_uri(args, "pass the search's --storage or --tracking-uri")
         written = tracking.export_from_tracking(uri, args.out, args.experiment, args.run_id, args.clean_floor)
         print(f"{len(written['front'])} Pareto configs, best_robust.yaml and knee.yaml written to {args.out}")
         print(f"retrain one with: tune-div train --config {written['best_robust']}")

@@ -9,6 +9,7 @@ store and registered (``tune_div.tracking.retrain``).
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import torch
 
@@ -16,7 +17,9 @@ from .. import data, defenses, models
 from ..errors import DivergenceError, UserError
 from ..files import atomic_write_text
 from ..models.base import ACTIVATIONS
-from ..train import TrainConfig, Trainer, config_file
+from ..domains import COUNT, check
+from ..search.settings import check_objective
+from ..train import TrainConfig, Trainer, checkpoint, config_file
 from .common import ArgumentParser, check_outputs_writable, cli_errors, fail, parse_key_values
 
 PROG = "tune-div train"
@@ -76,9 +79,19 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     args = build_parser(prog).parse_args(argv)
     with cli_errors(prog):
         doc = config_file.read(args.config) if args.config else None
+        if doc and doc.get("objective"):
+            check_objective(doc["objective"])  # before training: it is measured after
         cfg = config_from_args(args, doc)
-        check_outputs_writable(args.save_model, args.out)
-        defenses.build(cfg.defense, **cfg.hparams)  # validate before loading data
+        check_outputs_writable(args.save_model, args.out, args.checkpoint)
+        if args.test_subset is not None:
+            check("--test-subset", "points", args.test_subset, COUNT)
+        uri = args.tracking_uri or ((doc or {}).get("source") or {}).get("tracking_uri")
+        if uri and not args.no_mlflow:
+            from ..tracking import check_store
+
+            check_store(uri)  # before training, not after: its logging comes last
+        if args.checkpoint and Path(args.checkpoint).is_file():
+            checkpoint.load(args.checkpoint, cfg)  # a damaged or foreign checkpoint: one line, before any work
         if cfg.adv_train:
             print(f"adversarial training: {cfg.adv_train}")
         trainer = Trainer(cfg)
@@ -121,7 +134,6 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
         if args.out:
             atomic_write_text(args.out, json.dumps(result, indent=2))
             print(f"metrics written to {args.out}")
-        uri = args.tracking_uri or ((doc or {}).get("source") or {}).get("tracking_uri")
         if uri and not args.no_mlflow:
             log_to_mlflow(uri, cfg, trainer, result, doc, args)
     return 0

@@ -11,6 +11,7 @@ import subprocess
 
 from .. import tracking
 from ..tracking.server import ui_command, wait_until_up
+from ..domains import POSITIVE, Int, check
 from .common import ArgumentParser, add_store_options, cli_errors, store_uri
 
 PROG = "tune-div ui"
@@ -29,6 +30,8 @@ def build_parser(prog: str = PROG) -> ArgumentParser:
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     args = build_parser(prog).parse_args(argv)
     with cli_errors(prog):
+        check("--port", "port", args.port, Int(1, 65535))
+        check("--startup-timeout", "seconds", args.startup_timeout, POSITIVE)
         uri = store_uri(args, "run a search first or pass --storage")
         proc = subprocess.Popen(ui_command(uri, tracking.artifact_root(args.storage), args.host, args.port,
                                            args.allowed_hosts),

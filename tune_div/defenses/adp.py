@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from ..domains import NON_NEGATIVE, POSITIVE
 from .base import Defense, member_ce, parts_dict
 from .registry import register_defense
 
@@ -45,6 +46,7 @@ def log_det(unit: torch.Tensor, delta: float) -> torch.Tensor:
 class ADP(Defense):
     name = "adp"
     defaults = {"alpha": 2.0, "beta": 0.5, "log_det_delta": 1e-6}
+    domains = {"alpha": NON_NEGATIVE, "beta": NON_NEGATIVE, "log_det_delta": POSITIVE}
 
     def loss(self, ensemble, x, y):
         logits = ensemble.member_logits(x)

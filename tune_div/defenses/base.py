@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..domains import Domain, check_all
 from ..errors import UserError
 from ..models import Ensemble
 
@@ -27,6 +28,7 @@ class Defense(nn.Module):
 
     name: ClassVar[str] = ""
     defaults: ClassVar[dict[str, Any]] = {}
+    domains: ClassVar[dict[str, Domain]] = {}  # the valid values of each hyperparameter (tune_div.domains)
     # The paper's values where they differ per dataset (override ``defaults`` for that dataset).
     dataset_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
     model_options: ClassVar[dict[str, Any]] = {}
@@ -37,14 +39,10 @@ class Defense(nn.Module):
         if unknown:
             valid = ", ".join(sorted(self.defaults)) or "none"
             raise UserError(f"unknown hyperparameter(s) {unknown} for defense '{self.name}'; valid: {valid}")
-        self.hparams: dict[str, Any] = {**self.defaults, **hparams}
-        for key, value in self.hparams.items():
-            default = self.defaults[key]
-            if isinstance(default, (int, float)) and not isinstance(default, bool):
-                try:
-                    self.hparams[key] = type(default)(value) if isinstance(default, float) else value
-                except (TypeError, ValueError):
-                    raise UserError(f"hyperparameter '{key}' of '{self.name}' must be a number, got {value!r}") from None
+        self.hparams: dict[str, Any] = {**self.defaults, **check_all(f"defense '{self.name}'", hparams, self.domains)}
+        for key, value in self.hparams.items():  # 1 for a float hyperparameter means 1.0
+            if isinstance(self.defaults[key], float):
+                self.hparams[key] = float(value)
 
     def prepare(self, ensemble: Ensemble) -> None:
         """Called once before training with the ensemble this defense will train (hook; default none).

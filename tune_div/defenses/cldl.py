@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..domains import COUNT, NON_NEGATIVE, POSITIVE
 from .base import Defense, parts_dict
 from .diversity import pairwise_cosines, per_member_input_grads
 from .registry import register_defense
@@ -72,6 +73,7 @@ def drop_true_class(s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 class CLDL(Defense):
     name = "cldl"
     defaults = {"gamma": 4.0, "alpha": 2.0, "beta": 4.0, "embed_dim": 64}
+    domains = {"gamma": POSITIVE, "alpha": NON_NEGATIVE, "beta": NON_NEGATIVE, "embed_dim": COUNT}
     dataset_defaults = {
         "cifar10": {"gamma": 4.0, "alpha": 2.0, "beta": 4.0},
         "cifar100": {"gamma": 4.0, "alpha": 2.0, "beta": 4.0},

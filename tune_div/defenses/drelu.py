@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 
+from ..domains import COUNT, NON_NEGATIVE, POSITIVE
 from ..models.capped import caps
 from .base import Defense, member_ce, parts_dict
 from .registry import register_defense
@@ -29,6 +30,7 @@ def capped_head(width, cap: float, learnable: bool) -> dict:
 class DReLU(Defense):
     name = "drelu"
     defaults = {"lam": 0.01, "init_max": 100.0, "width": 256}
+    domains = {"lam": NON_NEGATIVE, "init_max": NON_NEGATIVE, "width": COUNT}
 
     @property
     def model_options(self):
@@ -48,6 +50,7 @@ class DReLU(Defense):
 class SReLU(Defense):
     name = "srelu"
     defaults = {"max_value": 1.0, "width": 256}
+    domains = {"max_value": POSITIVE, "width": COUNT}
 
     @property
     def model_options(self):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..domains import LINF_EPS, POSITIVE, Bool, Int
 from .base import Defense, parts_dict
 from .registry import register_defense
 
@@ -43,6 +44,7 @@ def feature_distill(member, source: torch.Tensor, target: torch.Tensor, stage: i
 class DVERGE(Defense):
     name = "dverge"
     defaults = {"distill_eps": 0.07, "distill_step": 0.007, "distill_steps": 10, "distill_rand_start": False}
+    domains = {"distill_eps": LINF_EPS, "distill_step": POSITIVE, "distill_steps": Int(min=0), "distill_rand_start": Bool()}
 
     def __init__(self, **hparams):
         super().__init__(**hparams)

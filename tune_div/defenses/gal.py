@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..domains import NON_NEGATIVE
 from .base import Defense, parts_dict
 from .diversity import log_sum_exp_cos, per_member_input_grads
 from .registry import register_defense
@@ -21,6 +22,7 @@ from .registry import register_defense
 class GAL(Defense):
     name = "gal"
     defaults = {"lam": 0.5}
+    domains = {"lam": NON_NEGATIVE}
     model_options = {"activation": "leaky_relu"}
 
     def loss(self, ensemble, x, y):

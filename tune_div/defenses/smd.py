@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from ..domains import NON_NEGATIVE
 from .base import Defense, member_ce, parts_dict
 from .diversity import log_sum_exp_cos, per_member_input_grads
 from .registry import register_defense
@@ -30,6 +31,7 @@ def saliency_maps(ensemble, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Ten
 class SMD(Defense):
     name = "smd"
     defaults = {"lam": 1.0}
+    domains = {"lam": NON_NEGATIVE}
 
     def loss(self, ensemble, x, y):
         logits, sal = saliency_maps(ensemble, x, y)

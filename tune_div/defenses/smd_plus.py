@@ -10,13 +10,14 @@ from .base import parts_dict
 from .diversity import log_sum_exp_cos
 from .dverge import DVERGE
 from .registry import register_defense
-from .smd import saliency_maps
+from .smd import SMD, saliency_maps
 
 
 @register_defense("smd_plus")
 class SMDPlus(DVERGE):
     name = "smd_plus"
     defaults = {**DVERGE.defaults, "lam": 1.0}
+    domains = {**DVERGE.domains, **SMD.domains}
 
     def loss(self, ensemble, x, y):
         ce = self.dverge_ce(ensemble, x, y)

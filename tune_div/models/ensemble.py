@@ -97,12 +97,16 @@ def load_ensemble(path: str | os.PathLike, map_location: str | torch.device = "c
     except FileNotFoundError:
         raise MissingFileError(f"no saved ensemble at {path}; pass a file written by --save-model") from None
     except Exception as exc:  # a text file, a truncated copy, a pickle with code in it
-        raise UserError(f"{path} is not a readable tune_div ensemble file ({type(exc).__name__}: "
-                        f"{str(exc).splitlines()[0] if str(exc) else 'unreadable'}); pass a file written by --save-model") from None
+        raise UserError(f"{path} cannot be read as a tune_div ensemble (damaged, cut short, or not a torch file: "
+                        f"{type(exc).__name__}); pass a file written by --save-model") from None
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise UserError(f"{path} is not a tune_div ensemble file (expected format {FORMAT})")
-    cfg = dict(blob["config"])
-    ens = build_ensemble(cfg.pop("arch"), cfg.pop("n_members"), cfg.pop("num_classes"), cfg.pop("in_channels"),
-                         **{k: v for k, v in cfg.items() if v is not None})
-    ens.load_state_dict(blob["state_dict"])
+    try:
+        cfg = dict(blob["config"])
+        ens = build_ensemble(cfg.pop("arch"), cfg.pop("n_members"), cfg.pop("num_classes"), cfg.pop("in_channels"),
+                             **{k: v for k, v in cfg.items() if v is not None})
+        ens.load_state_dict(blob["state_dict"])
+    except (KeyError, TypeError, RuntimeError, UserError) as exc:  # a version this code cannot rebuild
+        raise UserError(f"{path} is a tune_div ensemble this version cannot rebuild ({type(exc).__name__}); "
+                        "retrain it with this version") from None
     return ens

@@ -47,6 +47,25 @@ def connect(s: Settings, address: str | None) -> dict[str, float]:
     return {"GPU": have_gpu, "CPU": have_cpu}
 
 
+def preflight(s: Settings, resume: bool) -> None:
+    """The stores a search will write to can be read: the MLflow store, and on resume the Ray experiment
+    state and the Optuna study. One line and nothing written otherwise."""
+    tracking.check_store(s.mlflow_uri)
+    if not resume:
+        return
+    import optuna
+    from ray import tune
+
+    if not tune.Tuner.can_restore(str(s.path)):
+        raise UserError(f"{s.path} holds no Ray experiment state to resume (it was never started, or it was "
+                        "moved without its files)")
+    try:
+        optuna.load_study(study_name=s.experiment, storage=f"sqlite:///{s.path / 'optuna.db'}")
+    except Exception as exc:
+        raise UserError(f"the Optuna study {s.path / 'optuna.db'} cannot be read ({type(exc).__name__}); it is "
+                        "damaged or not this search's") from None
+
+
 def concurrency(s: Settings, res: dict[str, float]) -> int:
     if s.concurrency:
         return s.concurrency
@@ -81,6 +100,7 @@ def run(s: Settings, address: str | None, resume: bool, quiet: bool) -> dict[str
     from .searcher import make_searcher
     from .trainable import trainable
 
+    preflight(s, resume)
     res = connect(s, address)  # fails on resources before anything is written
     space = s.space()
     param_space = base_config(s)

@@ -13,7 +13,9 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from .. import data, defenses, models
+from .. import attacks, data, defenses, models
+from ..attacks.audit import PRESETS as AUDIT_PRESETS
+from ..domains import COUNT, LINF_EPS, NON_NEGATIVE, POSITIVE, PROBABILITY, SEED, Maybe, OneOf, Text, check, check_all
 from ..errors import UserError
 from ..files import atomic_write_text
 from ..tracking import uri as tracking_uri
@@ -37,6 +39,16 @@ BUDGETS: dict[str, dict[str, Any]] = {
               "test_n": 1000},
     "paper": {"samples": 32, "epochs": None, "subset": None, "val_subset": None, "objective_n": 1000, "sanity_n": 200,
               "test_n": None},
+}
+
+
+SETTINGS_DOMAINS = {
+    "defense": Text(), "dataset": Text(), "arch": Text(), "members": COUNT, "epochs": COUNT, "samples": COUNT,
+    "budget": OneOf(tuple(BUDGETS)), "sampler": OneOf(SAMPLERS), "objective": OneOf(tuple(OBJECTIVES)),
+    "clean_floor": Maybe(PROBABILITY), "gpus": NON_NEGATIVE, "gpus_per_trial": NON_NEGATIVE, "cpus_per_trial": POSITIVE,
+    "concurrency": Maybe(COUNT), "seed": SEED, "space_file": Maybe(Text()), "data_dir": Maybe(Text()),
+    "inject_nan_if": Maybe(Text()), "experiment": Text(), "storage_path": Text(), "subset": Maybe(COUNT),
+    "tracking_uri": Maybe(Text()), "parent_run_id": Maybe(Text()), "audit": OneOf(AUDITS),
 }
 
 
@@ -96,11 +108,23 @@ class Settings:
         try:
             doc = json.loads(path.read_text())
             s = cls(**{f.name: doc[f.name] for f in fields(cls) if f.name in doc})
-        except (ValueError, TypeError, KeyError) as exc:
+        except (ValueError, TypeError, KeyError, UnicodeDecodeError) as exc:
             raise UserError(f"{path} is damaged or from another version ({type(exc).__name__}); "
                             "it cannot be resumed") from None
         s.storage_path, s.experiment = str(folder.parent), folder.name
+        try:
+            s.check()
+        except UserError as exc:
+            raise UserError(f"{path} is damaged or from another version ({exc}); it cannot be resumed") from None
         return s
+
+    def check(self) -> None:
+        """Every field against its domain, the names against the registries."""
+        for name, domain in SETTINGS_DOMAINS.items():
+            check("search settings", name, getattr(self, name), domain)
+        defenses.DEFENSES.get(self.defense)
+        data.info(self.dataset)
+        models.MODELS.get(self.arch)
 
     @classmethod
     def from_args(cls, args) -> "Settings":
@@ -140,14 +164,33 @@ class Settings:
         if args.inject_nan_if:
             parse_injection(args.inject_nan_if, space)
         experiment = args.experiment or f"{args.defense}-{args.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
-        return cls(args.defense, args.dataset, arch, args.members, epochs, samples, args.budget, args.sampler,
-                   args.objective, args.clean_floor, args.gpus, gpt, args.cpus_per_trial, args.concurrency,
-                   args.seed, str(Path(args.space).resolve()) if args.space else None, data_dir, args.inject_nan_if,
-                   experiment, str(Path(args.storage_path).expanduser().resolve()), args.subset, args.tracking_uri,
-                   audit=args.audit)
+        check("--experiment", "name", experiment, Text())
+        if "/" in experiment or experiment in (".", ".."):
+            raise UserError(f"--experiment {experiment!r} must be a folder name, not a path")
+        s = cls(args.defense, args.dataset, arch, args.members, epochs, samples, args.budget, args.sampler,
+                args.objective, args.clean_floor, args.gpus, gpt, args.cpus_per_trial, args.concurrency,
+                args.seed, str(Path(args.space).resolve()) if args.space else None, data_dir, args.inject_nan_if,
+                experiment, str(Path(args.storage_path).expanduser().resolve()), args.subset, args.tracking_uri,
+                audit=args.audit)
+        s.check()
+        return s
 
     def space(self) -> search_space.SearchSpace:
         return search_space.load(self.defense, self.space_file, self.dataset)
+
+
+OBJECTIVE_DOMAINS = {"attack": Text(), "eps": LINF_EPS, "steps": Maybe(COUNT), "n": Maybe(COUNT), "seed": SEED,
+                     "audit": Maybe(OneOf(tuple(AUDIT_PRESETS))), "test_n": Maybe(COUNT)}
+
+
+def check_objective(spec: Any) -> dict[str, Any]:
+    """An objective block (a search's, or an exported config's ``objective:``) checked key by key."""
+    if not isinstance(spec, dict):
+        raise UserError(f"objective: expected a mapping with {sorted(OBJECTIVE_DOMAINS)}, got {spec!r}")
+    check_all("objective", spec, OBJECTIVE_DOMAINS)
+    if "attack" in spec:
+        attacks.ATTACKS.get(spec["attack"])
+    return spec
 
 
 def parse_injection(text: str, space=None) -> tuple[str, float]:
@@ -158,7 +201,7 @@ def parse_injection(text: str, space=None) -> tuple[str, float]:
     except ValueError:
         threshold = None
     if not sep or threshold is None:
-        raise UserError(f"--inject-nan-if expects PARAM>VALUE, got '{text}'")
+        raise UserError(f"--inject-nan-if expects PARAM>VALUE, got {text!r}")
     if space is not None and f"hparams/{name}" not in space.names():
         raise UserError(f"--inject-nan-if: '{name}' is not a searched hyperparameter ({', '.join(space.names())})")
     return name, threshold

@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 
 from .. import attacks, data, defenses
+from ..domains import LINF_EPS, NON_NEGATIVE, POSITIVE, Domain, Float, Int, OneOf
 from ..errors import UserError
 from ..files import read_yaml
 from ..train.config import ADV_TRAIN_DEFAULTS, TrainConfig
@@ -120,6 +121,11 @@ class SearchSpace:
         return yaml.safe_dump(doc, sort_keys=False)
 
 
+TRAIN_DOMAINS = {"lr": POSITIVE, "weight_decay": NON_NEGATIVE, "adv_eps": LINF_EPS,
+                 "adv_ratio": Float(0.0, 1.0, open_low=True),
+                 "adv_attack": OneOf(("none", *attacks.names(adversarial_training=True)))}
+
+
 def train_start_values(dataset: str) -> dict[str, Any]:
     """Start values of the shared training parameters: the code's defaults for ``dataset``."""
     cfg = TrainConfig(dataset=dataset)
@@ -128,10 +134,10 @@ def train_start_values(dataset: str) -> dict[str, Any]:
 
 
 def _fail(source: str, key: str, message: str) -> None:
-    raise UserError(f"{source}: {key}: {message}")
+    raise UserError(f"{source}: {key if str(key).isprintable() else repr(key)}: {message}")
 
 
-def _param(source: str, section: str, name: str, spec: Any, start: Any) -> Param | None:
+def _param(source: str, section: str, name: str, spec: Any, start: Any, domain: Domain) -> Param | None:
     key = f"{section}.{name}"
     if not isinstance(spec, dict):
         _fail(source, key, "expected a mapping with at least 'type'")
@@ -160,9 +166,19 @@ def _param(source: str, section: str, name: str, spec: Any, start: Any) -> Param
             _fail(source, key, f"inverted range: low {p.low} must be below high {p.high}")
         if kind.startswith("log") and p.low <= 0:
             _fail(source, key, f"a log range needs a positive low bound, got {p.low}")
+        if p.paper is not None and not domain.accepts(p.paper):
+            _fail(source, key, f"start value {p.paper!r} is not what '{name}' takes: {domain.describe()}")
         if p.paper is not None and not p.low <= p.paper <= p.high:
             _fail(source, key, f"start value {p.paper} lies outside [{p.low}, {p.high}]; set 'paper:' or widen the "
                                "range for this dataset")
+    values = p.choices if kind == "categorical" else [p.low, p.high]
+    bad = [v for v in values if not domain.accepts(v)]
+    if bad:
+        _fail(source, key, f"{bad[0]!r} is outside what '{name}' takes: {domain.describe()}")
+    if kind in ("int", "log_int") and not all(isinstance(v, int) for v in (p.low, p.high)):
+        _fail(source, key, "an int parameter needs integer 'low' and 'high'")
+    if kind in ("float", "log_float") and isinstance(domain, Int):
+        _fail(source, key, f"'{name}' takes {domain.describe()}: use type int or log_int")
     if p.when is not None:
         ok = isinstance(p.when, dict) and all(
             isinstance(v, list) or (isinstance(v, dict) and set(v) == {"not"} and isinstance(v["not"], list))
@@ -195,7 +211,7 @@ def parse(doc: Any, source: str, defense: str | None = None, dataset: str = "mni
     for pname, spec in (doc.get("params") or {}).items():
         if pname not in start:
             _fail(source, f"params.{pname}", f"'{name}' has no such hyperparameter; valid: {', '.join(sorted(start)) or 'none'}")
-        params.append(_param(source, "params", pname, spec, start[pname]))
+        params.append(_param(source, "params", pname, spec, start[pname], defenses.DEFENSES.get(name).domains[pname]))
     shared, train_start = _shared_train(), train_start_values(dataset)
     for pname, spec in (doc.get("train") or {}).items():
         if pname not in shared:
@@ -203,7 +219,7 @@ def parse(doc: Any, source: str, defense: str | None = None, dataset: str = "mni
     for pname, spec in shared.items():
         own = (doc.get("train") or {}).get(pname, {})
         merged = {**spec, **own} if isinstance(own, dict) else own
-        p = _param(source, "train", pname, merged, train_start[pname])
+        p = _param(source, "train", pname, merged, train_start[pname], TRAIN_DOMAINS[pname])
         if p is not None:
             params.append(p)
     short = {p.short for p in params}

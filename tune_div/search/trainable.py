@@ -38,7 +38,7 @@ from .. import attacks, data
 from ..eval import Surrogate, accuracy, audit, craft, eval_subset, proxy_inflation_flags, sanity_checks, sanity_flags
 from ..train import TrainConfig, Trainer
 from . import space as search_space
-from .settings import OBJECTIVE_DEFAULTS
+from .settings import OBJECTIVE_DEFAULTS, check_objective
 
 CHECKPOINT_FILE = "state.pt"
 
@@ -53,7 +53,7 @@ class ProxyObjective:
     """Robust accuracy of the search objective on a fixed, seeded subset of a split."""
 
     def __init__(self, cfg: TrainConfig, spec: dict[str, Any], split: str = "val", n: int | None = None):
-        spec = {**OBJECTIVE_DEFAULTS, "eps": data.info(cfg.dataset).objective_eps, **spec}
+        spec = check_objective({**OBJECTIVE_DEFAULTS, "eps": data.info(cfg.dataset).objective_eps, **spec})
         self.attack, self.eps = spec["attack"], float(spec["eps"])
         self.options = attacks.ATTACKS.get(self.attack).with_steps(spec.get("steps"))
         n = spec["n"] if n is None else n

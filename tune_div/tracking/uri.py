@@ -32,11 +32,37 @@ def artifact_root_for(uri: str) -> str | None:
     return artifact_root(db.parent) if db is not None else None
 
 
+def check_store(uri: str) -> None:
+    """A one-line error if the store at ``uri`` exists but cannot be read (not a database, another
+    program's, an incompatible version) or if a server does not answer. A sqlite file that does not
+    exist yet is fine: MLflow creates it."""
+    import socket
+    from urllib.parse import urlparse
+
+    db = sqlite_path(uri)
+    if db is not None and not db.exists():
+        return
+    if uri.startswith(("http://", "https://")):  # fail fast: MLflow retries an unreachable server for minutes
+        url = urlparse(uri)
+        try:
+            socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=5).close()
+        except (OSError, ValueError):
+            raise UserError(f"cannot reach the MLflow server at {uri}; start it (mlflow server) or check the URI") from None
+    try:
+        client_for(uri).search_experiments(max_results=1)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"MLflow store {uri} cannot be read ({first[:200]}); it is damaged, not an MLflow store, or "
+                        "from an incompatible MLflow version") from None
+
+
 def require_store(uri: str, hint: str) -> None:
-    """A one-line error if ``uri`` is a sqlite store whose file does not exist (nothing to read)."""
+    """A one-line error if ``uri`` is a sqlite store whose file does not exist (nothing to read), or if
+    the store cannot be read."""
     db = sqlite_path(uri)
     if db is not None and not db.is_file():
         raise UserError(f"no MLflow store at {db}; {hint}")
+    check_store(uri)
 
 
 def experiment_name(defense: str, dataset: str) -> str:

@@ -12,19 +12,32 @@ from typing import Any
 
 import torch
 
-from .. import attacks, data, defenses
+from .. import attacks, data, defenses, models
+from ..domains import (COUNT, Domain, LINF_EPS, NON_NEGATIVE, POSITIVE, SEED, Bool, Float, Int, ListOf, Maybe, OneOf, Text, check,
+                       sorted_unique)
 from ..errors import UserError
+from ..models.base import ACTIVATIONS
 
 # Adversarial training defaults: PGD-10 with half of every batch replaced; eps None = the dataset's
 # objective eps (its catalog entry).
 ADV_TRAIN_DEFAULTS = {"attack": "pgd", "eps": None, "steps": 10, "ratio": 0.5}
 MEMORY_FORMATS = ("auto", "contiguous", "channels_last")
+class _Mapping(Domain):
+    def accepts(self, value):
+        return isinstance(value, dict) and all(isinstance(k, str) for k in value)
+
+    def describe(self):
+        return "a mapping of names to values"
+
+
 # Fields that do not change what is trained: a checkpoint may be resumed across them.
 NOT_IDENTITY = ("epochs", "data_dir", "device", "memory_format", "num_threads")
 
 
 @dataclass
 class TrainConfig:
+    """Every field is checked against :data:`FIELD_DOMAINS` when the config is built."""
+
     defense: str = "naive"
     hparams: dict[str, Any] = field(default_factory=dict)
     dataset: str = "mnist"
@@ -55,28 +68,30 @@ class TrainConfig:
     num_threads: int | None = None
 
     def __post_init__(self):
+        check("training config", "dataset", self.dataset, Text())
         meta = data.info(self.dataset)  # unknown dataset: UserError naming the choices
         if self.arch is None:
             self.arch = meta.default_arch
         if self.milestones is None:
             self.milestones = list(meta.milestones)
-        for name in ("n_members", "epochs", "batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise UserError(f"{name} must be at least 1 (an integer), got {value!r}")
-        if not self.lr > 0:
-            raise UserError(f"lr must be positive, got {self.lr}")
-        if not self.weight_decay >= 0:
-            raise UserError(f"weight_decay must be >= 0, got {self.weight_decay}")
-        if self.memory_format not in MEMORY_FORMATS:
-            raise UserError(f"memory_format must be one of {', '.join(MEMORY_FORMATS)}, got '{self.memory_format}'")
-        if self.subset is not None and self.subset < 1:
-            raise UserError(f"subset must be a positive number of images, got {self.subset}")
-        if self.adv_train:
+        for name, domain in FIELD_DOMAINS.items():
+            check("training config", name, getattr(self, name), domain)
+        if not sorted_unique(self.milestones):
+            raise UserError(f"training config: milestones={self.milestones} must be increasing epochs")
+        models.MODELS.get(self.arch)
+        defenses.build(self.defense, **self.hparams)  # unknown defense or hyperparameter, value out of domain
+        try:
+            resolve_device(self.device)
+        except RuntimeError:
+            raise UserError(f"training config: device={self.device!r} is not valid; expected auto, cpu, cuda or "
+                            "cuda:<index>") from None
+        if self.adv_train is not None:
             self.adv_train = validate_adv_train(self.adv_train, meta.objective_eps)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        if not isinstance(d, dict):
+            raise UserError(f"training config: expected a mapping of options, got {type(d).__name__}")
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
@@ -94,21 +109,31 @@ class TrainConfig:
         return out
 
 
+FIELD_DOMAINS = {
+    "defense": Text(), "hparams": _Mapping(), "arch": Text(), "n_members": COUNT, "epochs": COUNT, "batch_size": COUNT,
+    "lr": POSITIVE, "weight_decay": NON_NEGATIVE, "milestones": ListOf(Int(min=1)),
+    "lr_gamma": Float(0.0, 1.0, open_low=True), "seed": SEED, "subset": Maybe(COUNT), "val_size": COUNT,
+    "val_subset": Maybe(COUNT), "activation": Maybe(OneOf(ACTIVATIONS)), "augment": Maybe(Bool()),
+    "data_dir": Maybe(Text()), "device": Text(), "memory_format": OneOf(MEMORY_FORMATS), "num_threads": Maybe(COUNT),
+}
+
+
 def validate_adv_train(spec: dict[str, Any], default_eps: float) -> dict[str, Any]:
     """Fill defaults and check an ``adv_train`` spec; ``steps`` applies to iterative attacks only."""
+    if not isinstance(spec, dict):
+        raise UserError(f"adv_train: expected a mapping of {sorted(ADV_TRAIN_DEFAULTS)}, got {spec!r}")
     unknown = sorted(set(spec) - set(ADV_TRAIN_DEFAULTS))
     if unknown:
         raise UserError(f"unknown adv_train key(s) {unknown}; valid: {sorted(ADV_TRAIN_DEFAULTS)}")
     out = {**ADV_TRAIN_DEFAULTS, **spec}
     usable = attacks.names(adversarial_training=True)
     if out["attack"] not in usable:
-        raise UserError(f"adv_train attack must be one of {', '.join(usable)}, got '{out['attack']}'")
+        raise UserError(f"adv_train attack must be one of {', '.join(usable)}, got {out['attack']!r}")
     if out["eps"] is None:
         out["eps"] = default_eps
-    if not 0 < float(out["ratio"]) <= 1:
-        raise UserError(f"adv_train ratio must be in (0, 1], got {out['ratio']}")
-    if not float(out["eps"]) > 0:
-        raise UserError(f"adv_train eps must be positive, got {out['eps']}")
+    check("adv_train", "eps", out["eps"], LINF_EPS)
+    check("adv_train", "steps", out["steps"], COUNT)
+    check("adv_train", "ratio", out["ratio"], Float(0.0, 1.0, open_low=True))
     return out
 
 

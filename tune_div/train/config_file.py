@@ -24,6 +24,9 @@ from .config import TrainConfig
 
 TOP_KEYS = {"defense", "dataset", "arch", "n_members", "hparams", "train", "objective", "metrics", "source"}
 SOURCE_KEYS = ("experiment", "parent_run_id", "run_id", "trial_id", "tracking_uri")
+SHAPES = {"defense": str, "dataset": str, "arch": str, "n_members": int, "hparams": dict, "train": dict,
+          "objective": dict, "metrics": dict, "source": dict}
+KIND_NAMES = {str: "a name", int: "an integer", dict: "a mapping"}
 
 
 def read(path: str | Path) -> dict[str, Any]:
@@ -33,6 +36,13 @@ def read(path: str | Path) -> dict[str, Any]:
     unknown = sorted(set(doc) - TOP_KEYS)
     if unknown:
         raise UserError(f"{path}: unknown key(s) {unknown}; valid: {sorted(TOP_KEYS)}")
+    for key, kind in SHAPES.items():
+        if doc.get(key) is not None and not isinstance(doc[key], kind):
+            raise UserError(f"{path}: '{key}' must be {KIND_NAMES[kind]}, got {doc[key]!r}")
+    try:
+        to_train_config(doc)  # every training option against its domain, now, before anything runs
+    except UserError as exc:
+        raise UserError(f"{path}: {exc}") from None
     return doc
 
 
