@@ -81,6 +81,8 @@ def test_options_are_validated():
 @pytest.mark.parametrize("name", attacks.names())
 def test_declared_facts_are_consistent(name):
     cls = attacks.ATTACKS.get(name)
+    assert set(cls.domains) == set(cls.defaults)  # every option has a domain, and its default is in it
+    assert all(cls.domains[k].accepts(v) for k, v in cls.defaults.items())
     if cls.step_option is not None:  # the option that sets its iterations exists and takes an integer
         assert cls.step_option in cls.defaults and cls.iterative
         assert cls.with_steps(7) == {cls.step_option: 7}

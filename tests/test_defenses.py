@@ -225,6 +225,14 @@ def test_every_defense_trains_two_steps_on_small_architectures(name, arch):
     assert any(not torch.equal(a, b) for a, b in zip(before, params))
 
 
+@pytest.mark.parametrize("name", defenses.names())
+def test_every_hyperparameter_has_a_domain_holding_the_paper_values(name):
+    cls = defenses.DEFENSES.get(name)
+    assert set(cls.domains) == set(cls.defaults)
+    for dataset in (None, "mnist", "fashion_mnist", "cifar10"):
+        assert all(cls.domains[k].accepts(v) for k, v in defenses.defaults(name, dataset).items())
+
+
 def test_registry_contract():
     assert set(RAW_PARTS) == set(defenses.names())
     with pytest.raises(ValueError, match="smd"):
