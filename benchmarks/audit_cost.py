@@ -52,7 +52,7 @@ def main() -> None:
         config = trial_config(defense, budget, args.data_dir, args.threads, args.preset)
         kept = {}
         t0 = time.perf_counter()
-        last = run_trial(config, lambda metrics, trainer: kept.update(model=trainer.ensemble))
+        last = run_trial(config, lambda metrics, trainer: trainer and kept.update(model=trainer.ensemble))
         trial_s = time.perf_counter() - t0
         test = ProxyObjective(train_config(config), config["objective"], split="test", n=budget["test_n"])
         t1 = time.perf_counter()

@@ -72,11 +72,11 @@ def test_masked_ensemble_proxy_high_audit_low_flagged_and_off_the_front(trained_
     cfg = TrainConfig(dataset="mnist", data_dir=str(real_data))
     spec = {**OBJECTIVE_DEFAULTS, "eps": EPS, "n": 200, "test_n": 200, "audit": "fast"}
     objective = ProxyObjective(cfg, spec)
-    got = epoch_metrics(masked, cfg, spec, objective, None, sanity_n=0, final=True)
+    got = epoch_metrics(masked, spec, objective, None, sanity_n=0, final=True)
     assert got["val_proxy_acc"] > got["val_audit_acc"] + 0.05, got  # the proxy is fooled, the audit is not
     assert got["val_robust_acc"] == got["val_audit_acc"]  # what the searcher is told
     assert "proxy_inflated" in got["flags"].split(",")
-    normal = epoch_metrics(trained_ensemble, cfg, spec, objective, None, sanity_n=0, final=True)
+    normal = epoch_metrics(trained_ensemble, spec, objective, None, sanity_n=0, final=True)
     gap = lambda m: m["val_proxy_acc"] - m["val_audit_acc"]  # noqa: E731
     assert gap(got) > gap(normal) + 0.1  # the same network unmasked: the proxy tracks the audit far better
     # Off the front because of the flag alone: the same numbers unflagged would be its only member.

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import yaml
 
 from tune_div.cli import search
 
@@ -114,11 +115,11 @@ def test_the_fronts_robust_accuracy_survives_the_standard_audit(smoke, real_data
         assert r["val_robust_acc"] <= standard + 0.03, (r["trial_id"], r["val_robust_acc"], standard)
 
 
-def mlflow_runs(storage: Path):
+def mlflow_runs(storage: Path, experiment: str = "smd-mnist"):
     from mlflow import MlflowClient
 
     client = MlflowClient(f"sqlite:///{storage / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("smd-mnist")
+    exp = client.get_experiment_by_name(experiment)
     runs = client.search_runs([exp.experiment_id], max_results=1000)
     parents = [r for r in runs if r.data.tags.get("tune_div.role") == "search"]
     children = [r for r in runs if r.data.tags.get("tune_div.role") == "trial"]
@@ -376,3 +377,87 @@ def test_black_box_objective_uses_one_cached_surrogate(ray_session, real_data, t
     assert all(len(t.values) == 3 for t in study.trials if t.values)
     surrogates = list((Path(os.environ["TUNE_DIV_CACHE"]) / "surrogates").iterdir())
     assert any((d / "model.pt").is_file() and list((d / "adv").iterdir()) for d in surrogates)
+
+
+LR_SPACE = "defense: naive\nparams: {}\ntrain:\n  lr: {enabled: true, low: 1.0e-5, high: 1.0e-2}\n"
+
+
+def replay_scheduler(exp: Path) -> dict:
+    """The scheduler's records, checked decision by decision against the promotion rule."""
+    from tune_div.search.scheduler import promoted
+
+    doc = yaml.safe_load((exp / "scheduler.yaml").read_text())
+    for rung, records in doc["records"].items():
+        seen: dict = {}
+        for tid, point in records.items():  # arrival order
+            seen[tid] = point
+            assert promoted(tid, seen, doc["reduction_factor"]) == (doc["decisions"][tid][rung] == "CONTINUE")
+    return doc
+
+
+def test_moasha_stops_dominated_trials_at_rungs(ray_session, real_data, tmp_path, capsys):
+    space = tmp_path / "lr.yaml"
+    space.write_text(LR_SPACE)
+    rc, out = run_search(["naive", "--space", str(space), "--budget", "smoke", "--samples", "6", "--epochs", "4",
+                          "--subset", "2000", "--concurrency", "2", "--audit", "off", "--data-dir", str(real_data),
+                          "--storage-path", str(tmp_path), "--experiment", "asha"], capsys)
+    assert rc == 0, out.err
+    exp = tmp_path / "asha"
+    doc = replay_scheduler(exp)
+    assert doc["rungs"] == [1, 3]
+    rows = {r["trial_id"]: r for r in read_rows(exp)}
+    stopped = {t: e for t, e in doc["stopped"].items()}
+    assert stopped  # six trials, two rungs: somebody is dominated
+    for tid, r in rows.items():
+        epochs = [json.loads(line)["epoch"] for d in exp.glob(f"*{tid}*")
+                  for line in (d / "result.json").read_text().splitlines()]
+        if tid in stopped:
+            assert r["status"] == f"STOPPED@{stopped[tid]}" and max(epochs) == stopped[tid]
+            assert f"[{tid}] STOPPED@{stopped[tid]}" in out.out
+        else:
+            assert r["status"] == "TERMINATED" and max(epochs) == 4
+    front = json.loads((exp / "pareto.json").read_text())["front"]
+    assert front and all(rows[r["trial_id"]]["status"] == "TERMINATED" for r in front)  # only complete trials
+    study = optuna.load_study(study_name="asha", storage=f"sqlite:///{exp / 'optuna.db'}")
+    states = {t.user_attrs["ray_trial_id"]: t.state.name for t in study.trials}
+    assert states == {t: ("PRUNED" if t in stopped else "COMPLETE") for t in rows}
+    _, _, children = mlflow_runs(tmp_path, "naive-mnist")
+    for c in children:
+        tid = c.data.tags["tune_div.trial_id"]
+        assert c.info.status == "FINISHED"
+        assert c.data.tags.get("tune_div.stopped_at") == (str(stopped[tid]) if tid in stopped else None)
+    assert f"{len(stopped)} stopped at a rung" in out.out
+
+
+def test_moasha_resume_after_ctrl_c_keeps_rungs_and_stopped_trials(real_data, tmp_path):
+    space = tmp_path / "lr.yaml"
+    space.write_text(LR_SPACE)
+    exp = tmp_path / "res" / "asha"
+    cmd = [sys.executable, "-m", "tune_div.search", "naive", "--space", str(space), "--budget", "smoke", "--samples",
+           "5", "--epochs", "4", "--subset", "2000", "--concurrency", "1", "--audit", "off", "--data-dir",
+           str(real_data), "--storage-path", str(tmp_path / "res"), "--experiment", "asha"]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+    stopped_first = None
+    for line in p.stdout:
+        if "STOPPED@" in line:
+            stopped_first = line.split("]")[0].lstrip("[")
+            p.send_signal(signal.SIGINT)
+            break
+    rest = p.communicate(timeout=300)[0]
+    assert stopped_first and p.returncode == 130, rest[-2000:]
+    before = replay_scheduler(exp)
+    stopped_dir = next(d for d in exp.iterdir() if stopped_first in d.name)
+    lines_before = (stopped_dir / "result.json").read_text()
+    q = subprocess.run([sys.executable, "-m", "tune_div.search", "--resume", str(exp)], capture_output=True, text=True,
+                       cwd=REPO, timeout=600)
+    assert q.returncode == 0, q.stdout[-2000:] + q.stderr[-2000:]
+    after = replay_scheduler(exp)
+    for rung, records in before["records"].items():  # no rung forgotten, no decision changed
+        assert list(after["records"][rung])[:len(records)] == list(records)
+    assert set(before["stopped"]).issubset(after["stopped"])
+    assert (stopped_dir / "result.json").read_text() == lines_before  # the stopped trial did not run again
+    assert f"[{stopped_first}] epoch" not in q.stdout
+    rows = read_rows(exp)
+    assert len(rows) == 5 and all(r["status"] == "TERMINATED" or r["status"].startswith("STOPPED@") for r in rows)
+    study = optuna.load_study(study_name="asha", storage=f"sqlite:///{exp / 'optuna.db'}")
+    assert {t.state.name for t in study.trials} <= {"COMPLETE", "PRUNED"}  # nothing left RUNNING

@@ -28,7 +28,7 @@ def objectives(hp: dict) -> tuple[float, float]:
 
 
 @pytest.mark.parametrize("sampler", SAMPLERS)
-def test_sampler_paper_point_first_fail_and_constraint_reach_the_study(sampler, tmp_path):
+def test_sampler_paper_point_first_fail_pruned_and_constraint_reach_the_study(sampler, tmp_path):
     s = settings(tmp_path, sampler)
     space = search_space.load("cldl", dataset="mnist")
     searcher = make_searcher(s, space)
@@ -41,15 +41,17 @@ def test_sampler_paper_point_first_fail_and_constraint_reach_the_study(sampler, 
         for p in space.params:
             assert p.low <= hp[p.short] <= p.high
         clean, robust = objectives(hp)
-        failed = i == 3
-        searcher.on_trial_complete(f"t{i}", {"val_clean_acc": clean, "val_robust_acc": robust, "flags": ""},
-                                   error=failed)
-        told[i] = None if failed else (clean, robust)
+        failed, stopped = i == 3, i in (5, 6)  # a diverged trial; two the scheduler stopped at a rung
+        searcher.on_trial_complete(f"t{i}", {"val_clean_acc": clean, "val_robust_acc": robust, "flags": "",
+                                             "final": not stopped, "epoch": 1 if stopped else 9}, error=failed)
+        told[i] = "FAIL" if failed else "PRUNED" if stopped else (clean, robust)
     study = optuna.load_study(study_name="e", storage=f"sqlite:///{s.path / 'optuna.db'}")
     assert len(study.trials) == 8
     for t in study.trials:
-        if told[t.number] is None:
+        if told[t.number] == "FAIL":
             assert t.state == optuna.trial.TrialState.FAIL and t.values is None  # never a partial point
+        elif told[t.number] == "PRUNED":  # stopped at a rung: its partial values are not final values
+            assert t.state == optuna.trial.TrialState.PRUNED and t.values is None and t.user_attrs["stopped_at"] == 1
         else:
             assert t.state == optuna.trial.TrialState.COMPLETE
             assert tuple(t.values) == pytest.approx(told[t.number])

@@ -12,7 +12,7 @@ import sys
 
 from .. import data, defenses, models
 from ..errors import UserError
-from ..search.settings import AUDITS, BUDGETS, OBJECTIVES, SAMPLERS, Settings
+from ..search.settings import AUDITS, BUDGETS, OBJECTIVES, SAMPLERS, SCHEDULERS, Settings
 from .common import ArgumentParser, cli_errors
 
 PROG = "tune-div search"
@@ -35,6 +35,10 @@ def build_parser(prog: str = PROG) -> ArgumentParser:
     p.add_argument("--audit", choices=AUDITS, default="fast",
                    help="audit every trial's robust accuracy after its last epoch (docs/audit.md): fast (default), "
                         "standard, or off (the front is then the proxy's, labelled so)")
+    p.add_argument("--scheduler", choices=SCHEDULERS,
+                   help="moasha: stop trials dominated at rungs (default when a trial has >= 4 epochs); fifo: none")
+    p.add_argument("--grace-period", type=int, default=1, help="first rung, in epochs (default 1)")
+    p.add_argument("--reduction-factor", type=int, default=3, help="eta: rungs at grace x eta^k, the top 1/eta go on")
     p.add_argument("--clean-floor", type=float, help="constraint: trials below this clean accuracy are infeasible")
     p.add_argument("--gpus", type=float, default=0, help="GPUs for the whole search (0: CPU)")
     p.add_argument("--gpus-per-trial", type=float, help="fractional allowed (default 1 if --gpus, else 0)")

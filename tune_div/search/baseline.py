@@ -26,7 +26,7 @@ def baseline_config(param_space: dict[str, Any]) -> dict[str, Any]:
     """The trial config of the baseline: the search's fixed part, ``naive``, nothing sampled."""
     config = copy.deepcopy({k: v for k, v in param_space.items() if k != "inject_nan_if"})
     # A single model: its test split is audited in the same run (the trials' is, for the front, afterwards).
-    return {**config, "defense": "naive", "hparams": {}, "train": {}, "inject_nan_if": None, "audit_test": True}
+    return {**config, "defense": "naive", "hparams": {}, "train": {}, "inject_nan_if": None, "test_report": True}
 
 
 def cache_path(config: dict[str, Any]) -> Path:

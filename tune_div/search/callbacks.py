@@ -14,7 +14,7 @@ from ..tracking import SearchTracker
 from ..train import config_file
 from . import pareto
 from .results import hparams_text, trial_error
-from .settings import Settings
+from .settings import FINAL, Settings
 from .trainable import train_config
 
 
@@ -24,6 +24,13 @@ def trial_doc(s: Settings, trial_id: str, config: dict[str, Any], parent_run_id:
                                 objective={**(config.get("objective") or {}), "test_n": config.get("test_n")},
                                 source=config_file.provenance(s.mlflow_experiment, parent_run_id, run_id, trial_id,
                                                               s.mlflow_uri))
+
+
+def stop_status(result: dict | None) -> str | None:
+    """``STOPPED@<epoch>`` for a trial that completed before its last epoch (the scheduler stopped it)."""
+    if result and not result.get(FINAL) and result.get("epoch") is not None:
+        return f"STOPPED@{result['epoch']}"
+    return None
 
 
 class TrialProgress(tune.Callback):
@@ -37,15 +44,16 @@ class TrialProgress(tune.Callback):
         if self.quiet:
             return
         hp = hparams_text({**trial.config.get("hparams", {}), **trial.config.get("train", {})})
-        extra = f"  bb {result['val_blackbox_acc']:.4f}" if "val_blackbox_acc" in result else ""
-        extra += f"  audit {result['val_audit_acc']:.4f}" if "val_audit_acc" in result else ""
+        extra = "".join(f"  {label} {result[key]:.4f}" for label, key in
+                        (("proxy", "val_proxy_acc"), ("bb", "val_blackbox_acc"), ("audit", "val_audit_acc"))
+                        if key in result)
         flags = f"  FLAGS {result['flags']}" if result.get("flags") else ""
-        print(f"[{trial.trial_id}] {hp}  epoch {result['epoch']}/{self.epochs}  clean {result['val_clean_acc']:.4f}  "
-              f"proxy {result['val_proxy_acc']:.4f}{extra}  {result['epoch_time_s']:.1f}s{flags}", flush=True)
+        print(f"[{trial.trial_id}] {hp}  epoch {result['epoch']}/{self.epochs}  clean {result['val_clean_acc']:.4f}"
+              f"{extra}  {result['epoch_time_s']:.1f}s{flags}", flush=True)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         if not self.quiet:
-            print(f"[{trial.trial_id}] finished", flush=True)
+            print(f"[{trial.trial_id}] {stop_status(trial.last_result) or 'finished'}", flush=True)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         print(f"[{trial.trial_id}] FAILED: {trial_error(trial)}", flush=True)
@@ -72,8 +80,9 @@ class MLflowLogger(tune.Callback):
         self.tracker.log_epoch(trial.trial_id, result)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self.status[trial.trial_id] = "TERMINATED"
-        self.tracker.finish_child(trial.trial_id, "TERMINATED", self.last.get(trial.trial_id) or trial.last_result)
+        last = self.last.get(trial.trial_id) or trial.last_result
+        self.status[trial.trial_id] = stop_status(last) or "TERMINATED"
+        self.tracker.finish_child(trial.trial_id, self.status[trial.trial_id], last)
         self.refresh(trials)
 
     def on_trial_error(self, iteration, trials, trial, **info):
@@ -87,7 +96,7 @@ class MLflowLogger(tune.Callback):
         rows = []
         for t in trials:
             m = self.last.get(t.trial_id) or t.last_result or {}
-            status = self.status.get(t.trial_id) or ("TERMINATED" if m.get("done") else str(t.status))
+            status = self.status.get(t.trial_id) or ("TERMINATED" if m.get(FINAL) else str(t.status))
             rows.append({"trial_id": t.trial_id, "status": status, "flags": m.get("flags", ""),
                          **{k: m.get(k) for k in metrics}})
         table = pareto.pareto_table(rows, objectives=(metrics[0], metrics[1]), clean_floor=self.settings.clean_floor)

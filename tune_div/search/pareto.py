@@ -2,9 +2,13 @@
 
 - :func:`front` — the non-dominated points (a point is dominated if another is >= in both objectives
   and > in one); ties in both objectives are all kept.
+- :func:`ranks` — non-dominated sorting: 0 for the front, 1 for the front of the rest, ...
 - :func:`hypervolume` — the exact 2-D area dominated by the front and bounded below by the reference
   point, default (0, 0): both objectives are accuracies in [0, 1], so the hypervolume is the share of
   the unit square a front dominates (1.0 only for a model that is perfect clean and robust).
+
+Non-dominated sorting and hypervolume come from ``moocore`` (the reference implementations of the
+EAF/hypervolume literature, C-backed); the knee and the eligibility rules are ours.
 - :func:`knee` — the front point farthest from the straight line through the front's two extremes
   (after scaling each objective to [0, 1] over the front): the best-balanced trade-off.
 - :func:`eligible` — which trials may be on the default front: finished, feasible (clean accuracy at or
@@ -16,30 +20,42 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
+import moocore
+import numpy as np
+
 Point = tuple[float, float]
 REFERENCE: Point = (0.0, 0.0)
 
 
-def dominates(a: Point, b: Point) -> bool:
-    return a[0] >= b[0] and a[1] >= b[1] and (a[0] > b[0] or a[1] > b[1])
+def _finite(points: Sequence[Point]) -> list[int]:
+    return [i for i, p in enumerate(points) if all(math.isfinite(v) for v in p)]
+
+
+def ranks(points: Sequence[Point]) -> list[int]:
+    """Non-dominated sorting rank of each point (both objectives maximised); non-finite points rank last."""
+    ok = _finite(points)
+    out = [len(points)] * len(points)
+    if ok:
+        for i, r in zip(ok, moocore.pareto_rank(np.array([points[i] for i in ok], dtype=float), maximise=True)):
+            out[i] = int(r)
+    return out
 
 
 def front(points: Sequence[Point]) -> list[int]:
-    """Indices of the non-dominated points, sorted by the first objective (descending)."""
-    idx = [i for i, p in enumerate(points)
-           if all(math.isfinite(v) for v in p) and not any(dominates(q, p) for q in points)]
-    return sorted(idx, key=lambda i: (-points[i][0], -points[i][1]))
+    """Indices of the non-dominated points (ties all kept), sorted by the first objective (descending)."""
+    ok = _finite(points)
+    if not ok:
+        return []
+    keep = moocore.is_nondominated(np.array([points[i] for i in ok], dtype=float), maximise=True, keep_weakly=True)
+    return sorted((i for i, k in zip(ok, keep) if k), key=lambda i: (-points[i][0], -points[i][1]))
 
 
 def hypervolume(points: Sequence[Point], reference: Point = REFERENCE) -> float:
     """Exact area dominated by ``points`` above ``reference`` (points below it in any objective count 0)."""
-    pts = sorted({(x, y) for x, y in points if x > reference[0] and y > reference[1]}, key=lambda p: (-p[0], -p[1]))
-    area, best_y = 0.0, reference[1]
-    for x, y in pts:  # sweep from the largest first objective; each point adds a new horizontal strip
-        if y > best_y:
-            area += (x - reference[0]) * (y - best_y)
-            best_y = y
-    return area
+    pts = [p for p in points if all(math.isfinite(v) for v in p) and p[0] > reference[0] and p[1] > reference[1]]
+    if not pts:
+        return 0.0
+    return float(moocore.hypervolume(np.array(pts, dtype=float), ref=np.array(reference, dtype=float), maximise=True))
 
 
 def knee(points: Sequence[Point]) -> int | None:

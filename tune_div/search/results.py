@@ -21,7 +21,7 @@ from typing import Any
 from ..files import atomic_write_text
 from ..tracking.tracker import FINAL_METRICS as METRICS
 from .baseline import BASELINE_ID
-from .settings import Settings
+from .settings import FINAL, Settings
 
 COLUMNS = ["trial_id", "status", "pareto", "knee", "eligibility", *METRICS, "audit_lift_over_naive", "flags", "hparams",
            "train", "error"]
@@ -45,16 +45,22 @@ def trial_error(trial_or_result) -> str:
     return lines[-1] if lines else "unknown error"
 
 
-def collect(grid) -> list[dict[str, Any]]:
-    """Rows from a Ray ``ResultGrid``, sorted by trial id."""
+def collect(grid, stopped: dict[str, int] | None = None) -> list[dict[str, Any]]:
+    """Rows from a Ray ``ResultGrid``, sorted by trial id; ``stopped`` maps the trials the scheduler stopped
+    to their rung (status ``STOPPED@<epoch>``)."""
     rows = []
     for r in grid:
-        m = r.metrics or {}
-        status = "ERROR" if r.error else ("TERMINATED" if m.get("done") else "UNFINISHED")
-        rows.append({"trial_id": m.get("trial_id"), "status": status, "error": trial_error(r) if r.error else "",
-                     "hparams": dict(r.config.get("hparams") or {}), "train": dict(r.config.get("train") or {}),
+        m, config = r.metrics or {}, r.config or {}  # a trial interrupted before its first report has neither
+        tid = m.get("trial_id") or Path(r.path).name.split("_")[1]  # trainable_<id>_<n>_...
+        # Ray reports a trial stopped before its first result as a FileNotFoundError about its result files
+        never_reported = isinstance(r.error, FileNotFoundError) and not m
+        status = "ERROR" if r.error and not never_reported else ("TERMINATED" if m.get(FINAL) else "UNFINISHED")
+        if status == "UNFINISHED" and tid in (stopped or {}):
+            status = f"STOPPED@{stopped[tid]}"
+        rows.append({"trial_id": tid, "status": status, "error": trial_error(r) if status == "ERROR" else "",
+                     "hparams": dict(config.get("hparams") or {}), "train": dict(config.get("train") or {}),
                      "epoch": m.get("epoch"), "flags": m.get("flags", ""), **{k: m.get(k) for k in METRICS},
-                     "path": r.path, "config": r.config, "checkpoint": r.checkpoint})
+                     "path": r.path, "config": config, "checkpoint": r.checkpoint})
     return sorted(rows, key=lambda row: str(row["trial_id"]))
 
 
@@ -92,7 +98,9 @@ def _fmt(v) -> str:
 def print_table(s: Settings, rows: list[dict[str, Any]], table: dict[str, Any],
                 base: dict[str, Any] | None = None) -> None:
     failed = [r for r in rows if r["status"] == "ERROR"]
-    print(f"\n{len(rows)} trials: {sum(r['status'] == 'TERMINATED' for r in rows)} finished, {len(failed)} failed, "
+    n_stopped = sum(str(r["status"]).startswith("STOPPED@") for r in rows)
+    print(f"\n{len(rows)} trials: {sum(r['status'] == 'TERMINATED' for r in rows)} finished, "
+          f"{n_stopped} stopped at a rung, {len(failed)} failed, "
           f"{sum(r['eligibility'] == 'flagged' for r in rows)} flagged, "
           f"{sum(r['eligibility'] == 'infeasible' for r in rows)} infeasible")
     for r in failed:

@@ -94,9 +94,13 @@ def run(s: Settings, address: str | None, resume: bool, quiet: bool) -> dict[str
     """Run (or continue) the search; returns ``{"rows", "table", "interrupted"}``."""
     # One snapshot per epoch is by design here (every report carries a checkpoint): no warning about it.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # The proxy is measured at rungs and at the end, not every epoch: results between rungs do not carry
+    # the robust objective, which Ray would otherwise refuse.
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     from ray import tune
 
     from .callbacks import MLflowLogger, TrialProgress
+    from .scheduler import MOASHA
     from .searcher import make_searcher
     from .trainable import trainable
 
@@ -129,17 +133,19 @@ def run(s: Settings, address: str | None, resume: bool, quiet: bool) -> dict[str
                                     callbacks=[TrialProgress(s.epochs, quiet), MLflowLogger(s, tracker)],
                                     failure_config=tune.FailureConfig(max_failures=0),
                                     checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
+        scheduler = (MOASHA(s.metrics[:2], s.epochs, s.grace_period, s.reduction_factor, record_dir=s.path)
+                     if s.scheduler == "moasha" else None)  # at rungs val_robust_acc is the proxy
         tuner = tune.Tuner(fn, param_space=param_space, run_config=run_config,
-                           tune_config=tune.TuneConfig(search_alg=make_searcher(s, space), num_samples=s.samples,
-                                                       max_concurrent_trials=conc))
-    rows = collect(tuner.fit())
+                           tune_config=tune.TuneConfig(search_alg=make_searcher(s, space), scheduler=scheduler,
+                                                       num_samples=s.samples, max_concurrent_trials=conc))
+    rows = collect(tuner.fit(), stopped_trials(s.path))
     tracker.attach_children()  # the callback may be a restored copy: read the child runs back from MLflow
     interrupted = len(rows) < s.samples or any(r["status"] == "UNFINISHED" for r in rows)
     if naive is None and not interrupted:
         naive = start_baseline(s, param_space)
     table = pareto.pareto_table(rows, objectives=(s.metrics[0], s.metrics[1]), clean_floor=s.clean_floor)
-    if s.audit != "off" and not interrupted:
-        audit_front_on_test(s, table["front"], tracker, quiet)
+    if not interrupted:
+        report_front_on_test(s, table["front"], tracker, quiet)
     base = finish_baseline(naive, interrupted, quiet)
     baseline.lift(rows, base, s.metrics[1])
     files = write_results(s, rows, table, base)
@@ -148,28 +154,40 @@ def run(s: Settings, address: str | None, resume: bool, quiet: bool) -> dict[str
     return {"rows": rows, "table": table, "interrupted": interrupted, "baseline": base}
 
 
-def audit_front_on_test(s: Settings, front: list[dict[str, Any]], tracker: tracking.SearchTracker,
-                        quiet: bool) -> None:
-    """The final report of the front: each member's test split audited from its last checkpoint, in Ray
-    tasks with a trial's resources; the numbers go into the rows and onto the members' child runs."""
+def stopped_trials(path: Path) -> dict[str, int]:
+    """Trial id -> the rung epoch the scheduler stopped it at (from its records; none with fifo)."""
+    import yaml
+
+    from .scheduler import RECORD_FILE
+
+    f = path / RECORD_FILE
+    return {k: int(v) for k, v in yaml.safe_load(f.read_text())["stopped"].items()} if f.is_file() else {}
+
+
+def report_front_on_test(s: Settings, front: list[dict[str, Any]], tracker: tracking.SearchTracker,
+                         quiet: bool) -> None:
+    """The final report of the front: each member's test split (clean, proxy, audit) measured from its
+    last checkpoint, in Ray tasks with a trial's resources; the numbers go into the rows and onto the
+    members' child runs."""
     import ray
 
-    from .trainable import audit_test_split
+    from .trainable import front_test_report
 
-    todo = [r for r in front if r.get("checkpoint") is not None and r.get("test_audit_acc") is None]
+    todo = [r for r in front if r.get("checkpoint") is not None and r.get("test_robust_acc") is None]
     if not todo:
         return
     if not quiet:
-        print(f"auditing the test split of the {len(todo)} front member(s) ({s.audit} preset)", flush=True)
-    task = ray.remote(num_cpus=s.cpus_per_trial, num_gpus=s.gpus_per_trial, max_retries=0)(audit_test_split)
+        what = f"audited, {s.audit} preset" if s.audit != "off" else "proxy"
+        print(f"measuring the test split of the {len(todo)} front member(s) ({what})", flush=True)
+    task = ray.remote(num_cpus=s.cpus_per_trial, num_gpus=s.gpus_per_trial, max_retries=0)(front_test_report)
     refs = [task.remote(r["config"], r["checkpoint"]) for r in todo]
     for r, ref in zip(todo, refs):
         try:
             r.update(ray.get(ref))
-        except Exception as exc:  # the member stays on the front (chosen on validation), its test audit blank
-            print(f"[{r['trial_id']}] test-split audit failed: {str(exc).strip().splitlines()[-1]}", flush=True)
+        except Exception as exc:  # the member stays on the front (chosen on validation), its test numbers blank
+            print(f"[{r['trial_id']}] test-split report failed: {str(exc).strip().splitlines()[-1]}", flush=True)
             continue
-        tracker.log_final(str(r["trial_id"]), {k: r[k] for k in ("test_audit_acc", "test_robust_acc")})
+        tracker.log_final(str(r["trial_id"]), {k: v for k, v in r.items() if k.startswith("test_")})
 
 
 def spare_slot(s: Settings, res: dict[str, float], conc: int) -> bool:

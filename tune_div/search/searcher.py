@@ -2,7 +2,8 @@
 
 Ray's ``OptunaSearch`` tells Optuna COMPLETE with the last reported values for a trial that errored
 after reporting; for a diverged trial that would put a partial point on the front and into the
-sampler's model. :class:`ParetoOptunaSearch` tells FAIL instead, and sets on every finished trial the
+sampler's model. :class:`ParetoOptunaSearch` tells FAIL instead, PRUNED for a trial the scheduler
+stopped at a rung (its values are partial too), and sets on every finished trial the
 constraint ``clean_floor`` (``floor − clean accuracy``, feasible when <= 0) with Optuna 5's
 ``Trial.set_constraint``, which every sampler and ``study.best_trials`` read (the samplers'
 ``constraints_func`` is deprecated since Optuna 5.0), plus its flags and its Ray trial id.
@@ -15,7 +16,7 @@ from typing import Any
 import optuna
 from ray.tune.search.optuna import OptunaSearch
 
-from .settings import SAMPLERS, Settings
+from .settings import FINAL, SAMPLERS, Settings
 
 CLEAN_FLOOR = "clean_floor"  # the name of the constraint in the Optuna study
 
@@ -43,6 +44,14 @@ class ParetoOptunaSearch(OptunaSearch):
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         ot_trial = self._ot_trials.get(trial_id)
+        if ot_trial is not None and result and not error and not result.get(FINAL):
+            # Stopped at a rung by the scheduler: PRUNED, so its partial values never enter the front or the
+            # sampler's model as if they were final.
+            ot_trial.set_user_attr("stopped_at", result.get("epoch"))
+            ot_trial.set_user_attr("ray_trial_id", trial_id)
+            self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
+            self._completed_trials.add(trial_id)
+            return
         if ot_trial is not None and result and not error:
             if self._clean_floor is not None:
                 ot_trial.set_constraint(CLEAN_FLOOR, float(self._clean_floor - result.get("val_clean_acc", 0.0)))

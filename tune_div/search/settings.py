@@ -15,7 +15,8 @@ from typing import Any
 
 from .. import attacks, data, defenses, models
 from ..attacks.audit import PRESETS as AUDIT_PRESETS
-from ..domains import COUNT, LINF_EPS, NON_NEGATIVE, POSITIVE, PROBABILITY, SEED, Maybe, OneOf, Text, check, check_all
+from ..domains import (COUNT, LINF_EPS, NON_NEGATIVE, POSITIVE, PROBABILITY, SEED, Int, Maybe, OneOf, Text, check,
+                       check_all)
 from ..errors import UserError
 from ..files import atomic_write_text
 from ..tracking import uri as tracking_uri
@@ -29,6 +30,9 @@ OBJECTIVES = {"robust": ["val_clean_acc", "val_robust_acc"],
 # on a fixed, seeded validation subset; audited after a trial's last epoch (docs/audit.md).
 OBJECTIVE_DEFAULTS = {"attack": "pgd_cw_logits", "steps": 10, "n": 500, "seed": 0, "audit": "fast"}
 AUDITS = ("off", "fast", "standard")
+SCHEDULERS = ("fifo", "moasha")
+FINAL = "final"  # result key: True on a trial's last epoch (not Ray's reserved "done", which a stop sets too)
+CHECKPOINT_MINUTES = 10  # between rungs, a trial still checkpoints this often (fault tolerance)
 SETTINGS_FILE = "search.json"
 
 # Budgets: smoke finishes on a 2-core CPU in a few minutes; paper uses the papers' epochs, full data.
@@ -49,6 +53,7 @@ SETTINGS_DOMAINS = {
     "concurrency": Maybe(COUNT), "seed": SEED, "space_file": Maybe(Text()), "data_dir": Maybe(Text()),
     "inject_nan_if": Maybe(Text()), "experiment": Text(), "storage_path": Text(), "subset": Maybe(COUNT),
     "tracking_uri": Maybe(Text()), "parent_run_id": Maybe(Text()), "audit": OneOf(AUDITS),
+    "scheduler": OneOf(SCHEDULERS), "grace_period": COUNT, "reduction_factor": Int(min=2),
 }
 
 
@@ -78,6 +83,9 @@ class Settings:
     tracking_uri: str | None = None
     parent_run_id: str | None = None
     audit: str = "fast"
+    scheduler: str = "fifo"
+    grace_period: int = 1
+    reduction_factor: int = 3
 
     @property
     def metrics(self) -> list[str]:
@@ -171,9 +179,15 @@ class Settings:
                 args.objective, args.clean_floor, args.gpus, gpt, args.cpus_per_trial, args.concurrency,
                 args.seed, str(Path(args.space).resolve()) if args.space else None, data_dir, args.inject_nan_if,
                 experiment, str(Path(args.storage_path).expanduser().resolve()), args.subset, args.tracking_uri,
-                audit=args.audit)
+                audit=args.audit, scheduler=args.scheduler or ("moasha" if epochs >= 4 else "fifo"),
+                grace_period=args.grace_period, reduction_factor=args.reduction_factor)
         s.check()
         return s
+
+    @property
+    def rungs(self) -> list[int]:
+        """The epochs where trials are compared (moasha) and fully evaluated (both schedulers)."""
+        return rung_epochs(self.epochs, self.grace_period, self.reduction_factor)
 
     def space(self) -> search_space.SearchSpace:
         return search_space.load(self.defense, self.space_file, self.dataset)
@@ -191,6 +205,15 @@ def check_objective(spec: Any) -> dict[str, Any]:
     if "attack" in spec:
         attacks.ATTACKS.get(spec["attack"])
     return spec
+
+
+def rung_epochs(epochs: int, grace_period: int, reduction_factor: int) -> list[int]:
+    """The rungs below the last epoch: ``grace × η^k < epochs`` (grace 1, η 3, 5 epochs: [1, 3])."""
+    out, r = [], grace_period
+    while r < epochs:
+        out.append(r)
+        r *= reduction_factor
+    return out
 
 
 def parse_injection(text: str, space=None) -> tuple[str, float]:
@@ -225,5 +248,6 @@ def base_config(s: Settings) -> dict[str, Any]:
                  "num_threads": max(1, int(s.cpus_per_trial))},
         "objective": objective_spec(s, budget["objective_n"]),
         "sanity_n": budget["sanity_n"], "test_n": budget["test_n"],
+        "rungs": s.rungs, "checkpoint_minutes": CHECKPOINT_MINUTES,
         "inject_nan_if": list(parse_injection(s.inject_nan_if)) if s.inject_nan_if else None,
     }

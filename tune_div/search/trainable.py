@@ -6,23 +6,24 @@
 {"defense": "smd", "hparams": {"lam": 0.7}, "train": {"lr": 1e-3},           # sampled
  "base": {TrainConfig fields: dataset, arch, n_members, epochs, subset, ...},  # fixed for the search
  "objective": {"attack": "pgd_cw_logits", "eps": 0.1, "steps": 10, "n": 500, "seed": 0, "audit": "fast"},
- "sanity_n": 100, "test_n": 1000, "inject_nan_if": None,
+ "sanity_n": 100, "test_n": 1000, "inject_nan_if": None, "rungs": [1, 3], "checkpoint_minutes": 10,
  "blackbox": None | {"config": surrogate TrainConfig dict, "root": surrogate cache folder}}
 ```
 
-Every epoch it reports (``ray.tune.report``), with a checkpoint: ``val_clean_acc`` (the whole validation
-split, or ``base.val_subset``), the **proxy** ``val_proxy_acc`` (PGD-10 on the CW margin of the mean
-member logits on the objective's fixed, seeded validation subset of ``objective.n`` points, whose clean
-accuracy is ``proxy_clean_acc``), the loss parts, member accuracies, ``epoch_time_s``, the sanity
-``flags`` (comma-joined names, "" if none) and ``flagged`` (0/1). ``val_robust_acc`` is the robust
-objective: the proxy while training, and after the last epoch the **audit** (``val_audit_acc``, the
-strong adaptive suite of docs/audit.md on the same points), so the searcher learns from audited numbers;
-a proxy more than 0.05 above the audit raises ``proxy_inflated``. After the last epoch it also measures
-the test split (``test_clean_acc``, ``test_proxy_acc``) for reporting only; the test split's audit
-(``test_audit_acc`` = ``test_robust_acc``) is the front members' final report, measured after the
-search from their last checkpoints (:func:`audit_test_split`). With ``blackbox`` set it reports ``val_blackbox_acc``: the proxy's attack transferred
-from the search's surrogate (trained by the driver before any trial; its examples are cached).
-It resumes from ``ray.tune.get_checkpoint()``.
+Every epoch it reports (``ray.tune.report``) the training metrics and ``val_clean_acc`` (the whole
+validation split, or ``base.val_subset``). At the rung epochs (``rungs``: where the scheduler compares
+trials) and after the last epoch it also measures and checkpoints: the **proxy** ``val_proxy_acc``
+(PGD-10 on the CW margin of the mean member logits on the objective's fixed, seeded validation subset of
+``objective.n`` points, whose clean accuracy is ``proxy_clean_acc``); after the last epoch also the
+sanity ``flags`` (comma-joined names, "" if none) with ``flagged`` (0/1).
+Between rungs it checkpoints at least every ``checkpoint_minutes``. ``val_robust_acc`` is the robust
+objective: the proxy at rungs, and after the last epoch the **audit** (``val_audit_acc``, the strong
+adaptive suite of docs/audit.md on the same points), so the searcher learns from audited numbers; a proxy
+more than 0.05 above the audit raises ``proxy_inflated``. The test split is the final report of the
+front's members only, measured after the search from their last checkpoints (:func:`front_test_report`).
+With ``blackbox`` set it reports ``val_blackbox_acc``: the proxy's attack transferred from the search's
+surrogate (trained by the driver before any trial; its examples are cached). It resumes from
+``ray.tune.get_checkpoint()``.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from .. import attacks, data
 from ..eval import Surrogate, accuracy, audit, craft, eval_subset, proxy_inflation_flags, sanity_checks, sanity_flags
 from ..train import TrainConfig, Trainer
 from . import space as search_space
-from .settings import OBJECTIVE_DEFAULTS, check_objective
+from .settings import CHECKPOINT_MINUTES, FINAL, OBJECTIVE_DEFAULTS, check_objective
 
 CHECKPOINT_FILE = "state.pt"
 
@@ -84,41 +85,40 @@ class TransferObjective:
         return accuracy(model, x_adv, p.y)
 
 
-def final_metrics(model, cfg: TrainConfig, objective: dict[str, Any], val: ProxyObjective, val_proxy: float,
-                  audit_test: bool = False) -> dict[str, float]:
-    """What a finished trial reports beyond an epoch's metrics: the audit on the validation subset
-    (``val_audit_acc``, which becomes ``val_robust_acc``, the robust objective) and the test split's
-    clean and proxy accuracy, for reporting only. The test split's audit is the final report of the
-    front's members (:func:`audit_test_split`, run by the driver after the search); ``audit_test`` runs
-    it here instead (a single model: the naive baseline, a retrained config). Without an audit preset
-    the robust numbers are the proxy's."""
+def final_metrics(model, objective: dict[str, Any], val: ProxyObjective, val_proxy: float) -> dict[str, float]:
+    """After the last epoch: the audit on the validation subset (``val_audit_acc``, which becomes
+    ``val_robust_acc``, the robust objective). Without an audit preset the robust number is the proxy's."""
     preset = objective.get("audit")
     out = {"val_robust_acc": val_proxy}
     if preset:
         t0 = time.perf_counter()
         out["val_audit_acc"] = out["val_robust_acc"] = val.audit(model, preset)
         out["audit_time_s"] = time.perf_counter() - t0
-    test = ProxyObjective(cfg, objective, split="test", n=objective.get("test_n"))
-    out["test_clean_acc"], out["test_proxy_acc"] = test(model)
-    if not preset:
-        out["test_robust_acc"] = out["test_proxy_acc"]
-    elif audit_test:
-        out["test_audit_acc"] = out["test_robust_acc"] = test.audit(model, preset)
     return out
 
 
-def audit_test_split(config: dict[str, Any], checkpoint) -> dict[str, float]:
-    """The audit of a finished trial on the test points, from its last checkpoint (a Ray ``Checkpoint``):
-    the final report of a front member. Same subset, seed and thread count as the trial, so a retrained
-    exported config measures the same number."""
+def test_metrics(model, cfg: TrainConfig, objective: dict[str, Any]) -> dict[str, float]:
+    """The test split, for the final report only (DESIGN.md: never to choose among trials): clean and
+    proxy accuracy and, with an audit preset, the audited ``test_robust_acc`` (else the proxy's)."""
+    test = ProxyObjective(cfg, objective, split="test", n=objective.get("test_n"))
+    out: dict[str, float] = {}
+    out["test_clean_acc"], out["test_proxy_acc"] = test(model)
+    out["test_robust_acc"] = out["test_proxy_acc"]
+    if objective.get("audit"):
+        out["test_audit_acc"] = out["test_robust_acc"] = test.audit(model, objective["audit"])
+    return out
+
+
+def front_test_report(config: dict[str, Any], checkpoint) -> dict[str, float]:
+    """The test split of a finished trial, from its last checkpoint (a Ray ``Checkpoint``): the final
+    report of a front member, run by the driver after the search. Same subset, seed and thread count as
+    the trial, so a retrained exported config measures the same numbers."""
     cfg = train_config(config)
     trainer = Trainer(cfg)
     with checkpoint.as_directory() as d:
         trainer.load_checkpoint(Path(d) / CHECKPOINT_FILE)
     spec = {**OBJECTIVE_DEFAULTS, "test_n": config.get("test_n"), **(config.get("objective") or {})}
-    test = ProxyObjective(cfg, spec, split="test", n=spec["test_n"])
-    acc = test.audit(trainer.ensemble.eval(), spec["audit"])
-    return {"test_audit_acc": acc, "test_robust_acc": acc}
+    return test_metrics(trainer.ensemble.eval(), cfg, spec)
 
 
 def objective_metrics(trainer: Trainer, objective: dict) -> dict[str, float]:
@@ -127,11 +127,15 @@ def objective_metrics(trainer: Trainer, objective: dict) -> dict[str, float]:
     model = trainer.ensemble.eval()
     val = ProxyObjective(trainer.cfg, objective)
     _, proxy = val(model)
-    return {"val_proxy_acc": proxy, **final_metrics(model, trainer.cfg, objective, val, proxy, audit_test=True)}
+    return {"val_proxy_acc": proxy, **final_metrics(model, objective, val, proxy),
+            **test_metrics(model, trainer.cfg, objective)}
 
 
 def run_trial(config: dict[str, Any], report, checkpoint_dir: str | None = None) -> dict[str, Any]:
-    """The trial loop with an injectable ``report(metrics, state_path)``; the Ray trainable wraps it."""
+    """The trial loop with an injectable ``report(metrics, trainer or None)``: ``trainer`` is given when
+    the report should carry a checkpoint (at rungs, after the last epoch, and at least every
+    ``checkpoint_minutes``). The proxy runs at the rung epochs and after the last one, the sanity pass and
+    the audit after the last one; the other epochs report training metrics and validation clean accuracy."""
     cfg = train_config(config)
     trainer = Trainer(cfg)
     if checkpoint_dir and (Path(checkpoint_dir) / CHECKPOINT_FILE).is_file():
@@ -143,6 +147,8 @@ def run_trial(config: dict[str, Any], report, checkpoint_dir: str | None = None)
         transfer = TransferObjective(config["blackbox"], objective,
                                      f"{cfg.dataset}/val/n={spec['n']}/seed={spec['seed']}/val_size={cfg.val_size}")
     sanity_n = int(config.get("sanity_n", 100))
+    rungs = set(config.get("rungs") or [])
+    checkpoint_every = 60.0 * float(config.get("checkpoint_minutes") or CHECKPOINT_MINUTES)
     inject = config.get("inject_nan_if")  # fault injection for tests: [param, threshold]
     if inject and float(cfg.hparams.get(inject[0], float("-inf"))) > float(inject[1]):
         real_loss = trainer.defense.loss
@@ -153,21 +159,30 @@ def run_trial(config: dict[str, Any], report, checkpoint_dir: str | None = None)
 
         trainer.defense.loss = poisoned
     last: dict[str, Any] = {}
+    flags = {"flags": "", "flagged": 0}  # the last full evaluation's, carried over the epochs between
+    last_checkpoint = time.monotonic()
     while trainer.epoch < cfg.epochs:
         metrics = trainer.train_epoch()  # DivergenceError fails this trial with its reason
-        metrics.update(epoch_metrics(trainer.ensemble.eval(), cfg, spec, objective, transfer, sanity_n,
-                                     final=trainer.epoch == cfg.epochs, audit_test=bool(config.get("audit_test"))))
-        report(metrics, trainer)
+        final = trainer.epoch == cfg.epochs
+        if final or trainer.epoch in rungs:
+            metrics.update(epoch_metrics(trainer.ensemble.eval(), spec, objective, transfer, sanity_n, final))
+            flags = {k: metrics[k] for k in flags}
+            if final and config.get("test_report"):  # a single model (the naive baseline): its report now
+                metrics.update(test_metrics(trainer.ensemble, cfg, spec))
+        metrics.update({**flags, FINAL: final})
+        checkpoint = final or trainer.epoch in rungs or time.monotonic() - last_checkpoint >= checkpoint_every
+        report(metrics, trainer if checkpoint else None)
+        if checkpoint:
+            last_checkpoint = time.monotonic()
         last = metrics
     return last
 
 
-def epoch_metrics(model, cfg: TrainConfig, spec: dict[str, Any], objective: ProxyObjective,
-                  transfer: TransferObjective | None, sanity_n: int, final: bool,
-                  audit_test: bool = False) -> dict[str, Any]:
-    """The evaluation after an epoch: the proxy (and transfer), the sanity flags, and after the ``final``
-    epoch the audit and the test split (:func:`final_metrics`), with ``proxy_inflated`` if the proxy
-    overstates the audit."""
+def epoch_metrics(model, spec: dict[str, Any], objective: ProxyObjective, transfer: TransferObjective | None,
+                  sanity_n: int, final: bool) -> dict[str, Any]:
+    """The evaluation after a rung epoch or the ``final`` one: the proxy (and transfer); after the final
+    epoch also the sanity flags and the audit (:func:`final_metrics`), with ``proxy_inflated`` if the
+    proxy overstates the audit."""
     t0 = time.perf_counter()
     out: dict[str, Any] = {}
     out["proxy_clean_acc"], out["val_proxy_acc"] = objective(model)
@@ -178,17 +193,16 @@ def epoch_metrics(model, cfg: TrainConfig, spec: dict[str, Any], objective: Prox
         out["val_blackbox_acc"] = transfer(model)
         black = {objective.attack: {str(objective.eps): out["val_blackbox_acc"]}}
     flags = []
-    if sanity_n > 0:
+    if sanity_n > 0 and final:  # the flags decide the front: one pass on the final model is enough
         checks = sanity_checks(model, objective.x[:sanity_n], objective.y[:sanity_n], objective.eps)
         flags = sanity_flags(checks, white, black)
     out["eval_time_s"] = time.perf_counter() - t0
     if final:
-        out.update(final_metrics(model, cfg, spec, objective, out["val_proxy_acc"], audit_test))
+        out.update(final_metrics(model, spec, objective, out["val_proxy_acc"]))
         if "val_audit_acc" in out:
             flags += proxy_inflation_flags(white, {str(objective.eps): out["val_audit_acc"]})
     out["flags"] = ",".join(sorted({f["name"] for f in flags}))
     out["flagged"] = int(bool(flags))
-    out["done"] = final
     return out
 
 
@@ -197,6 +211,9 @@ def trainable(config: dict[str, Any]) -> None:
     from ray import tune
 
     def report(metrics, trainer):
+        if trainer is None:
+            tune.report(metrics)
+            return
         with tempfile.TemporaryDirectory() as d:
             trainer.save_checkpoint(Path(d) / CHECKPOINT_FILE)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))

@@ -21,7 +21,7 @@ from ..files import atomic_write_text
 from ..search import pareto
 from ..train import config_file
 from .tracker import FINAL_METRICS as METRICS
-from .tracker import PARENT_ROLE
+from .tracker import PARENT_ROLE, STOPPED_TAG
 from .uri import client_for
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -54,8 +54,11 @@ def trial_rows(client, parent) -> list[dict[str, Any]]:
     rows = []
     for r in runs:
         m = r.data.metrics
+        status = STATUS.get(r.info.status, r.info.status)
+        if STOPPED_TAG in r.data.tags:
+            status = f"STOPPED@{r.data.tags[STOPPED_TAG]}"
         rows.append({"trial_id": r.data.tags.get("tune_div.trial_id"), "run_id": r.info.run_id,
-                     "status": STATUS.get(r.info.status, r.info.status), "flags": r.data.tags.get("flags", ""),
+                     "status": status, "flags": r.data.tags.get("flags", ""),
                      **{k: m.get(f"final_{k}", m.get(k)) for k in METRICS}})
     return sorted(rows, key=lambda row: str(row["trial_id"]))
 

@@ -34,6 +34,7 @@ RETRAIN_ROLE = "retrain"
 FINAL_METRICS = ("val_clean_acc", "val_robust_acc", "val_proxy_acc", "val_audit_acc", "val_blackbox_acc",
                  "test_clean_acc", "test_robust_acc", "test_proxy_acc", "test_audit_acc")
 FINAL_ONLY = ("val_robust_acc", "test_robust_acc")
+STOPPED_TAG = "tune_div.stopped_at"  # the rung epoch a trial was stopped at
 LOGGED_METRICS_PREFIXES = ("val_", "test_", "part_", "train_loss", "epoch_time_s", "eval_time_s", "audit_time_s",
                            "proxy_", "lr", "flagged")
 
@@ -200,7 +201,11 @@ class SearchTracker:
         self.client.set_tag(run_id, "status", status)
         if error:
             self.client.set_tag(run_id, "tune_div.error", error[:5000])
-        self.client.set_terminated(run_id, {"TERMINATED": "FINISHED", "ERROR": "FAILED"}.get(status, "KILLED"))
+        stopped = status.startswith("STOPPED@")  # stopped at a rung by the scheduler: a normal end, not a kill
+        if stopped:
+            self.client.set_tag(run_id, STOPPED_TAG, status.split("@", 1)[1])
+        end = "FINISHED" if stopped else {"TERMINATED": "FINISHED", "ERROR": "FAILED"}.get(status, "KILLED")
+        self.client.set_terminated(run_id, end)
 
 
 def tag(k, v):
