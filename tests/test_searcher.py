@@ -58,3 +58,30 @@ def test_sampler_paper_point_first_fail_pruned_and_constraint_reach_the_study(sa
             assert t.constraints == pytest.approx({"clean_floor": FLOOR - told[t.number][0]})
     feasible = {t.number for t in study.trials if t.values and t.values[0] >= FLOOR}
     assert feasible and {t.number for t in study.best_trials} <= feasible  # the study alone knows the floor
+
+
+def test_a_restored_searcher_reattaches_and_closes_each_trial_once(tmp_path):
+    """After a killed driver the searcher may be restored from a snapshot older than the study: it finds
+    the Optuna trial of a Ray trial by its ``ray_trial_id``, closes it once, and leaves a closed one alone."""
+    from tune_div.search.searcher import RAY_TRIAL_ID, close_trial
+
+    s = settings(tmp_path, "random")
+    space = search_space.load("cldl", dataset="mnist")
+    first = make_searcher(s, space)
+    first.suggest("a")
+    first.suggest("b")  # the driver dies here: Optuna has a and b RUNNING
+    study = optuna.load_study(study_name="e", storage=f"sqlite:///{s.path / 'optuna.db'}")
+    assert [t.user_attrs[RAY_TRIAL_ID] for t in study.trials] == ["a", "b"]
+    restored = make_searcher(s, space)  # knows neither (it enqueues the paper point again: WAITING, unused)
+    done = {"val_clean_acc": 0.95, "val_robust_acc": 0.4, "flags": "", "final": True, "epoch": 9}
+    restored.on_trial_complete("b", done)
+    restored.on_trial_complete("b", {**done, "val_robust_acc": 0.9})  # told twice: the first stands
+    restored.on_trial_complete("a", None, error=True)
+    study = optuna.load_study(study_name="e", storage=f"sqlite:///{s.path / 'optuna.db'}")
+    by_id = {t.user_attrs[RAY_TRIAL_ID]: t for t in study.trials if RAY_TRIAL_ID in t.user_attrs}
+    assert len(by_id) == 2 and all(t.state.name == "WAITING" for t in study.trials if t.number > 1)  # re-attached
+    assert by_id["b"].state.name == "COMPLETE" and tuple(by_id["b"].values) == (0.95, 0.4)
+    assert by_id["b"].constraints == pytest.approx({"clean_floor": FLOOR - 0.95})
+    assert by_id["a"].state.name == "FAIL"
+    handle = optuna.trial.Trial(study, by_id["b"]._trial_id)
+    assert close_trial(study, handle, s.metrics, None, True, FLOOR) == "COMPLETE"  # already closed: unchanged

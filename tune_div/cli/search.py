@@ -39,6 +39,9 @@ def build_parser(prog: str = PROG) -> ArgumentParser:
                    help="moasha: stop trials dominated at rungs (default when a trial has >= 4 epochs); fifo: none")
     p.add_argument("--grace-period", type=int, default=1, help="first rung, in epochs (default 1)")
     p.add_argument("--reduction-factor", type=int, default=3, help="eta: rungs at grace x eta^k, the top 1/eta go on")
+    p.add_argument("--max-retries", type=int, default=2,
+                   help="retries of a trial whose worker or node is lost, from its last checkpoint (default 2); "
+                        "an error of the trial itself (divergence) is never retried")
     p.add_argument("--clean-floor", type=float, help="constraint: trials below this clean accuracy are infeasible")
     p.add_argument("--gpus", type=float, default=0, help="GPUs for the whole search (0: CPU)")
     p.add_argument("--gpus-per-trial", type=float, help="fractional allowed (default 1 if --gpus, else 0)")
@@ -70,6 +73,14 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
             if s.path.exists() and any(s.path.iterdir()):
                 raise UserError(f"experiment folder {s.path} exists already; use --resume {s.path} or another --experiment")
         result = runner.run(s, args.address, bool(args.resume), args.quiet)
+        if result["all_failed"]:
+            rows, first = result["rows"], result["all_failed"]
+            for r in rows:
+                print(f"  {r['trial_id']}: {r['status']}  {r['error']}")
+            print(f"every trial failed ({len(rows)}), nothing to put on a front; the first: [{first['trial_id']}] "
+                  f"{first['error']}  (all in {s.path / 'trials.csv'}, Ray's log in {s.path / runner.RAY_LOG})",
+                  file=sys.stderr)
+            return 1
         print_table(s, result["rows"], result["table"], result["baseline"])
         if result["interrupted"]:
             print(f"interrupted: continue with  {prog} --resume {s.path}", file=sys.stderr)

@@ -15,7 +15,7 @@ from ..train import config_file
 from . import pareto
 from .results import hparams_text, trial_error
 from .settings import FINAL, Settings
-from .trainable import train_config
+from .trainable import ERROR_KEY, train_config
 
 
 def trial_doc(s: Settings, trial_id: str, config: dict[str, Any], parent_run_id: str, run_id: str) -> dict[str, Any]:
@@ -33,6 +33,18 @@ def stop_status(result: dict | None) -> str | None:
     return None
 
 
+class RetryPolicy(tune.Callback):
+    """Which failures Ray retries (``FailureConfig(max_failures=--max-retries)``): a lost worker process or
+    node, from the trial's last checkpoint; never an error of the trial's own code (a divergence, a bug),
+    which would fail again. The trainable reports such an error (``trial_error``) before raising it, and
+    this turns retries off for that trial before Ray decides (Ray reads ``Trial.max_failures`` when the
+    failure arrives, after this result)."""
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if ERROR_KEY in result:
+            trial.max_failures = 0
+
+
 class TrialProgress(tune.Callback):
     """Prints ``[trial] hparams  epoch e/E  clean ...  proxy ...`` per epoch (``audit ...`` after the last
     one), and trial ends. The proxy is labelled as such: it is not the number the front is made of."""
@@ -41,7 +53,7 @@ class TrialProgress(tune.Callback):
         self.epochs, self.quiet = epochs, quiet
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        if self.quiet:
+        if self.quiet or ERROR_KEY in result:
             return
         hp = hparams_text({**trial.config.get("hparams", {}), **trial.config.get("train", {})})
         extra = "".join(f"  {label} {result[key]:.4f}" for label, key in
@@ -57,6 +69,12 @@ class TrialProgress(tune.Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         print(f"[{trial.trial_id}] FAILED: {trial_error(trial)}", flush=True)
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        epoch = (trial.last_result or {}).get("epoch")
+        print(f"[{trial.trial_id}] worker lost ({trial_error(trial)}); retry "
+              f"{trial.run_metadata.num_failures}/{trial.max_failures} from "
+              f"{f'the checkpoint of epoch {epoch}' if epoch else 'the start'}", flush=True)
 
 
 class MLflowLogger(tune.Callback):
@@ -76,6 +94,8 @@ class MLflowLogger(tune.Callback):
                            lambda run_id: trial_doc(s, trial.trial_id, trial.config, parent, run_id))
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
+        if ERROR_KEY in result:
+            return
         self.last[trial.trial_id] = result
         self.tracker.log_epoch(trial.trial_id, result)
 

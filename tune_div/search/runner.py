@@ -1,12 +1,18 @@
 """Running a search: join or start Ray, build the Tuner, run it, publish the front.
 
-Order matters for "nothing written on bad input" and for resume: the cluster's resources are checked
-before anything is written; the MLflow parent run exists before ``search.json`` is written (once), so a
-resumed search re-attaches to it.
+Order matters for "nothing written on bad input" and for resume: the inputs (dataset, search space,
+storage, MLflow store) are checked before Ray starts, the cluster's resources before anything is
+written; the MLflow parent run exists before ``search.json`` is written (once), so a resumed search
+re-attaches to it. A resume first :func:`reconcile`\ s what a killed driver left behind.
+
+What survives what (README, "Clusters"): a lost worker process or node -> the trial is retried from its
+last checkpoint (``--max-retries``, every epoch is checkpointed); an error of the trial's own code
+(divergence) -> failed at once, never retried; Ctrl-C or ``kill -9`` of the driver -> ``--resume``.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from pathlib import Path
@@ -17,7 +23,35 @@ from ..errors import UserError
 from ..files import atomic_write_text
 from . import baseline, pareto
 from .results import collect, write_results
-from .settings import Settings, base_config
+from .settings import FINAL, Settings, base_config
+
+RAY_LOG = "ray.log"  # Ray's own log lines and tracebacks, kept out of the terminal
+LOST = ("lost: the driver was killed after this trial was created and before Ray recorded it; "
+        "Ray runs its replacement instead")
+
+
+def quiet_ray(log_file: Path | None = None) -> None:
+    """Ray's banners, hints and tracebacks go to ``log_file`` (``<experiment>/ray.log``), not the terminal;
+    the trial's one-line reason is printed by the search's own callbacks. Before the experiment folder
+    exists (nothing may be written yet) they are dropped. Optuna's and MLflow's info lines too."""
+    ray_logger = logging.getLogger("ray")
+    for lg in [ray_logger] + [logging.getLogger(n) for n in list(logging.root.manager.loggerDict)
+                              if n.startswith("ray.")]:
+        for h in list(getattr(lg, "handlers", [])):
+            lg.removeHandler(h)
+    ray_logger.propagate = False
+    ray_logger.addHandler(logging.FileHandler(log_file) if log_file else logging.NullHandler())
+    ray_logger.setLevel(logging.INFO if log_file else logging.ERROR)
+    # Ray Tune's new output engine prints its config table, TensorBoard hint and per-trial tables even at
+    # verbose=0; the legacy one is silent at verbose=0. The search prints its own lines.
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    import mlflow  # noqa: F401  (configures its logger on import; the level below must come after)
+    import optuna
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def connect(s: Settings, address: str | None) -> dict[str, float]:
@@ -47,9 +81,31 @@ def connect(s: Settings, address: str | None) -> dict[str, float]:
     return {"GPU": have_gpu, "CPU": have_cpu}
 
 
+def check_writable(path: Path) -> None:
+    """``path`` exists as a writable folder or can be created (its nearest existing parent is one)."""
+    p = path
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    if not p.is_dir() or not os.access(p, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write the results under {path}: {p} is not a writable folder; "
+                        "pass --storage-path a folder you can write (shared by all nodes on a cluster)")
+
+
+def check_data(s: Settings) -> None:
+    """Both splits of the dataset can be read (or downloaded, when online) before Ray starts."""
+    from .. import data
+
+    for split in ("train", "test"):
+        data.load(s.dataset, split, root=s.data_dir, subset=1)
+
+
 def preflight(s: Settings, resume: bool) -> None:
-    """The stores a search will write to can be read: the MLflow store, and on resume the Ray experiment
-    state and the Optuna study. One line and nothing written otherwise."""
+    """Before Ray starts: the dataset can be read, the search space loads, the storage path is writable,
+    the MLflow store can be read; on resume also the Ray experiment state and the Optuna study. One line
+    and nothing written otherwise."""
+    s.space()
+    check_data(s)
+    check_writable(s.path)
     tracking.check_store(s.mlflow_uri)
     if not resume:
         return
@@ -86,7 +142,8 @@ def prepare_surrogate(s: Settings, param_space: dict[str, Any], quiet: bool) -> 
 
 
 def tracker_for(s: Settings) -> tracking.SearchTracker:
-    return tracking.SearchTracker(s.mlflow_uri, s.mlflow_experiment, tracking.artifact_root(s.storage_path),
+    # a sqlite store keeps artifacts beside it; a server (on a cluster) keeps its own
+    return tracking.SearchTracker(s.mlflow_uri, s.mlflow_experiment, tracking.artifact_root_for(s.mlflow_uri),
                                   s.parent_run_id)
 
 
@@ -97,13 +154,17 @@ def run(s: Settings, address: str | None, resume: bool, quiet: bool) -> dict[str
     # The proxy is measured at rungs and at the end, not every epoch: results between rungs do not carry
     # the robust objective, which Ray would otherwise refuse.
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+    # Ray's snapshot of the experiment (which trials exist, their last checkpoint) at most 1 s old: after a
+    # kill -9 of the driver a trial continues from the checkpoint of its last reported epoch.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
     from ray import tune
 
-    from .callbacks import MLflowLogger, TrialProgress
+    from .callbacks import MLflowLogger, RetryPolicy, TrialProgress
     from .scheduler import MOASHA
     from .searcher import make_searcher
     from .trainable import trainable
 
+    quiet_ray()
     preflight(s, resume)
     res = connect(s, address)  # fails on resources before anything is written
     space = s.space()
@@ -118,6 +179,7 @@ def run(s: Settings, address: str | None, resume: bool, quiet: bool) -> dict[str
          "objectives": ",".join(s.metrics), "budget": s.budget, "tune_div.experiment_dir": str(s.path)})
     if not resume:
         s.save()
+    quiet_ray(s.path / RAY_LOG)
     if not quiet:
         print(f"{'resuming' if resume else 'searching'} {s.defense} on {s.dataset} ({s.members} x {s.arch}, "
               f"{s.epochs} epochs, {s.samples} trials, budget {s.budget}), sampler {s.sampler}, objectives "
@@ -128,10 +190,11 @@ def run(s: Settings, address: str | None, resume: bool, quiet: bool) -> dict[str
     if resume:
         tuner = tune.Tuner.restore(str(s.path), trainable=fn, resume_unfinished=True, resume_errored=False,
                                    restart_errored=False)
+        reconcile(s, tuner, tracker, quiet)
     else:
         run_config = tune.RunConfig(name=s.experiment, storage_path=s.storage_path, verbose=0,
-                                    callbacks=[TrialProgress(s.epochs, quiet), MLflowLogger(s, tracker)],
-                                    failure_config=tune.FailureConfig(max_failures=0),
+                                    callbacks=[RetryPolicy(), TrialProgress(s.epochs, quiet), MLflowLogger(s, tracker)],
+                                    failure_config=tune.FailureConfig(max_failures=s.max_retries),
                                     checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
         scheduler = (MOASHA(s.metrics[:2], s.epochs, s.grace_period, s.reduction_factor, record_dir=s.path)
                      if s.scheduler == "moasha" else None)  # at rungs val_robust_acc is the proxy
@@ -141,6 +204,14 @@ def run(s: Settings, address: str | None, resume: bool, quiet: bool) -> dict[str
     rows = collect(tuner.fit(), stopped_trials(s.path))
     tracker.attach_children()  # the callback may be a restored copy: read the child runs back from MLflow
     interrupted = len(rows) < s.samples or any(r["status"] == "UNFINISHED" for r in rows)
+    if not interrupted and not any(r["status"] == "TERMINATED" for r in rows):  # nothing to put on a front
+        finish_baseline(naive, True, quiet)
+        table = pareto.pareto_table(rows, objectives=(s.metrics[0], s.metrics[1]), clean_floor=s.clean_floor)
+        write_results(s, rows, table, None)
+        tracker.end_parent("FAILED")
+        failed = sorted((r for r in rows if r["status"] == "ERROR"), key=creation_order)
+        return {"rows": rows, "table": table, "interrupted": False, "baseline": None,
+                "all_failed": failed[0] if failed else {"trial_id": "-", "error": "no trial ran to its last epoch"}}
     if naive is None and not interrupted:
         naive = start_baseline(s, param_space)
     table = pareto.pareto_table(rows, objectives=(s.metrics[0], s.metrics[1]), clean_floor=s.clean_floor)
@@ -151,7 +222,50 @@ def run(s: Settings, address: str | None, resume: bool, quiet: bool) -> dict[str
     files = write_results(s, rows, table, base)
     publish(s, tracker, space, rows, table, files, base)
     tracker.end_parent("KILLED" if interrupted else "FINISHED")
-    return {"rows": rows, "table": table, "interrupted": interrupted, "baseline": base}
+    return {"rows": rows, "table": table, "interrupted": interrupted, "baseline": base, "all_failed": None}
+
+
+def creation_order(row: dict[str, Any]) -> int:
+    """A trial's index in the search, from its Ray folder name ``trainable_<id>_<index>_...``."""
+    try:
+        return int(Path(str(row.get("path"))).name.split("_")[2])
+    except (IndexError, ValueError):
+        return 1 << 30
+
+
+def reconcile(s: Settings, tuner, tracker: tracking.SearchTracker, quiet: bool) -> None:
+    """Close what a killed driver left open, before the resumed search runs. Ray's restored state decides:
+    a trial Ray still has unfinished is continued from its checkpoint (its Optuna trial stays RUNNING and
+    the searcher re-attaches it by ``ray_trial_id``); a trial Ray finished gets the end it had in Optuna
+    and MLflow; a trial Ray never recorded (created in the instant before the kill) is closed as FAIL in
+    Optuna and its MLflow run, which belongs to no trial, is deleted (lifecycle ``deleted``)."""
+    import optuna
+
+    from .searcher import RAY_TRIAL_ID, close_trial
+
+    rows = {str(r["trial_id"]): r for r in collect(tuner.get_results(), stopped_trials(s.path))}
+
+    def result_of(r):
+        return {**{k: r.get(k) for k in s.metrics}, "val_clean_acc": r.get("val_clean_acc"), "flags": r["flags"],
+                "epoch": r["epoch"], FINAL: r["status"] == "TERMINATED"}
+
+    study = optuna.load_study(study_name=s.experiment, storage=f"sqlite:///{s.path / 'optuna.db'}")
+    lost = 0
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        r = rows.get(str(t.user_attrs.get(RAY_TRIAL_ID)))
+        if r is not None and r["status"] == "UNFINISHED":
+            continue
+        ot = optuna.trial.Trial(study, t._trial_id)  # Optuna has no public handle on an open trial by number
+        if r is None:
+            ot.set_user_attr("lost", LOST)
+            lost += 1
+        close_trial(study, ot, s.metrics, None if r is None else result_of(r), r is None or r["status"] == "ERROR",
+                    s.clean_floor)
+    ends = {tid: (r["status"], result_of(r), r["error"]) for tid, r in rows.items()}
+    deleted = tracker.reconcile(ends, LOST)
+    if not quiet and (lost or deleted):
+        print(f"closed what the killed driver left: {lost} Optuna trial(s) FAIL, {len(deleted)} MLflow run(s) "
+              "of trials Ray never recorded deleted", flush=True)
 
 
 def stopped_trials(path: Path) -> dict[str, int]:

@@ -6,7 +6,9 @@ sampler's model. :class:`ParetoOptunaSearch` tells FAIL instead, PRUNED for a tr
 stopped at a rung (its values are partial too), and sets on every finished trial the
 constraint ``clean_floor`` (``floor − clean accuracy``, feasible when <= 0) with Optuna 5's
 ``Trial.set_constraint``, which every sampler and ``study.best_trials`` read (the samplers'
-``constraints_func`` is deprecated since Optuna 5.0), plus its flags and its Ray trial id.
+``constraints_func`` is deprecated since Optuna 5.0), plus its flags. Every Optuna trial carries its Ray
+trial id (user attribute ``ray_trial_id``) from the moment it is asked: :func:`close_trial` is also how
+``runner.reconcile`` closes the trials a killed driver left RUNNING.
 """
 
 from __future__ import annotations
@@ -34,30 +36,67 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     raise ValueError(f"unknown sampler '{name}'; choose one of: {', '.join(SAMPLERS)}")
 
 
+RAY_TRIAL_ID = "ray_trial_id"  # user attribute: the Ray trial an Optuna trial belongs to, set when asked
+
+
+def close_trial(study: optuna.Study, ot_trial, metrics: list[str], result: dict | None, error: bool,
+                clean_floor: float | None) -> str:
+    """Tell ``study`` how a trial ended; returns the Optuna state's name. A result of the last epoch is
+    COMPLETE (with the clean-floor constraint and the flags), an earlier one was stopped at a rung (PRUNED:
+    partial values), an error or no result is FAIL. A trial Optuna has closed already is left alone."""
+    number = ot_trial.number
+    frozen = study.get_trials(deepcopy=False)[number]
+    if frozen.state.is_finished():
+        return frozen.state.name
+    values = [result.get(m) for m in metrics] if result else None
+    if error or not result or any(v is None for v in values):
+        study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
+        return "FAIL"
+    if not result.get(FINAL):
+        # Stopped at a rung by the scheduler: PRUNED, so its partial values never enter the front or the
+        # sampler's model as if they were final.
+        ot_trial.set_user_attr("stopped_at", result.get("epoch"))
+        study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
+        return "PRUNED"
+    if clean_floor is not None:
+        ot_trial.set_constraint(CLEAN_FLOOR, float(clean_floor - result.get("val_clean_acc", 0.0)))
+    ot_trial.set_user_attr("flags", result.get("flags", ""))
+    study.tell(ot_trial, values=[float(v) for v in values], state=optuna.trial.TrialState.COMPLETE)
+    return "COMPLETE"
+
+
 class ParetoOptunaSearch(OptunaSearch):
-    """OptunaSearch that tells Optuna FAIL for errored trials and records the clean-floor constraint and
-    the sanity flags on each finished trial."""
+    """OptunaSearch that tells Optuna FAIL for errored trials, PRUNED for stopped ones, records the
+    clean-floor constraint and the sanity flags, and survives a killed driver: every Optuna trial carries
+    its Ray trial id from the moment it is asked, so a restored searcher that does not know a trial Ray
+    resumes finds it again in the study."""
 
     def __init__(self, *args: Any, clean_floor: float | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self._clean_floor = clean_floor
 
+    def suggest(self, trial_id: str) -> dict | None:
+        config = super().suggest(trial_id)
+        if config is not None:
+            self._ot_trials[trial_id].set_user_attr(RAY_TRIAL_ID, trial_id)
+        return config
+
+    def _find(self, trial_id: str):
+        """The Optuna trial of Ray trial ``trial_id``: known, or re-attached from the study by its id."""
+        if trial_id not in self._ot_trials:
+            for t in self._ot_study.get_trials(deepcopy=False):
+                if t.user_attrs.get(RAY_TRIAL_ID) == trial_id:
+                    self._ot_trials[trial_id] = optuna.trial.Trial(self._ot_study, t._trial_id)
+                    break
+        return self._ot_trials.get(trial_id)
+
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        ot_trial = self._ot_trials.get(trial_id)
-        if ot_trial is not None and result and not error and not result.get(FINAL):
-            # Stopped at a rung by the scheduler: PRUNED, so its partial values never enter the front or the
-            # sampler's model as if they were final.
-            ot_trial.set_user_attr("stopped_at", result.get("epoch"))
-            ot_trial.set_user_attr("ray_trial_id", trial_id)
-            self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
-            self._completed_trials.add(trial_id)
+        if trial_id in self._completed_trials:
             return
-        if ot_trial is not None and result and not error:
-            if self._clean_floor is not None:
-                ot_trial.set_constraint(CLEAN_FLOOR, float(self._clean_floor - result.get("val_clean_acc", 0.0)))
-            ot_trial.set_user_attr("flags", result.get("flags", ""))
-            ot_trial.set_user_attr("ray_trial_id", trial_id)
-        super().on_trial_complete(trial_id, None if error else result, error)
+        ot_trial = self._find(trial_id)
+        if ot_trial is not None:
+            close_trial(self._ot_study, ot_trial, self.metric, None if error else result, error, self._clean_floor)
+        self._completed_trials.add(trial_id)
 
 
 def make_searcher(s: Settings, space) -> ParetoOptunaSearch:

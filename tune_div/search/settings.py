@@ -32,7 +32,6 @@ OBJECTIVE_DEFAULTS = {"attack": "pgd_cw_logits", "steps": 10, "n": 500, "seed": 
 AUDITS = ("off", "fast", "standard")
 SCHEDULERS = ("fifo", "moasha")
 FINAL = "final"  # result key: True on a trial's last epoch (not Ray's reserved "done", which a stop sets too)
-CHECKPOINT_MINUTES = 10  # between rungs, a trial still checkpoints this often (fault tolerance)
 SETTINGS_FILE = "search.json"
 
 # Budgets: smoke finishes on a 2-core CPU in a few minutes; paper uses the papers' epochs, full data.
@@ -54,6 +53,7 @@ SETTINGS_DOMAINS = {
     "inject_nan_if": Maybe(Text()), "experiment": Text(), "storage_path": Text(), "subset": Maybe(COUNT),
     "tracking_uri": Maybe(Text()), "parent_run_id": Maybe(Text()), "audit": OneOf(AUDITS),
     "scheduler": OneOf(SCHEDULERS), "grace_period": COUNT, "reduction_factor": Int(min=2),
+    "max_retries": Int(min=0),
 }
 
 
@@ -86,6 +86,7 @@ class Settings:
     scheduler: str = "fifo"
     grace_period: int = 1
     reduction_factor: int = 3
+    max_retries: int = 2  # a trial whose worker is lost is retried this often from its last checkpoint
 
     @property
     def metrics(self) -> list[str]:
@@ -180,7 +181,7 @@ class Settings:
                 args.seed, str(Path(args.space).resolve()) if args.space else None, data_dir, args.inject_nan_if,
                 experiment, str(Path(args.storage_path).expanduser().resolve()), args.subset, args.tracking_uri,
                 audit=args.audit, scheduler=args.scheduler or ("moasha" if epochs >= 4 else "fifo"),
-                grace_period=args.grace_period, reduction_factor=args.reduction_factor)
+                grace_period=args.grace_period, reduction_factor=args.reduction_factor, max_retries=args.max_retries)
         s.check()
         return s
 
@@ -248,6 +249,6 @@ def base_config(s: Settings) -> dict[str, Any]:
                  "num_threads": max(1, int(s.cpus_per_trial))},
         "objective": objective_spec(s, budget["objective_n"]),
         "sanity_n": budget["sanity_n"], "test_n": budget["test_n"],
-        "rungs": s.rungs, "checkpoint_minutes": CHECKPOINT_MINUTES,
+        "rungs": s.rungs,
         "inject_nan_if": list(parse_injection(s.inject_nan_if)) if s.inject_nan_if else None,
     }

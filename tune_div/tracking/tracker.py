@@ -114,6 +114,26 @@ class SearchTracker:
                 hist = self.client.get_metric_history(run.info.run_id, "val_clean_acc")
                 self.logged_step[run.info.run_id] = max((m.step for m in hist), default=0)
 
+    def reconcile(self, ends: dict[str, tuple[str, dict | None, str]], lost_reason: str) -> list[str]:
+        """After a killed driver: ``ends`` maps every trial Ray knows to (status, last result, error). A
+        child of a trial Ray finished that is still RUNNING gets that end; a child of a trial Ray never
+        recorded belongs to no trial: it is marked FAILED with ``lost_reason`` and deleted. Returns the
+        deleted children's trial ids."""
+        self.attach_children()
+        deleted = []
+        for tid, run_id in list(self.children.items()):
+            if tid not in ends:
+                self.client.set_tag(run_id, "tune_div.error", lost_reason)
+                self.client.set_terminated(run_id, "FAILED")
+                self.client.delete_run(run_id)
+                del self.children[tid]
+                deleted.append(tid)
+                continue
+            status, last, error = ends[tid]
+            if status != "UNFINISHED" and self.client.get_run(run_id).info.status == "RUNNING":
+                self.finish_child(tid, status, last, error)
+        return deleted
+
     def child_runs(self):
         return self.client.search_runs([self.experiment_id], f"tags.mlflow.parentRunId = '{self.parent_run_id}'",
                                        max_results=5000)
