@@ -24,6 +24,16 @@ def _find_real_data() -> Path | None:
     return None
 
 
+@pytest.fixture
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 @pytest.fixture(scope="session")
 def real_data() -> Path:
     """The folder with the real MNIST / Fashion-MNIST archives (read-only is fine).

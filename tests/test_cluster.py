@@ -10,7 +10,6 @@ import csv
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -108,16 +107,10 @@ def test_kill_9_of_the_driver_at_two_moments_then_resume_leaves_nothing_open(rea
     assert_nothing_left_open(exp, f"sqlite:///{tmp_path / 'mlflow.db'}", rows)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
-def mlflow_server(tmp_path):
+def mlflow_server(tmp_path, free_port):
     """A real ``mlflow server`` on 127.0.0.1 and a free port, stopped (with its workers) at the end."""
-    port = free_port()
+    port = free_port
     proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
                              "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
                              "--artifacts-destination", str(tmp_path / "server-artifacts"), "--workers", "1"],

@@ -191,13 +191,10 @@ def test_export_from_mlflow_alone_and_retrain_reproduces_the_trial(smoke, real_d
     assert retrain.data.tags["tune_div.source_run_id"] == best["source"]["run_id"]
 
 
-def test_ui_serves_the_store_and_stops_on_ctrl_c(smoke):
-    import socket
+def test_ui_serves_the_store_and_stops_on_ctrl_c(smoke, free_port):
     import urllib.request
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port
     p = subprocess.Popen([sys.executable, "-m", "tune_div.ui", "--storage", str(smoke["storage"]), "--port", str(port)],
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
     try:

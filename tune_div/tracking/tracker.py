@@ -115,11 +115,10 @@ class SearchTracker:
                 self.logged_step[run.info.run_id] = max((m.step for m in hist), default=0)
 
     def reconcile(self, ends: dict[str, tuple[str, dict | None, str]], lost_reason: str) -> list[str]:
-        """After a killed driver: ``ends`` maps every trial Ray knows to (status, last result, error). A
-        child of a trial Ray finished that is still RUNNING gets that end; a child of a trial Ray never
-        recorded belongs to no trial: it is marked FAILED with ``lost_reason`` and deleted. Returns the
-        deleted children's trial ids."""
-        self.attach_children()
+        """After a killed driver, once :meth:`start_parent` has re-attached the children: ``ends`` maps every
+        trial Ray knows to (status, last result, error). A child of a trial Ray finished that is still
+        RUNNING gets that end; a child of a trial Ray never recorded belongs to no trial: it is marked
+        FAILED with ``lost_reason`` and deleted. Returns the deleted children's trial ids."""
         deleted = []
         for tid, run_id in list(self.children.items()):
             if tid not in ends:
