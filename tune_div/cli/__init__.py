@@ -20,6 +20,7 @@ COMMANDS = {
     "evaluate": ("evaluate", "robust accuracy of a saved ensemble under the threat models, with sanity flags"),
     "export": ("export", "write a search's Pareto, best-robust and knee configs from MLflow"),
     "ui": ("ui", "browse the searches in the MLflow UI"),
+    "reproduce": ("reproduce", "reproduce a paper's table (smd-table) next to the paper's numbers"),
 }
 
 

@@ -34,7 +34,8 @@ def build_parser(prog: str = PROG) -> ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the subset (and of the validation split)")
     p.add_argument("--black-box", action="store_true", help="transfer from a cached naive surrogate ensemble")
     p.add_argument("--no-white-box", action="store_true", help="skip the white-box attacks (e.g. black-box only)")
-    p.add_argument("--surrogate-epochs", type=int, default=5)
+    p.add_argument("--surrogate-epochs", type=int, help="default: the evaluated model's own training routine "
+                   "(recorded in its file; else the dataset's paper epochs)")
     p.add_argument("--transfer-matrix", action="store_true", help="member-to-member transferability (first attack/eps)")
     p.add_argument("--curves", action="store_true", help="robust accuracy over the dataset's eps grid")
     p.add_argument("--attack-option", action="append", metavar="ATTACK:KEY=VALUE[,KEY=VALUE]",
@@ -78,7 +79,8 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
             for e in eps:
                 check(f"--eps (for {name})", "eps", e, domain)
         check("--seed", "seed", args.seed, SEED)
-        check("--surrogate-epochs", "epochs", args.surrogate_epochs, COUNT)
+        if args.surrogate_epochs is not None:
+            check("--surrogate-epochs", "epochs", args.surrogate_epochs, COUNT)
         spec = EvalSpec(dataset=args.dataset, attacks=names, eps=eps,
                         split=args.split, n=n, seed=args.seed, white_box=not args.no_white_box,
                         black_box=args.black_box, transfer=args.transfer_matrix, curves=args.curves,

@@ -1,12 +1,13 @@
 """``tune-div list [KIND] [PATTERN]``: what is registered, optionally one kind and a wildcard.
 
 Kinds: defenses (with their paper hyperparameters), datasets (with their default architecture, epochs
-and objective ε), architectures, attacks (with their library), samplers, budgets.
+and objective ε), architectures, attacks (with their library), samplers, budgets, protocols (paper
+reproductions).
 """
 
 from __future__ import annotations
 
-from .. import attacks, data, defenses, models
+from .. import attacks, data, defenses, models, reproduce
 from ..search.settings import BUDGETS, SAMPLERS
 from .common import ArgumentParser, cli_errors
 
@@ -25,10 +26,12 @@ def _entries(kind: str, pattern: str | None) -> list[str]:
         return [f"{n} ({attacks.ATTACKS.get(n).source})" for n in attacks.names(pattern)]
     if kind == "samplers":
         return [s + (" (default, constant liar)" if s == "tpe" else "") for s in SAMPLERS]
+    if kind == "protocols":
+        return [f"{n} ({reproduce.get(n).summary})" for n in reproduce.names(pattern)]
     return [b + (" (default)" if b == "small" else "") for b in BUDGETS]
 
 
-KINDS = ("defenses", "datasets", "architectures", "attacks", "samplers", "budgets")
+KINDS = ("defenses", "datasets", "architectures", "attacks", "samplers", "budgets", "protocols")
 
 
 def build_parser(prog: str = PROG) -> ArgumentParser:

@@ -20,6 +20,7 @@ from ..models.base import ACTIVATIONS
 from ..domains import COUNT, check
 from ..search.settings import check_objective
 from ..train import TrainConfig, Trainer, checkpoint, config_file
+from ..train.config import SCHEDULES
 from .common import ArgumentParser, check_outputs_writable, cli_errors, fail, parse_key_values
 
 PROG = "tune-div train"
@@ -32,7 +33,12 @@ def build_parser(prog: str = PROG) -> ArgumentParser:
     p.add_argument("--dataset", help=f"one of: {', '.join(data.names())} (default mnist)")
     p.add_argument("--arch", help=f"one of: {', '.join(models.names())} (default: the dataset's)")
     p.add_argument("--members", type=int, dest="n_members", help="ensemble size (default 3)")
-    p.add_argument("--epochs", type=int)
+    p.add_argument("--epochs", type=int, help="default: the dataset's paper epochs (50 MNIST-like, 200 CIFAR)")
+    p.add_argument("--schedule", choices=SCHEDULES, help="LR schedule: multistep (default) or plateau")
+    p.add_argument("--early-stop-patience", type=int, help="stop when the validation loss has not improved "
+                   "for this many epochs (--epochs is then the cap)")
+    p.add_argument("--paper-routine", action="store_true", help="train with the defense's own paper's routine "
+                   "where it differs (drelu: plateau schedule, early stopping, up to 2000 epochs)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--weight-decay", type=float)
@@ -60,7 +66,8 @@ def build_parser(prog: str = PROG) -> ArgumentParser:
 def config_from_args(args, doc: dict | None = None) -> TrainConfig:
     overrides = {k: getattr(args, k) for k in ("defense", "dataset", "arch", "n_members", "epochs", "batch_size",
                                                "lr", "weight_decay", "seed", "subset", "val_subset",
-                                               "activation", "data_dir", "device")}
+                                               "activation", "data_dir", "device", "schedule",
+                                               "early_stop_patience")}
     overrides["adv_train"] = None
     hparams = parse_key_values(args.hparam)
     if args.adv_train:
@@ -72,7 +79,9 @@ def config_from_args(args, doc: dict | None = None) -> TrainConfig:
         return config_file.to_train_config(doc, **overrides)
     if not args.defense:
         raise UserError(f"--defense is required (one of: {', '.join(defenses.names())}) unless --config is given")
-    return TrainConfig.from_dict({**{k: v for k, v in overrides.items() if v is not None}, "hparams": hparams})
+    routine = defenses.DEFENSES.get(args.defense).paper_training if args.paper_routine else {}
+    return TrainConfig.from_dict({**routine, **{k: v for k, v in overrides.items() if v is not None},
+                                  "hparams": hparams})
 
 
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:
@@ -95,7 +104,9 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
         if cfg.adv_train:
             print(f"adversarial training: {cfg.adv_train}")
         trainer = Trainer(cfg)
-        print(f"training {cfg.defense} on {cfg.dataset}: {cfg.n_members} x {cfg.arch}, {cfg.epochs} epoch(s), "
+        routine = (f", {cfg.schedule} LR schedule" + (f", early stopping after {cfg.early_stop_patience} epochs "
+                   "without a better validation loss" if cfg.early_stop_patience else ""))
+        print(f"training {cfg.defense} on {cfg.dataset}: {cfg.n_members} x {cfg.arch}, {cfg.epochs} epoch(s){routine}, "
               f"{len(trainer.train_loader.labels)} train / {len(trainer.val_loader.labels)} val images, "
               f"device {trainer.device}", flush=True)
 
@@ -109,6 +120,9 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
             history = trainer.fit(callback=report, checkpoint_path=args.checkpoint)
         except DivergenceError as exc:
             fail(prog, f"training diverged: {exc}")
+        if trainer.stopped_early:
+            print(f"stopped early after epoch {trainer.epoch}: no better validation loss for "
+                  f"{cfg.early_stop_patience} epochs")
         test_acc, test_members = trainer.test_accuracy(args.test_subset)
         print(f"test acc {test_acc:.4f} (members {' '.join(f'{a:.4f}' for a in test_members)})")
         result = {"config": cfg.to_dict(), "history": history,
@@ -129,7 +143,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
             if doc.get("metrics"):
                 result["source_metrics"] = doc["metrics"]
         if args.save_model:
-            models.save_ensemble(trainer.ensemble.cpu(), args.save_model)
+            models.save_ensemble(trainer.ensemble.cpu(), args.save_model, cfg.to_dict())
             print(f"ensemble written to {args.save_model}")
         if args.out:
             atomic_write_text(args.out, json.dumps(result, indent=2))

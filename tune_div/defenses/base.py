@@ -32,6 +32,9 @@ class Defense(nn.Module):
     # The paper's values where they differ per dataset (override ``defaults`` for that dataset).
     dataset_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
     model_options: ClassVar[dict[str, Any]] = {}
+    # TrainConfig fields of the defense's own paper where its routine differs from the dataset's
+    # (D-ReLU: plateau schedule and early stopping); applied by ``tune-div train --paper-routine``.
+    paper_training: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, **hparams: Any):
         super().__init__()

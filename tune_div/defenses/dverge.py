@@ -4,12 +4,30 @@ generation of ensembles"), the baseline of the SMD and CLDL papers.
 Each epoch picks a random layer l. For every member j, feature distillation crafts
     x'_j = argmin_{‖z − x‖∞ ≤ ε} ‖f_j^l(z) − f_j^l(x_t)‖²
 an image that looks like the source x (label y) but carries, at member j's layer l, the features of a
-target image x_t (here: another image of the same batch, a seeded permutation). Member i is then trained
-with cross-entropy on the examples distilled from the *other* members, with the source labels:
+target image x_t. Member i is then trained with cross-entropy on the examples distilled from the
+*other* members, with the source labels:
     L = Σ_i Σ_{j≠i} CE(f_i(x'_j), y)
-Distillation: ε = 0.07, step 0.007, 10 signed-gradient steps (the paper's MNIST/CIFAR settings), no
-random start, members in eval mode while distilling. A one-member "ensemble" has no other members; it
-falls back to plain cross-entropy.
+A one-member "ensemble" has no other members; it falls back to plain cross-entropy.
+
+What the paper and its reference code (github.com/zjysteven/DVERGE, ``distillation.py`` and
+``train/train_dverge.py``) do, and the defaults here:
+- the layer is drawn uniformly each epoch from *every* layer: each activation's input (after batch norm,
+  before the ReLU; in a residual block after the shortcut is added) plus the logits, 20 layers for
+  ResNet-20 and 5 for LeNet-5 (``Member.layer_features``);
+- the distillation step is the momentum sign step: g ← μ·g + ∇/‖∇‖₁ (per sample, μ = 1), z ← z − α·sign(g),
+  projected on the ε ball and [0, 1]; ε = 0.07, α = 0.007, 10 steps, no random start (the paper's
+  CIFAR-10 values; the DVERGE paper has no MNIST experiment, and the SMD paper keeps these values for
+  its MNIST/F-MNIST runs);
+- the members stay in training mode while distilling (batch norm uses the batch's statistics and
+  updates its running averages, as in the reference).
+
+Options that keep the earlier behaviour of this package: ``distill_layers="stages"`` (the members'
+coarse post-activation stages), ``distill_momentum=False`` (plain signed gradient),
+``distill_train_mode=False`` (eval mode while distilling). Remaining deviation: the target images are a
+seeded permutation of the same batch, where the reference draws a second, independently shuffled
+batch of the training set; both pair each source with a random training image (here an image is paired
+with itself with probability 1/B). The reference also starts DVERGE from a pretrained naive ensemble;
+the SMD protocol, which trains every method for the same 50 epochs from scratch, does not (docs/reproduction.md).
 """
 
 from __future__ import annotations
@@ -17,25 +35,46 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..domains import LINF_EPS, POSITIVE, Bool, Int
+from ..domains import LINF_EPS, POSITIVE, Bool, Int, OneOf
 from .base import Defense, parts_dict
 from .registry import register_defense
 
+LAYER_SETS = ("all", "stages")
 
-def feature_distill(member, source: torch.Tensor, target: torch.Tensor, stage: int, eps: float, step: float,
-                    steps: int, rand_start: bool = False) -> torch.Tensor:
-    """Images within ε (L∞) of ``source`` whose features at ``stage`` approach those of ``target``."""
+
+def layer_features(member, x: torch.Tensor, layer: int, layer_set: str) -> torch.Tensor:
+    """Member features at ``layer`` (1-based): every pre-activation layer (``all``) or the coarse stages."""
+    if layer_set == "stages":
+        return member.intermediate(x, layer - 1)
+    return member.layer_features(x, layer)
+
+
+def count_layers(member, x: torch.Tensor, layer_set: str) -> int:
+    return member.num_stages if layer_set == "stages" else member.count_layers(x)
+
+
+def feature_distill(member, source: torch.Tensor, target: torch.Tensor, layer: int, eps: float, step: float,
+                    steps: int, rand_start: bool = False, momentum: float | None = 1.0,
+                    layer_set: str = "all") -> torch.Tensor:
+    """Images ``[B, C, H, W]`` within ε (L∞) of ``source`` whose features at ``layer`` approach those of
+    ``target`` (same shape). ``momentum`` μ: the reference's L1-normalised momentum sign step; ``None``:
+    the plain signed gradient. The member's train/eval mode is the caller's."""
     with torch.no_grad():
-        target_feat = member.intermediate(target, stage)
+        target_feat = layer_features(member, target, layer, layer_set)
     z = source.detach().clone()
     if rand_start:
         z = (z + torch.empty_like(z).uniform_(-eps, eps)).clamp(0, 1)
+    g = torch.zeros_like(z)
     for _ in range(int(steps)):
         z.requires_grad_(True)
         with torch.enable_grad():
-            dist = ((member.intermediate(z, stage) - target_feat) ** 2).sum()
-            (g,) = torch.autograd.grad(dist, z)
-        z = z.detach() - step * g.sign()
+            dist = ((layer_features(member, z, layer, layer_set) - target_feat) ** 2).sum()
+            (grad,) = torch.autograd.grad(dist, z)
+        if momentum is not None:
+            l1 = grad.flatten(1).abs().sum(1).clamp_min(1e-12).view(-1, *([1] * (grad.dim() - 1)))
+            g = momentum * g + grad / l1
+            grad = g
+        z = z.detach() - step * grad.sign()
         z = torch.min(torch.max(z, source - eps), source + eps).clamp(0, 1)
     return z.detach()
 
@@ -43,26 +82,43 @@ def feature_distill(member, source: torch.Tensor, target: torch.Tensor, stage: i
 @register_defense("dverge")
 class DVERGE(Defense):
     name = "dverge"
-    defaults = {"distill_eps": 0.07, "distill_step": 0.007, "distill_steps": 10, "distill_rand_start": False}
-    domains = {"distill_eps": LINF_EPS, "distill_step": POSITIVE, "distill_steps": Int(min=0), "distill_rand_start": Bool()}
+    defaults = {"distill_eps": 0.07, "distill_step": 0.007, "distill_steps": 10, "distill_rand_start": False,
+                "distill_layers": "all", "distill_momentum": True, "distill_train_mode": True}
+    domains = {"distill_eps": LINF_EPS, "distill_step": POSITIVE, "distill_steps": Int(min=0),
+               "distill_rand_start": Bool(), "distill_layers": OneOf(LAYER_SETS), "distill_momentum": Bool(),
+               "distill_train_mode": Bool()}
 
     def __init__(self, **hparams):
         super().__init__(**hparams)
-        self.stage: int | None = None
+        self.layer: int | None = None  # 1-based, drawn each epoch
+        self.n_layers: int | None = None
+
+    def prepare(self, ensemble):
+        cfg = ensemble.config
+        if "in_channels" in cfg and "image_size" in cfg:  # else counted on the first batch
+            probe = torch.zeros(1, cfg["in_channels"], cfg["image_size"], cfg["image_size"],
+                                device=next(ensemble.parameters()).device)
+            self.n_layers = count_layers(ensemble.members[0], probe, self.hparams["distill_layers"])
 
     def start_epoch(self, epoch, ensemble):
-        self.stage = int(torch.randint(0, ensemble.members[0].num_stages, (1,)))
+        if self.n_layers is None:
+            self.prepare(ensemble)
+        self.layer = None if self.n_layers is None else int(torch.randint(1, self.n_layers + 1, (1,)))
 
     def distilled(self, ensemble, x):
         """One distilled batch per member ``[M][B, C, H, W]`` (features of a permuted batch)."""
-        if self.stage is None:
-            self.start_epoch(0, ensemble)
+        if self.n_layers is None:
+            self.n_layers = count_layers(ensemble.members[0], x[:1], self.hparams["distill_layers"])
+        if self.layer is None:
+            self.layer = int(torch.randint(1, self.n_layers + 1, (1,)))
         target = x[torch.randperm(x.shape[0]).to(x.device)]
         was_training = ensemble.training
-        ensemble.eval()
+        ensemble.train(bool(self.hparams["distill_train_mode"]))
+        h = self.hparams
         try:
-            out = [feature_distill(m, x, target, self.stage, self.hparams["distill_eps"], self.hparams["distill_step"],
-                                   self.hparams["distill_steps"], bool(self.hparams["distill_rand_start"]))
+            out = [feature_distill(m, x, target, self.layer, h["distill_eps"], h["distill_step"], h["distill_steps"],
+                                   bool(h["distill_rand_start"]), 1.0 if h["distill_momentum"] else None,
+                                   h["distill_layers"])
                    for m in ensemble.members]
         finally:
             ensemble.train(was_training)

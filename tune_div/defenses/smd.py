@@ -4,8 +4,10 @@ Adversaries", eqs. 1-3).
 s_i = ∂z_{i,y}/∂x (the member's true-class logit, per sample);
 L = Σ_i CE_i + λ·log Σ_{i<j} exp(cos(s_i, s_j)), the measure averaged over the batch.
 
-λ is the paper's Lagrangian parameter; the paper gives no single value, so the default 1.0 is ours and
-is meant to be searched. With batch norm in training mode a sample's saliency also depends (weakly)
+λ is the paper's Lagrangian parameter. The paper reports a range of λ that works and then fixes one value
+for all its experiments (Sec. 4.2); both numbers are lost in our text copy of the paper, so the default
+1.0 is ours, not the paper's: it stays searchable, and docs/reproduction.md says which λ a reproduction
+used. With batch norm in training mode a sample's saliency also depends (weakly)
 on the rest of its batch, as in the reference implementations.
 """
 

@@ -1,5 +1,10 @@
 """The black-box surrogate: a naive ensemble of the target's architecture, trained once and cached.
 
+The SMD paper trains its surrogate "on the same dataset with the same training routine" as the model
+attacked: the surrogate copies the target's routine (``TrainConfig`` fields in ``train.config.ROUTINE``:
+epochs, schedule, optimiser settings, subset) when the model file records it. A surrogate trained for
+fewer epochs transfers worse and overstates black-box robustness.
+
 The surrogate (same architecture and member count, another seed) is cached on disk under a key of its
 full training config, and its adversarial examples per (attack, ε, options, subset): a later black-box
 evaluation of any model costs inference only. Cache root: ``$TUNE_DIV_CACHE/surrogates``.
@@ -18,15 +23,26 @@ import torch
 from .. import models
 from ..files import atomic_torch_save, atomic_write_text, cache_root
 from ..train import TrainConfig, Trainer
+from ..train.config import ROUTINE
 from .points import craft
 
 
-def surrogate_config(target_config: dict[str, Any], dataset: str, epochs: int, seed: int,
-                     subset: int | None = None, data_dir: str | None = None) -> TrainConfig:
-    """A naive ensemble with the target's architecture and member count, trained with another seed."""
-    return TrainConfig(defense="naive", dataset=dataset, arch=target_config["arch"],
-                       n_members=int(target_config["n_members"]), epochs=epochs, seed=seed, subset=subset,
-                       activation=target_config.get("activation"), data_dir=data_dir)
+def surrogate_config(target_config: dict[str, Any], dataset: str, epochs: int | None, seed: int,
+                     subset: int | None = None, data_dir: str | None = None,
+                     routine: dict[str, Any] | None = None) -> TrainConfig:
+    """A naive ensemble with the target's architecture and member count, trained with another seed.
+
+    ``routine``: the target's TrainConfig dict, whose training routine the surrogate copies; ``epochs``
+    and ``subset``, when given, override it. Without either the dataset's paper epochs apply.
+    """
+    same = {k: routine[k] for k in ROUTINE if k in (routine or {})}
+    if epochs is not None:
+        same["epochs"] = epochs
+    if subset is not None:
+        same["subset"] = subset
+    return TrainConfig(**{**same, "defense": "naive", "dataset": dataset, "arch": target_config["arch"],
+                          "n_members": int(target_config["n_members"]), "seed": seed,
+                          "activation": target_config.get("activation"), "data_dir": data_dir})
 
 
 def config_key(cfg: TrainConfig) -> str:
@@ -66,7 +82,7 @@ class Surrogate:
             f"{self.cfg.seed}, {self.cfg.epochs} epochs); cached in {self.folder}")
         trainer = Trainer(self.cfg)
         trainer.fit()
-        models.save_ensemble(trainer.ensemble.cpu(), path)  # atomic: a crash never leaves half a model
+        models.save_ensemble(trainer.ensemble.cpu(), path, self.cfg.to_dict())  # atomic: a crash never leaves half a model
         atomic_write_text(self.folder / "config.json", json.dumps(self.cfg.to_dict(), indent=2))
         self.trained_now = True
         return models.load_ensemble(path)

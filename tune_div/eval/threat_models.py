@@ -24,6 +24,7 @@ from torch import nn
 from .. import attacks, data, models
 from ..errors import UserError
 from ..attacks.audit import COMPONENTS as AUDIT_COMPONENTS
+from ..train import TrainConfig
 from ..train.config import resolve_memory_format
 from ..attacks.audit import PRESETS as AUDIT_PRESETS
 from .points import ATTACK_BATCH, DEFAULT_N, accuracy, audit, craft, eval_subset
@@ -72,9 +73,10 @@ class EvalSpec:
     curves: bool = False
     sanity: bool = True
     attack_options: dict[str, dict[str, Any]] = field(default_factory=dict)
-    surrogate_epochs: int = 5
+    surrogate_epochs: int | None = None  # None: the evaluated model's own routine (its file records it)
     surrogate_seed: int | None = None  # default: target seed + 1000
     surrogate_subset: int | None = None
+    surrogate_config: dict[str, Any] | None = None  # a TrainConfig dict used as is (one surrogate for a table)
     data_dir: str | None = None
     audit: str | None = None  # None, or the audit preset (fast | standard): docs/audit.md
 
@@ -132,8 +134,15 @@ def evaluate(ens: models.Ensemble, spec: EvalSpec, progress: Callable[[str, int,
     black = None
     if spec.black_box:
         seed = spec.surrogate_seed if spec.surrogate_seed is not None else spec.seed + 1000
-        sur = Surrogate(surrogate_config(ens.config, spec.dataset, spec.surrogate_epochs, seed,
-                                         spec.surrogate_subset, spec.data_dir))
+        if spec.surrogate_config is not None:
+            sur_cfg = TrainConfig.from_dict({**spec.surrogate_config, "data_dir": spec.data_dir})
+        else:
+            if ens.train_config is None and spec.surrogate_epochs is None:
+                log(f"the model file records no training routine: the surrogate trains {spec.dataset}'s paper "
+                    f"routine ({data.info(spec.dataset).epochs} epochs); pass --surrogate-epochs to change it")
+            sur_cfg = surrogate_config(ens.config, spec.dataset, spec.surrogate_epochs, seed, spec.surrogate_subset,
+                                       spec.data_dir, routine=ens.train_config)
+        sur = Surrogate(sur_cfg)
         sur_model = sur.model(log)
         black, cached = {}, 0
         for a in spec.attacks:

@@ -33,6 +33,19 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
+class _Tapped(Exception):
+    """Carries a tapped tensor out of a forward pass that need not go further."""
+
+    def __init__(self, value: torch.Tensor):
+        super().__init__()
+        self.value = value
+
+
+def is_activation(module: nn.Module) -> bool:
+    """A non-linearity whose input is a "layer" in DVERGE's sense (``activation_tap`` marks custom ones)."""
+    return isinstance(module, (nn.ReLU, nn.LeakyReLU)) or bool(getattr(module, "activation_tap", False))
+
+
 class Member(nn.Module):
     """One ensemble member: ``[B, C, H, W]`` images in [0, 1] -> ``[B, num_classes]`` logits.
 
@@ -62,6 +75,54 @@ class Member(nn.Module):
         for block in self.stages[: stage + 1]:
             h = block(h)
         return h
+
+    def count_layers(self, x: torch.Tensor) -> int:
+        """Number of DVERGE layers for inputs shaped like ``x``: every activation call, plus the logits."""
+        calls = [0]
+
+        def hook(module, inputs):
+            calls[0] += 1
+
+        handles = [m.register_forward_pre_hook(hook) for m in self.modules() if is_activation(m)]
+        was_training = self.training
+        try:
+            self.eval()
+            with torch.no_grad():
+                self(x[:1])
+        finally:
+            self.train(was_training)
+            for h in handles:
+                h.remove()
+        return calls[0] + 1
+
+    def layer_features(self, x: torch.Tensor, layer: int) -> torch.Tensor:
+        """Pre-activation features of layer ``layer`` (1-based, in forward order; the last layer is the logits).
+
+        As in the DVERGE reference code (Yang et al. 2020), a layer is the input of an activation: a
+        convolution or dense layer's output after its batch norm (and, in a residual block, after the
+        shortcut is added), before the non-linearity. ``[B, ...]`` in, the layer's ``[B, ...]`` out; the
+        forward pass stops there.
+        """
+        if layer < 1:
+            raise ValueError(f"layer must be >= 1, got {layer}")
+        seen = [0]
+
+        def hook(module, inputs):
+            seen[0] += 1
+            if seen[0] == layer:
+                raise _Tapped(inputs[0])
+
+        handles = [m.register_forward_pre_hook(hook) for m in self.modules() if is_activation(m)]
+        try:
+            logits = self(x)
+        except _Tapped as tapped:
+            return tapped.value
+        finally:
+            for h in handles:
+                h.remove()
+        if layer != seen[0] + 1:
+            raise ValueError(f"layer must be in 1..{seen[0] + 1}, got {layer}")
+        return logits
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate features ``[B, feature_dim]``."""

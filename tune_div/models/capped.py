@@ -20,6 +20,8 @@ class CappedReLU(nn.Module):
     Where z > m_k the output is m_k: the gradient goes to m_k and none to z (the capped unit is flat).
     """
 
+    activation_tap = True  # its input is a DVERGE layer (models.base.is_activation)
+
     def __init__(self, width: int, init_max: float = 100.0, learnable: bool = True):
         super().__init__()
         caps = torch.full((width,), float(init_max))

@@ -31,6 +31,7 @@ class Ensemble(nn.Module):
         super().__init__()
         self.members = nn.ModuleList(members)
         self.config = dict(config)  # everything build_ensemble needs to rebuild this architecture
+        self.train_config: dict[str, Any] | None = None  # the TrainConfig dict that trained it, when known
 
     @property
     def n_members(self) -> int:
@@ -85,9 +86,15 @@ def build_ensemble(arch: str, n_members: int, num_classes: int, in_channels: int
     return Ensemble(members, config)
 
 
-def save_ensemble(ens: Ensemble, path: str | os.PathLike) -> None:
-    """One file with the weights and the config that rebuilds the architecture."""
-    atomic_torch_save({"format": FORMAT, "config": ens.config, "state_dict": ens.state_dict()}, path)
+def save_ensemble(ens: Ensemble, path: str | os.PathLike, train_config: dict[str, Any] | None = None) -> None:
+    """One file with the weights, the config that rebuilds the architecture and, when given, the training
+    config that produced them (``Ensemble.train_config`` after loading: a black-box surrogate trains with
+    the same routine)."""
+    blob = {"format": FORMAT, "config": ens.config, "state_dict": ens.state_dict()}
+    train_config = train_config if train_config is not None else ens.train_config
+    if train_config is not None:
+        blob["train_config"] = dict(train_config)
+    atomic_torch_save(blob, path)
 
 
 def load_ensemble(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Ensemble:
@@ -106,6 +113,7 @@ def load_ensemble(path: str | os.PathLike, map_location: str | torch.device = "c
         ens = build_ensemble(cfg.pop("arch"), cfg.pop("n_members"), cfg.pop("num_classes"), cfg.pop("in_channels"),
                              **{k: v for k, v in cfg.items() if v is not None})
         ens.load_state_dict(blob["state_dict"])
+        ens.train_config = dict(blob["train_config"]) if blob.get("train_config") else None
     except (KeyError, TypeError, RuntimeError, UserError) as exc:  # a version this code cannot rebuild
         raise UserError(f"{path} is a tune_div ensemble this version cannot rebuild ({type(exc).__name__}); "
                         "retrain it with this version") from None

@@ -45,11 +45,8 @@ def quiet_ray(log_file: Path | None = None) -> None:
     # Ray Tune's new output engine prints its config table, TensorBoard hint and per-trial tables even at
     # verbose=0; the legacy one is silent at verbose=0. The search prints its own lines.
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-    import mlflow  # noqa: F401  (configures its logger on import; the level below must come after)
+    tracking.quiet_mlflow()
     import optuna
-
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 

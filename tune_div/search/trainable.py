@@ -152,7 +152,7 @@ def run_trial(config: dict[str, Any], report, checkpoint_dir: str | None = None)
         trainer.load_checkpoint(Path(checkpoint_dir) / CHECKPOINT_FILE)
         if (Path(checkpoint_dir) / METRICS_FILE).is_file():
             last = json.loads((Path(checkpoint_dir) / METRICS_FILE).read_text())
-    if trainer.epoch >= cfg.epochs and last:
+    if trainer.done and last:
         report(last, trainer)
         return last
     spec = {**OBJECTIVE_DEFAULTS, "test_n": config.get("test_n"), **(config.get("objective") or {})}
@@ -173,9 +173,9 @@ def run_trial(config: dict[str, Any], report, checkpoint_dir: str | None = None)
 
         trainer.defense.loss = poisoned
     flags = {"flags": last.get("flags", ""), "flagged": last.get("flagged", 0)}  # carried between evaluations
-    while trainer.epoch < cfg.epochs:
+    while not trainer.done:
         metrics = trainer.train_epoch()  # DivergenceError fails this trial with its reason
-        final = trainer.epoch == cfg.epochs
+        final = trainer.done  # the last epoch, or early stopping (train.early_stop_patience)
         if final or trainer.epoch in rungs:
             metrics.update(epoch_metrics(trainer.ensemble.eval(), spec, objective, transfer, sanity_n, final))
             flags = {k: metrics[k] for k in flags}

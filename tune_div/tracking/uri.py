@@ -69,6 +69,17 @@ def experiment_name(defense: str, dataset: str) -> str:
     return f"{defense}-{dataset}"
 
 
+def quiet_mlflow() -> None:
+    """MLflow's info lines (database migrations, run links) stay off the terminal; warnings still show."""
+    import logging
+    import os
+
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    import mlflow  # noqa: F401  (configures its logger on import; the level below must come after)
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+
+
 def client_for(uri: str):
     from mlflow import MlflowClient
 

@@ -1,8 +1,14 @@
 """The training configuration: one dataclass, the papers' defaults, validated where it is built.
 
-Defaults (SMD / ADP / CLDL papers): Adam, lr 1e-3, weight decay 1e-4, batch 128; the architecture and
-LR milestones of the dataset come from its catalog entry (``tune_div.data.info``) when the config
-leaves them unset (``None``).
+Defaults (SMD / ADP / CLDL papers): Adam, lr 1e-3, weight decay 1e-4, batch 128; the architecture,
+epochs and LR milestones of the dataset come from its catalog entry (``tune_div.data.info``) when the
+config leaves them unset (``None``): 50 epochs on MNIST-like data, 200 on CIFAR.
+
+Two LR schedules: ``multistep`` (×``lr_gamma`` at ``milestones``, the SMD setup) and ``plateau``
+(×``plateau_factor`` when the validation loss has not improved for ``plateau_patience`` epochs, the
+D-ReLU setup, Keras' ReduceLROnPlateau). ``early_stop_patience`` stops training when the validation loss
+has not improved for that many epochs (Keras' EarlyStopping; ``epochs`` is then the cap). The
+validation loss is the ensemble's NLL on the validation split, measured every epoch.
 """
 
 from __future__ import annotations
@@ -22,6 +28,9 @@ from ..models.base import ACTIVATIONS
 # objective eps (its catalog entry).
 ADV_TRAIN_DEFAULTS = {"attack": "pgd", "eps": None, "steps": 10, "ratio": 0.5}
 MEMORY_FORMATS = ("auto", "contiguous", "channels_last")
+SCHEDULES = ("multistep", "plateau")
+
+
 class _Mapping(Domain):
     def accepts(self, value):
         return isinstance(value, dict) and all(isinstance(k, str) for k in value)
@@ -29,6 +38,11 @@ class _Mapping(Domain):
     def describe(self):
         return "a mapping of names to values"
 
+
+# The training routine (everything but the model, the defense and the seed): what a black-box surrogate
+# copies from the model it attacks ("trained with the same training routine", SMD paper Sec. 4.2).
+ROUTINE = ("epochs", "batch_size", "lr", "weight_decay", "milestones", "lr_gamma", "schedule", "plateau_factor",
+           "plateau_patience", "early_stop_patience", "subset", "val_size", "augment")
 
 # Fields that do not change what is trained: a checkpoint may be resumed across them.
 NOT_IDENTITY = ("epochs", "data_dir", "device", "memory_format", "num_threads")
@@ -43,12 +57,16 @@ class TrainConfig:
     dataset: str = "mnist"
     arch: str | None = None  # None: the dataset's default architecture
     n_members: int = 3
-    epochs: int = 1
+    epochs: int | None = None  # None: the dataset's paper epochs; with early stopping, the cap
     batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 1e-4
     milestones: list[int] | None = None  # None: the dataset's LR schedule
     lr_gamma: float = 0.1
+    schedule: str = "multistep"  # or "plateau" (the D-ReLU paper's ReduceLROnPlateau)
+    plateau_factor: float = 0.5
+    plateau_patience: int = 5
+    early_stop_patience: int | None = None  # None: train every epoch
     seed: int = 0
     subset: int | None = None  # train on a seeded subset of N images
     val_size: int = data.DEFAULT_VAL_SIZE
@@ -74,6 +92,8 @@ class TrainConfig:
             self.arch = meta.default_arch
         if self.milestones is None:
             self.milestones = list(meta.milestones)
+        if self.epochs is None:
+            self.epochs = meta.epochs
         for name, domain in FIELD_DOMAINS.items():
             check("training config", name, getattr(self, name), domain)
         if not sorted_unique(self.milestones):
@@ -112,7 +132,9 @@ class TrainConfig:
 FIELD_DOMAINS = {
     "defense": Text(), "hparams": _Mapping(), "arch": Text(), "n_members": COUNT, "epochs": COUNT, "batch_size": COUNT,
     "lr": POSITIVE, "weight_decay": NON_NEGATIVE, "milestones": ListOf(Int(min=1)),
-    "lr_gamma": Float(0.0, 1.0, open_low=True), "seed": SEED, "subset": Maybe(COUNT), "val_size": COUNT,
+    "lr_gamma": Float(0.0, 1.0, open_low=True), "schedule": OneOf(SCHEDULES),
+    "plateau_factor": Float(0.0, 1.0, open_low=True, open_high=True), "plateau_patience": Int(min=0),
+    "early_stop_patience": Maybe(COUNT), "seed": SEED, "subset": Maybe(COUNT), "val_size": COUNT,
     "val_subset": Maybe(COUNT), "activation": Maybe(OneOf(ACTIVATIONS)), "augment": Maybe(Bool()),
     "data_dir": Maybe(Text()), "device": Text(), "memory_format": OneOf(MEMORY_FORMATS), "num_threads": Maybe(COUNT),
 }

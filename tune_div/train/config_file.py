@@ -72,6 +72,9 @@ def document(cfg: TrainConfig, objective: dict[str, Any] | None = None, metrics:
             doc["train"][key] = getattr(cfg, key)
     if cfg.milestones:
         doc["train"]["milestones"] = list(cfg.milestones)
+    if cfg.schedule != "multistep" or cfg.early_stop_patience is not None:
+        for key in ("schedule", "plateau_factor", "plateau_patience", "early_stop_patience"):
+            doc["train"][key] = getattr(cfg, key)
     for key, value in (("objective", objective), ("metrics", metrics), ("source", source)):
         if value is not None:
             doc[key] = value

@@ -27,19 +27,36 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 @torch.no_grad()
-def ensemble_and_member_accuracy(ensemble: models.Ensemble, loader: data.TensorLoader) -> tuple[float, list[float]]:
-    """Clean accuracy of the ensemble and of each member on a loader (eval mode)."""
+def ensemble_eval(ensemble: models.Ensemble, loader: data.TensorLoader) -> tuple[float, list[float], float]:
+    """Clean accuracy of the ensemble and of each member, and the ensemble's mean NLL, on a loader (eval mode)."""
     was_training = ensemble.training
     ensemble.eval()
-    correct, member_correct, n = 0, None, 0
+    correct, member_correct, n, nll = 0, None, 0, 0.0
     for x, y in loader:
         logits = ensemble.member_logits(x)
-        correct += int((models.log_mean_softmax(logits).argmax(1) == y).sum())
+        log_probs = models.log_mean_softmax(logits)
+        correct += int((log_probs.argmax(1) == y).sum())
+        nll += float(torch.nn.functional.nll_loss(log_probs, y, reduction="sum"))
         mc = (logits.argmax(2) == y).sum(1)
         member_correct = mc if member_correct is None else member_correct + mc
         n += len(y)
     ensemble.train(was_training)
-    return correct / max(n, 1), [int(c) / max(n, 1) for c in member_correct.tolist()]
+    return correct / max(n, 1), [int(c) / max(n, 1) for c in member_correct.tolist()], nll / max(n, 1)
+
+
+def ensemble_and_member_accuracy(ensemble: models.Ensemble, loader: data.TensorLoader) -> tuple[float, list[float]]:
+    """Clean accuracy of the ensemble and of each member on a loader (eval mode)."""
+    acc, member_acc, _ = ensemble_eval(ensemble, loader)
+    return acc, member_acc
+
+
+def epochs_without_improvement(history: list[dict[str, float]], key: str = "val_loss") -> int:
+    """Epochs since the best (lowest) ``key`` in ``history``; 0 when the last epoch is the best."""
+    values = [h[key] for h in history if key in h]
+    if not values:
+        return 0
+    best = min(range(len(values)), key=lambda i: (values[i], i))
+    return len(values) - 1 - best
 
 
 class Trainer:
@@ -60,6 +77,7 @@ class Trainer:
         self.ensemble = models.build_ensemble(
             cfg.arch, cfg.n_members, meta.num_classes, meta.in_channels, image_size=meta.image_size,
             mean=list(meta.mean), std=list(meta.std), **opts)
+        self.ensemble.train_config = cfg.to_dict()  # recorded in saved files (a surrogate copies the routine)
         self.defense.prepare(self.ensemble)
         self.memory_format = resolve_memory_format(cfg.memory_format, self.device)
         self.ensemble.to(self.device, memory_format=self.memory_format)
@@ -76,7 +94,11 @@ class Trainer:
 
         params = list(self.ensemble.parameters()) + list(self.defense.parameters())
         self.optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, cfg.milestones, cfg.lr_gamma)
+        if cfg.schedule == "plateau":
+            self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                self.optimizer, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience)
+        else:
+            self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, cfg.milestones, cfg.lr_gamma)
         self.epoch = 0  # epochs completed
         self.history: list[dict[str, float]] = []
 
@@ -108,13 +130,16 @@ class Trainer:
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + v
             steps += 1
-        self.scheduler.step()
         train_time = time.perf_counter() - start
-        val_acc, member_acc = ensemble_and_member_accuracy(self.ensemble, self.val_loader)
+        val_acc, member_acc, val_loss = ensemble_eval(self.ensemble, self.val_loader)
+        if self.cfg.schedule == "plateau":
+            self.scheduler.step(val_loss)
+        else:
+            self.scheduler.step()
         self.epoch = epoch
         metrics = {"epoch": epoch, "train_loss": total_sum / steps,
                    **{f"part_{k}": v / steps for k, v in sums.items()},
-                   "val_clean_acc": val_acc,
+                   "val_clean_acc": val_acc, "val_loss": val_loss,
                    **{f"val_member_acc_{i}": a for i, a in enumerate(member_acc)},
                    "lr": self.optimizer.param_groups[0]["lr"],
                    "epoch_time_s": train_time}
@@ -129,12 +154,24 @@ class Trainer:
         x_adv = attacks.run(spec["attack"], self.ensemble, x[:n], y[:n], float(spec["eps"]), **options)
         return torch.cat([x_adv, x[n:]]).contiguous(memory_format=self.memory_format)
 
+    @property
+    def stopped_early(self) -> bool:
+        """True once the validation loss has not improved for ``early_stop_patience`` epochs."""
+        patience = self.cfg.early_stop_patience
+        return patience is not None and epochs_without_improvement(self.history) >= patience
+
+    @property
+    def done(self) -> bool:
+        """Every epoch trained, or stopped early."""
+        return self.epoch >= self.cfg.epochs or self.stopped_early
+
     def fit(self, callback: Callable[[dict[str, float]], None] | None = None,
             checkpoint_path: str | os.PathLike | None = None) -> list[dict[str, float]]:
-        """Train up to ``cfg.epochs``, resuming from ``checkpoint_path`` if it exists and saving it each epoch."""
+        """Train up to ``cfg.epochs`` (or until early stopping), resuming from ``checkpoint_path`` if it
+        exists and saving it each epoch."""
         if checkpoint_path is not None and Path(checkpoint_path).is_file():
             self.load_checkpoint(checkpoint_path)
-        while self.epoch < self.cfg.epochs:
+        while not self.done:
             metrics = self.train_epoch()
             if checkpoint_path is not None:
                 self.save_checkpoint(checkpoint_path)

@@ -1,0 +1,159 @@
+"""``reproduce smd-table``: the smoke budget end to end on real MNIST, the paper's numbers as copied, the
+rank agreement, the cache, the MLflow run and bad input."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tune_div import reproduce
+from tune_div.cli import reproduce as reproduce_cli
+from tune_div.reproduce.base import kendall_tau, mean_std
+from tune_div.reproduce.smd_table import ATTACKS, COLUMNS, METHODS, PAPER
+
+PAPER_TEXT = Path(__file__).resolve().parents[2] / "shared" / "papers" / "smd_saliency_diversified_ensemble.txt"
+
+
+@pytest.fixture(scope="module")
+def smoke(real_data, tmp_path_factory):
+    """One smoke run of all six methods (about a minute of CPU), through the installed command."""
+    root = tmp_path_factory.mktemp("repro")
+    env = {**os.environ, "TUNE_DIV_CACHE": str(root / "cache")}
+    cmd = [sys.executable, "-m", "tune_div.reproduce", "smd-table", "--dataset", "mnist", "--budget", "smoke",
+           "--data-dir", str(real_data), "--out", str(root / "out")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return root, proc, cmd, env
+
+
+def test_registry_lists_the_protocol():
+    assert reproduce.names() == ["smd-table"] and reproduce.names("smd*") == ["smd-table"]
+
+
+def test_smoke_run_writes_the_side_by_side_table(smoke):
+    root, proc, _, _ = smoke
+    out = root / "out"
+    md = (out / "smd-table_mnist.md").read_text()
+    assert {p.name for p in out.iterdir()} >= {"smd-table_mnist.md", "smd-table_mnist.csv", "smd-table_mnist.json",
+                                               "smd-table_mnist.png", "mlflow.db"}
+    doc = json.loads((out / "smd-table_mnist.json").read_text())
+    assert doc["settings"]["eps"] == [0.05, 0.1, 0.15, 0.2, 0.25, 0.3] and doc["settings"]["epochs"] == 1
+    # Every method, threat and eps has its row, each cell "measured (paper)" with the paper's number.
+    for label, method in (("Naive", "naive"), ("SMD+", "smd_plus"), ("DVERGE", "dverge")):
+        rows = [line for line in md.splitlines() if line.startswith(f"| {label} |")]
+        assert len(rows) == 2 * 6
+        assert f"({PAPER['white_box']['mnist'][method][3]:.1f})" in rows[0]  # PGD, white-box
+        assert f"({PAPER['black_box']['mnist'][method][3]:.1f})" in rows[6]
+    assert "Kendall τ" in md and "audit" in md and proc.stdout.count("| Naive |") == 12
+
+
+def test_csv_holds_the_seed_means_of_the_measured_accuracies(smoke):
+    root = smoke[0]
+    doc = json.loads((root / "out" / "smd-table_mnist.json").read_text())
+    rows = list(csv.DictReader((root / "out" / "smd-table_mnist.csv").open()))
+    assert len(rows) == 2 * 6 * 6 * len(COLUMNS) + 6 * 6  # threats x eps x methods x columns, + the audit column
+    for r in rows:
+        run = doc["runs"][r["method"]][0]
+        if r["column"] == "clean":
+            expected = run["clean"]
+        elif r["column"] == "audit":
+            expected = run["audit"][r["eps"]]
+        else:
+            expected = run[r["threat"]][r["column"]][r["eps"]]
+        assert float(r["measured"]) == pytest.approx(100 * expected)
+        if r["column"] == "audit":
+            # The audit is the worst case over its attacks, never above the paper's PGD-class attacks here.
+            assert float(r["measured"]) <= 100 * run["white_box"]["pgd"][r["eps"]] + 1e-9
+
+
+def test_kendall_tau_matches_pair_counting():
+    def by_pairs(a, b):
+        s = [(a[i] - a[j]) * (b[i] - b[j]) for i, j in itertools.combinations(range(len(a)), 2)]
+        return (sum(v > 0 for v in s) - sum(v < 0 for v in s)) / len(s)
+
+    a, b = [1.0, 2.0, 3.0, 4.0, 5.0], [1.0, 3.0, 2.0, 5.0, 4.0]
+    assert kendall_tau(a, b) == pytest.approx(by_pairs(a, b)) == pytest.approx(0.6)
+    assert kendall_tau(a, a[::-1]) == pytest.approx(-1.0)
+    assert kendall_tau([1.0, 2.0], [2.0, 1.0]) is None  # too few methods to rank
+    assert kendall_tau([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]) is None  # a constant scoring has no ranking
+    assert mean_std([1.0, 2.0, 3.0]) == pytest.approx((2.0, 1.0))
+
+
+def test_taus_in_the_json_are_those_of_its_rows(smoke):
+    doc = json.loads((smoke[0] / "out" / "smd-table_mnist.json").read_text())
+    for threat in ("white_box", "black_box"):
+        for eps in doc["settings"]["eps"]:
+            for attack in ATTACKS:
+                rows = [r for r in doc["rows"] if (r["threat"], r["eps"], r["column"]) == (threat, eps, attack)]
+                assert [r["method"] for r in rows] == list(METHODS)
+                assert doc["kendall_tau"][threat][str(eps)][attack] == \
+                    kendall_tau([r["measured"] for r in rows], [r["paper"] for r in rows])
+
+
+@pytest.mark.skipif(not PAPER_TEXT.is_file(), reason="the paper's text is not next to the checkout")
+def test_paper_numbers_are_the_papers_tables_1_and_2():
+    """Parsed from our text copy of the paper: Table 1 (white-box) comes first, Table 2 (black-box) second."""
+    numbers = [tuple(float(v) for v in re.findall(r"\d+\.\d", line))
+               for line in PAPER_TEXT.read_text().splitlines()
+               if re.fullmatch(r"(?:[A-Za-z.+]+ \| )?(?:\d+\.\d \| ){5}\d+\.\d \|", line.strip())]
+    tables = [numbers[i:i + 18] for i in (0, 18)]  # 3 datasets x 6 methods each
+    for threat, rows in zip(("white_box", "black_box"), tables):
+        for d, dataset in enumerate(("mnist", "fashion_mnist", "cifar10")):
+            for m, method in enumerate(METHODS):
+                assert PAPER[threat][dataset][method] == rows[6 * d + m], (threat, dataset, method)
+
+
+def test_a_rerun_reuses_the_trained_and_evaluated_ensembles(smoke):
+    root, _, cmd, env = smoke
+    proc = subprocess.run(cmd[:-1] + [str(root / "out2"), "--methods", "naive,smd,gal", "--no-mlflow"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("trained ensemble from the cache") == 3
+    assert proc.stdout.count("evaluated (from the cache)") == 3 and " epoch 1/1" not in proc.stdout
+    first = json.loads((root / "out" / "smd-table_mnist.json").read_text())["runs"]
+    again = json.loads((root / "out2" / "smd-table_mnist.json").read_text())["runs"]
+    assert again["smd"] == first["smd"]
+    assert not (root / "out2" / "mlflow.db").exists()
+
+
+def test_the_mlflow_run_holds_the_table(smoke):
+    from mlflow import MlflowClient
+
+    root = smoke[0]
+    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'out' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("reproduce-smd-table")
+    (run,) = client.search_runs([exp.experiment_id])
+    doc = json.loads((root / "out" / "smd-table_mnist.json").read_text())
+    row = next(r for r in doc["rows"] if (r["threat"], r["column"], r["method"]) == ("white_box", "pgd", "smd"))
+    assert run.data.metrics[f"white_box/pgd/eps_{row['eps']}/smd"] == pytest.approx(row["measured"] / 100)
+    assert run.data.params["budget"] == "smoke" and run.info.status == "FINISHED"
+    names = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert names == {"smd-table_mnist.md", "smd-table_mnist.csv", "smd-table_mnist.json", "smd-table_mnist.png"}
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["smd-table", "--methods", "naive,bogus"], "unknown method(s) ['bogus']"),
+    (["smd-table", "--dataset", "cifar100"], "has the paper's numbers for mnist, fashion_mnist, cifar10"),
+    (["smd-table", "--seeds", "0"], "seeds=0 is not valid"),
+    (["smd-table", "--epochs-for", "dverge=x"], "--epochs-for expects METHOD=N"),
+    (["smd-table", "--out", "FILE"], "is a file"),
+    (["smd-table", "--data-dir", "/no/such/folder"], "does not exist"),
+    (["smd-fable"], "invalid choice"),
+])
+def test_bad_input_is_one_line_exit_2_and_nothing_written(argv, needle, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TUNE_DIV_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "FILE").write_text("keep")
+    with pytest.raises(SystemExit) as exc:
+        reproduce_cli.main(argv + ["--budget", "smoke"] if argv[0] == "smd-table" else argv)
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and needle in err and len(err.splitlines()) == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["FILE"] and (tmp_path / "FILE").read_text() == "keep"

@@ -1,0 +1,104 @@
+"""What every reproduction shares: the protocol base class, cached training and evaluation, rank agreement.
+
+Trained ensembles are cached under ``$TUNE_DIV_CACHE/reproduce/<config key>/`` (``model.pt``,
+``history.json``, ``config.json``; a ``checkpoint.pt`` while training, so a killed run resumes at its
+last epoch), and each evaluation of a model next to it under a key of its evaluation spec: a rerun
+with more methods or seeds trains and measures only what is new.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Sequence
+
+from .. import models
+from ..eval import EvalSpec, evaluate
+from ..eval.surrogate import config_key
+from ..files import atomic_write_text, cache_root
+from ..registry import Registry
+from ..train import TrainConfig, Trainer
+
+PROTOCOLS: Registry = Registry("protocol")
+register_protocol = PROTOCOLS.register
+
+Log = Callable[[str], None]
+
+
+class Protocol:
+    """A paper's experiment. Subclasses set ``name``, ``summary`` and implement ``add_arguments`` (its
+    options on the ``reproduce`` command's parser) and ``run(args, out, log) -> result``, which writes
+    its files under ``out`` and returns a JSON-able dict."""
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+
+    @classmethod
+    def add_arguments(cls, parser) -> None:
+        raise NotImplementedError
+
+    def run(self, args, out: Path, log: Log) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+def reproduce_cache() -> Path:
+    return cache_root() / "reproduce"
+
+
+def train_cached(cfg: TrainConfig, log: Log, root: Path | None = None) -> tuple[models.Ensemble, list[dict], bool]:
+    """The ensemble ``cfg`` trains, from the cache when it is there; returns (ensemble, history, from_cache)."""
+    folder = (root or reproduce_cache()) / config_key(cfg)
+    model_path = folder / "model.pt"
+    if model_path.is_file():
+        return models.load_ensemble(model_path), json.loads((folder / "history.json").read_text()), True
+    folder.mkdir(parents=True, exist_ok=True)
+    trainer = Trainer(cfg)
+    seen = [False]
+
+    def report(m: dict) -> None:
+        if not seen[0] and m["epoch"] > 1:
+            log(f"  {cfg.defense} seed {cfg.seed}: resumed from the checkpoint of epoch {m['epoch'] - 1}")
+        seen[0] = True
+        log(f"  {cfg.defense} seed {cfg.seed} epoch {m['epoch']}/{cfg.epochs}: loss {m['train_loss']:.4f}, "
+            f"val acc {m['val_clean_acc']:.4f}, {m['epoch_time_s']:.1f}s")
+
+    history = trainer.fit(callback=report, checkpoint_path=folder / "checkpoint.pt")
+    models.save_ensemble(trainer.ensemble.cpu(), model_path)
+    atomic_write_text(folder / "config.json", json.dumps(cfg.to_dict(), indent=2))
+    atomic_write_text(folder / "history.json", json.dumps(history, indent=2))
+    (folder / "checkpoint.pt").unlink(missing_ok=True)
+    return trainer.ensemble.eval(), history, False
+
+
+def evaluate_cached(ens: models.Ensemble, cfg: TrainConfig, spec: EvalSpec, log: Log,
+                    root: Path | None = None) -> tuple[dict[str, Any], bool]:
+    """``evaluate(ens, spec)``, cached next to the model ``cfg`` trained; returns (result, from_cache)."""
+    key_doc = {k: v for k, v in vars(spec).items() if k != "data_dir"}
+    key = hashlib.sha256(json.dumps(key_doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    path = (root or reproduce_cache()) / config_key(cfg) / f"eval_{key}.json"
+    if path.is_file():
+        return json.loads(path.read_text()), True
+    result = evaluate(ens, spec, log=log)
+    atomic_write_text(path, json.dumps(result, indent=2))
+    return result, False
+
+
+def kendall_tau(measured: Sequence[float], paper: Sequence[float]) -> float | None:
+    """Kendall's τ-b between two scorings of the same methods (scipy); None with fewer than 3 methods
+    or when either scoring is constant (τ undefined)."""
+    from scipy.stats import kendalltau
+
+    if len(measured) < 3:
+        return None
+    tau = kendalltau(list(measured), list(paper)).statistic
+    return None if tau is None or math.isnan(tau) else float(tau)
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value)."""
+    n = len(values)
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    return mean, std
