@@ -47,13 +47,19 @@ class RetryPolicy(tune.Callback):
 
 class TrialProgress(tune.Callback):
     """Prints ``[trial] hparams  epoch e/E  clean ...  proxy ...`` per epoch (``audit ...`` after the last
-    one), and trial ends. The proxy is labelled as such: it is not the number the front is made of."""
+    one), and trial ends. The proxy is labelled as such: it is not the number the front is made of.
+
+    An epoch's line is printed when Ray has registered its checkpoint (``on_checkpoint``), not when its
+    result arrives: Ray registers a function trainable's checkpoint in a separate step after the result,
+    and a worker lost between the two is retried from the checkpoint before. A printed epoch is one a
+    retry will not train again."""
 
     def __init__(self, epochs: int, quiet: bool):
         self.epochs, self.quiet = epochs, quiet
 
-    def on_trial_result(self, iteration, trials, trial, result, **info):
-        if self.quiet or ERROR_KEY in result:
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+        result = trial.last_result or {}
+        if self.quiet or ERROR_KEY in result or "epoch" not in result:
             return
         hp = hparams_text({**trial.config.get("hparams", {}), **trial.config.get("train", {})})
         extra = "".join(f"  {label} {result[key]:.4f}" for label, key in
@@ -71,7 +77,8 @@ class TrialProgress(tune.Callback):
         print(f"[{trial.trial_id}] FAILED: {trial_error(trial)}", flush=True)
 
     def on_trial_recover(self, iteration, trials, trial, **info):
-        epoch = (trial.last_result or {}).get("epoch")
+        registered = trial.latest_checkpoint_result  # what Ray restores from, not the last result seen
+        epoch = registered.metrics.get("epoch") if registered is not None else None
         print(f"[{trial.trial_id}] worker lost ({trial_error(trial)}); retry "
               f"{trial.run_metadata.num_failures}/{trial.max_failures} from "
               f"{f'the checkpoint of epoch {epoch}' if epoch else 'the start'}", flush=True)
