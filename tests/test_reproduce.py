@@ -157,3 +157,21 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(argv, needle, tmp_path
     err = capsys.readouterr().err.strip()
     assert exc.value.code == 2 and needle in err and len(err.splitlines()) == 1, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["FILE"] and (tmp_path / "FILE").read_text() == "keep"
+
+
+def test_a_diverging_method_is_left_out_with_its_reason_and_the_table_goes_on(real_data, tmp_path, monkeypatch,
+                                                                               capsys):
+    from tune_div.defenses.smd import SMD
+
+    monkeypatch.setenv("TUNE_DIV_CACHE", str(tmp_path / "cache"))
+    real_loss = SMD.loss
+    monkeypatch.setattr(SMD, "loss", lambda self, ens, x, y: (lambda t, p: (t * float("nan"), p))(*real_loss(self, ens, x, y)))
+    assert reproduce_cli.main(["smd-table", "--budget", "smoke", "--methods", "naive,smd,adp", "--n", "20",
+                               "--audit", "off", "--data-dir", str(real_data), "--out", str(tmp_path / "out"),
+                               "--no-mlflow"]) == 0
+    doc = json.loads((tmp_path / "out" / "smd-table_mnist.json").read_text())
+    assert doc["settings"]["methods"] == ["naive", "adp"] and "smd" not in doc["runs"]
+    assert "became nan" in doc["diverged"]["smd"]
+    assert "SMD diverged and is left out: seed 0: loss of defense 'smd' became nan" in \
+        (tmp_path / "out" / "smd-table_mnist.md").read_text()
+    assert "| SMD |" not in capsys.readouterr().out

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 from .. import reproduce
-from ..errors import UserError
-from .common import ArgumentParser, cli_errors
+from ..errors import DivergenceError, UserError
+from .common import ArgumentParser, cli_errors, fail
 
 PROG = "tune-div reproduce"
 
@@ -52,7 +52,10 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
                 tracking.check_store(uri)  # before hours of training, not after
         started = time.perf_counter()
         protocol = reproduce.get(args.protocol)()
-        doc = protocol.run(args, out, log=lambda s: print(s, flush=True))
+        try:
+            doc = protocol.run(args, out, log=lambda s: print(s, flush=True))
+        except DivergenceError as exc:
+            fail(prog, str(exc))
         stem = out / f"{args.protocol}_{doc['settings']['dataset']}"
         print(Path(stem.with_suffix(".md")).read_text())
         print(f"written: {stem}.md, .csv, .json, .png ({(time.perf_counter() - started) / 60:.1f} min)")

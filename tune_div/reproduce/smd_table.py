@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import data
-from ..errors import UserError
+from ..errors import DivergenceError, UserError
 from ..eval import EvalSpec
 from ..train import EVAL_BATCH, TrainConfig, ensemble_and_member_accuracy
 from .base import Log, Protocol, evaluate_cached, kendall_tau, mean_std, register_protocol, train_cached
@@ -142,11 +142,18 @@ class SMDTable(Protocol):
         sur_cfg = self.train_config(s, "naive", SURROGATE_SEED).to_dict()
         sur_cfg.pop("data_dir")
         runs: dict[str, list[dict[str, Any]]] = {}
+        diverged: dict[str, str] = {}
         for method in s["methods"]:
             for seed in range(s["seeds"]):
                 cfg = self.train_config(s, method, seed)
                 log(f"{LABELS[method]} seed {seed}: {cfg.n_members} x {cfg.arch}, {cfg.epochs} epochs")
-                ens, history, cached = train_cached(cfg, log)
+                try:
+                    ens, history, cached = train_cached(cfg, log)
+                except DivergenceError as exc:  # the table goes on without it, and says why
+                    diverged[method] = f"seed {seed}: {exc}"
+                    log(f"  {LABELS[method]} diverged, left out of the table: {exc}")
+                    runs.pop(method, None)
+                    break
                 if cached:
                     log("  trained ensemble from the cache")
                 spec = EvalSpec(dataset=s["dataset"], attacks=list(ATTACKS), eps=s["eps"], n=s["n"], seed=0,
@@ -164,8 +171,12 @@ class SMDTable(Protocol):
                     "audit": (result.get("audit") or {}).get("robust_acc"),
                     "flags": sorted({f["name"] for f in result["flags"]}),
                     "train_s": sum(h.get("epoch_time_s", 0.0) for h in history), "epochs_trained": len(history)})
+        s["methods"] = [m for m in s["methods"] if m in runs]
+        if not s["methods"]:
+            raise DivergenceError("every method diverged: " + "; ".join(f"{m} {r}" for m, r in diverged.items()))
         table = aggregate(s, runs)
         doc = {"protocol": self.name, "settings": {k: v for k, v in s.items() if k != "data_dir"},
+               "diverged": diverged,
                "machine": machine(), "seconds": time.time() - started, "command": getattr(args, "command_line", ""),
                **table, "runs": runs}
         write_outputs(doc, out)
@@ -283,6 +294,8 @@ def markdown(doc: dict[str, Any]) -> str:
                     cells.append(cell(by.get((threat, eps, m, "audit")), with_paper=False))
                 lines.append(f"| {LABELS[m]} | " + " | ".join(cells) + " |")
             lines.append("")
+    for m, reason in doc.get("diverged", {}).items():
+        lines += [f"{LABELS[m]} diverged and is left out: {reason}", ""]
     flagged = {m: sorted({f for r in rs for f in r["flags"]}) for m, rs in doc["runs"].items()}
     flagged = {m: f for m, f in flagged.items() if f}
     if flagged:
