@@ -175,3 +175,4 @@ def test_a_diverging_method_is_left_out_with_its_reason_and_the_table_goes_on(re
     assert "SMD diverged and is left out: seed 0: loss of defense 'smd' became nan" in \
         (tmp_path / "out" / "smd-table_mnist.md").read_text()
     assert "| SMD |" not in capsys.readouterr().out
+    assert "NOT AUDITED" in (tmp_path / "out" / "smd-table_mnist.md").read_text()
