@@ -80,6 +80,20 @@ def test_the_distillation_step_is_the_reference_momentum_sign_step():
     assert not torch.equal(plain, z)  # the momentum matters after the first step
 
 
+@pytest.mark.parametrize("execution", ["looped", "fused"])
+def test_the_ensemble_distils_every_member_at_once_as_each_member_alone(execution):
+    """The M distillations run as one batch (``feature_distill(ensemble, ...)``): each member's copy moves
+    only by its own distance, so every batch equals that member's distillation on its own (float64)."""
+    torch.manual_seed(0)
+    ens = models.build_ensemble("lenet5", 3, 10, 1).double().eval().set_execution(execution)
+    source, target = torch.rand(4, 1, 28, 28, dtype=torch.float64), torch.rand(4, 1, 28, 28, dtype=torch.float64)
+    for layer in (1, 3, 5):
+        together = feature_distill(ens, source, target, layer, 0.07, 0.007, 5)
+        assert together.shape == (3, 4, 1, 28, 28)
+        for i, member in enumerate(ens.members):
+            torch.testing.assert_close(together[i], feature_distill(member, source, target, layer, 0.07, 0.007, 5))
+
+
 def test_members_stay_in_train_mode_while_distilling_unless_told_otherwise():
     torch.manual_seed(0)
     ens = models.build_ensemble("resnet20", 2, 10, 3).train()

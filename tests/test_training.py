@@ -49,6 +49,19 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(real_data, tmp_path):
         assert torch.equal(p, q)
 
 
+def test_fused_and_looped_training_give_the_same_metrics(real_data):
+    """Two epochs of SMD on real MNIST: the two execution paths agree to float tolerance."""
+    fused = Trainer(small_cfg(real_data, execution="fused"))
+    looped = Trainer(small_cfg(real_data, execution="looped"))
+    assert fused.ensemble.uses_fused() and not looped.ensemble.uses_fused()
+    for f, lp in zip(fused.fit(), looped.fit()):
+        for key in ("train_loss", "part_ce", "part_smd", "val_loss"):
+            assert f[key] == pytest.approx(lp[key], rel=1e-3), key
+        assert abs(f["val_clean_acc"] - lp["val_clean_acc"]) <= 2 / 200
+    for p, q in zip(fused.ensemble.parameters(), looped.ensemble.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-4)
+
+
 def test_callback_reports_parts_and_member_accuracies(real_data):
     seen = []
     Trainer(small_cfg(real_data, defense="adp", epochs=1)).fit(callback=seen.append)
@@ -148,6 +161,7 @@ def test_train_cli_from_exported_config(real_data, tmp_path):
     (["--defense", "smd", "--epochs", "ten"], "invalid int value"),
     (["--defense", "smd", "--dataset", "svhn"], "unknown dataset"),
     (["--defense", "smd", "--arch", "vgg"], "unknown architecture"),
+    (["--defense", "smd", "--execution", "fast"], "invalid choice: 'fast'"),
     (["--defense", "smd", "--data-dir", "/no/such/folder"], "does not exist"),
     (["--defense", "smd", "--out", "/no/such/folder/r.json"], "cannot write"),
     (["--config", "/no/such.yaml"], "does not exist"),

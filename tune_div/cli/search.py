@@ -45,6 +45,8 @@ def build_parser(prog: str = PROG) -> ArgumentParser:
     p.add_argument("--clean-floor", type=float, help="constraint: trials below this clean accuracy are infeasible")
     p.add_argument("--gpus", type=float, default=0, help="GPUs for the whole search (0: CPU)")
     p.add_argument("--gpus-per-trial", type=float, help="fractional allowed (default 1 if --gpus, else 0)")
+    p.add_argument("--execution", choices=models.EXECUTIONS, help="run each trial's members fused (one batched "
+                   "computation), looped, or auto (default: fused where it is measured faster, the CPU)")
     p.add_argument("--cpus-per-trial", type=float, default=1)
     p.add_argument("--concurrency", type=int, help="trials at once (default: what the resources allow)")
     p.add_argument("--address", help="join a running Ray cluster (host:port or auto)")

@@ -51,6 +51,8 @@ def build_parser(prog: str = PROG) -> ArgumentParser:
     p.add_argument("--hparam", action="append", metavar="KEY=VALUE", help="defense hyperparameter (repeatable)")
     p.add_argument("--data-dir", help="dataset folder (else $TUNE_DIV_DATA, else ~/.cache/tune_div/data)")
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:1, ...")
+    p.add_argument("--execution", choices=models.EXECUTIONS, help="run the members fused (one batched "
+                   "computation), looped, or auto (default: fused where it is measured faster, the CPU)")
     p.add_argument("--test-subset", type=int, help="report test accuracy on a seeded subset of N images")
     p.add_argument("--checkpoint", help="checkpoint file: saved every epoch, resumed from if it exists")
     p.add_argument("--save-model", help="write the trained ensemble to this file")
@@ -67,7 +69,7 @@ def config_from_args(args, doc: dict | None = None) -> TrainConfig:
     overrides = {k: getattr(args, k) for k in ("defense", "dataset", "arch", "n_members", "epochs", "batch_size",
                                                "lr", "weight_decay", "seed", "subset", "val_subset",
                                                "activation", "data_dir", "device", "schedule",
-                                               "early_stop_patience")}
+                                               "early_stop_patience", "execution")}
     overrides["adv_train"] = None
     hparams = parse_key_values(args.hparam)
     if args.adv_train:

@@ -30,7 +30,7 @@ LOG_EPS = 1e-12  # guards the logs of the KL / JSD terms
 
 
 class LabelConfusionModel(nn.Module):
-    """Instance representations ``[B, F]`` -> label-confusion vectors c ``[B, C]`` (rows sum to 1)."""
+    """Instance representations ``[..., B, F]`` -> label-confusion vectors c ``[..., B, C]`` (rows sum to 1)."""
 
     def __init__(self, num_classes: int, feature_dim: int, embed_dim: int = 64):
         super().__init__()
@@ -94,10 +94,10 @@ class CLDL(Defense):
         if self.lcm is None:  # called without prepare(): build the LCM now (it is then not optimised)
             self.prepare(ensemble)
         gamma, alpha, beta = self.hparams["gamma"], self.hparams["alpha"], self.hparams["beta"]
-        xs = [x.detach().clone().requires_grad_(True) for _ in ensemble.members]
-        feats = [m.features(xi) for m, xi in zip(ensemble.members, xs)]
-        log_p = torch.stack([torch.log_softmax(m.head(f), -1) for m, f in zip(ensemble.members, feats)])  # [M,B,C]
-        s = soft_labels(torch.stack([self.lcm(f) for f in feats]), y, gamma)  # [M, B, C]
+        xs = ensemble.member_copies(x)
+        logits, feats = ensemble.member_logits(xs, with_features=True)  # [M, B, C], [M, B, F]
+        log_p = torch.log_softmax(logits, -1)
+        s = soft_labels(self.lcm(feats), y, gamma)  # [M, B, C]
         member_kl = kl(s, log_p)  # [M, B]
         ce = member_kl.mean()  # mean_i of the batch-mean KL_i
         n = len(ensemble.members)

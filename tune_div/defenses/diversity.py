@@ -9,15 +9,15 @@ import torch
 NORM_EPS = 1e-12  # guards the cosine's denominator: zero gradients give cos = 0, never NaN
 
 
-def per_member_input_grads(member_outputs, xs: list[torch.Tensor]) -> torch.Tensor:
-    """Gradients of each member's scalar output w.r.t. its own copy of the input, ``[M, B, D]``.
+def per_member_input_grads(member_outputs: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+    """Gradients of each member's scalar output ``[M]`` w.r.t. its own copy of the input, ``[M, B, D]``.
 
-    ``member_outputs[i]`` must depend on ``xs[i]`` only; one backward pass gives all M gradients.
-    ``create_graph=True`` keeps them differentiable (double backprop) so the regulariser trains.
+    ``xs`` ``[M, B, ...]`` is the per-member input (``Ensemble.member_copies``); ``member_outputs[i]`` must
+    depend on ``xs[i]`` only, so one backward pass gives all M gradients. ``create_graph=True`` keeps them
+    differentiable (double backprop) so the regulariser trains.
     """
-    total = torch.stack(list(member_outputs)).sum()
-    grads = torch.autograd.grad(total, xs, create_graph=True)
-    return torch.stack([g.flatten(1) for g in grads])
+    (grads,) = torch.autograd.grad(member_outputs.sum(), xs, create_graph=True)
+    return grads.flatten(2)
 
 
 def safe_norm(v: torch.Tensor, dim: int = -1) -> torch.Tensor:

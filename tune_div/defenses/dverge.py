@@ -21,6 +21,10 @@ What the paper and its reference code (github.com/zjysteven/DVERGE, ``distillati
 - the members stay in training mode while distilling (batch norm uses the batch's statistics and
   updates its running averages, as in the reference).
 
+All M distillations run as one batch, ``[M, B, C, H, W]`` (their distances are summed; each member's
+copy only moves by its own), through the ensemble's fused path where it runs fused; the cross-entropy
+terms run as M - 1 shifted per-member batches. Both give the per-member results (tests/test_dverge.py).
+
 Options that keep the earlier behaviour of this package: ``distill_layers="stages"`` (the members'
 coarse post-activation stages), ``distill_momentum=False`` (plain signed gradient),
 ``distill_train_mode=False`` (eval mode while distilling). Remaining deviation: the target images are a
@@ -36,42 +40,59 @@ import torch
 import torch.nn.functional as F
 
 from ..domains import LINF_EPS, POSITIVE, Bool, Int, OneOf
-from .base import Defense, parts_dict
+from ..models import Ensemble
+from .base import Defense, member_ce, parts_dict
 from .registry import register_defense
 
 LAYER_SETS = ("all", "stages")
 
 
-def layer_features(member, x: torch.Tensor, layer: int, layer_set: str) -> torch.Tensor:
-    """Member features at ``layer`` (1-based): every pre-activation layer (``all``) or the coarse stages."""
+def layer_features(model, x: torch.Tensor, layer: int, layer_set: str) -> torch.Tensor:
+    """Features at ``layer`` (1-based): every pre-activation layer (``all``) or the coarse stages.
+
+    ``model`` is a member (``[B, ...]`` -> ``[B, ...]``) or an ensemble (``[B, ...]`` or ``[M, B, ...]`` ->
+    every member's ``[M, B, ...]``, fused where the ensemble runs fused).
+    """
+    if isinstance(model, Ensemble):
+        if layer_set == "stages":
+            return model.member_intermediate(x, layer - 1)
+        return model.member_layer_features(x, layer)
     if layer_set == "stages":
-        return member.intermediate(x, layer - 1)
-    return member.layer_features(x, layer)
+        return model.intermediate(x, layer - 1)
+    return model.layer_features(x, layer)
 
 
 def count_layers(member, x: torch.Tensor, layer_set: str) -> int:
     return member.num_stages if layer_set == "stages" else member.count_layers(x)
 
 
-def feature_distill(member, source: torch.Tensor, target: torch.Tensor, layer: int, eps: float, step: float,
+def feature_distill(model, source: torch.Tensor, target: torch.Tensor, layer: int, eps: float, step: float,
                     steps: int, rand_start: bool = False, momentum: float | None = 1.0,
                     layer_set: str = "all") -> torch.Tensor:
-    """Images ``[B, C, H, W]`` within ε (L∞) of ``source`` whose features at ``layer`` approach those of
-    ``target`` (same shape). ``momentum`` μ: the reference's L1-normalised momentum sign step; ``None``:
-    the plain signed gradient. The member's train/eval mode is the caller's."""
+    """Images within ε (L∞) of ``source`` ``[B, C, H, W]`` whose features at ``layer`` approach those of
+    ``target`` (same shape).
+
+    ``model`` a member: one distilled batch ``[B, C, H, W]``. ``model`` an ensemble: one per member,
+    ``[M, B, C, H, W]``, all M distillations run as one batch (their distances are summed, and each
+    member's copy only moves its own distance). ``momentum`` μ: the reference's L1-normalised momentum
+    sign step; ``None``: the plain signed gradient. The train/eval mode is the caller's.
+    """
     with torch.no_grad():
-        target_feat = layer_features(member, target, layer, layer_set)
-    z = source.detach().clone()
+        target_feat = layer_features(model, target, layer, layer_set)
+    if isinstance(model, Ensemble):
+        z = model.member_copies(source, requires_grad=False)
+    else:
+        z = source.detach().clone()
     if rand_start:
         z = (z + torch.empty_like(z).uniform_(-eps, eps)).clamp(0, 1)
     g = torch.zeros_like(z)
     for _ in range(int(steps)):
         z.requires_grad_(True)
         with torch.enable_grad():
-            dist = ((layer_features(member, z, layer, layer_set) - target_feat) ** 2).sum()
+            dist = ((layer_features(model, z, layer, layer_set) - target_feat) ** 2).sum()
             (grad,) = torch.autograd.grad(dist, z)
-        if momentum is not None:
-            l1 = grad.flatten(1).abs().sum(1).clamp_min(1e-12).view(-1, *([1] * (grad.dim() - 1)))
+        if momentum is not None:  # per sample: the image's C, H, W
+            l1 = grad.flatten(grad.dim() - 3).abs().sum(-1).clamp_min(1e-12).view(*grad.shape[:-3], 1, 1, 1)
             g = momentum * g + grad / l1
             grad = g
         z = z.detach() - step * grad.sign()
@@ -106,7 +127,7 @@ class DVERGE(Defense):
         self.layer = None if self.n_layers is None else int(torch.randint(1, self.n_layers + 1, (1,)))
 
     def distilled(self, ensemble, x):
-        """One distilled batch per member ``[M][B, C, H, W]`` (features of a permuted batch)."""
+        """One distilled batch per member ``[M, B, C, H, W]`` (features of a permuted batch)."""
         if self.n_layers is None:
             self.n_layers = count_layers(ensemble.members[0], x[:1], self.hparams["distill_layers"])
         if self.layer is None:
@@ -116,10 +137,9 @@ class DVERGE(Defense):
         ensemble.train(bool(self.hparams["distill_train_mode"]))
         h = self.hparams
         try:
-            out = [feature_distill(m, x, target, self.layer, h["distill_eps"], h["distill_step"], h["distill_steps"],
-                                   bool(h["distill_rand_start"]), 1.0 if h["distill_momentum"] else None,
-                                   h["distill_layers"])
-                   for m in ensemble.members]
+            out = feature_distill(ensemble, x, target, self.layer, h["distill_eps"], h["distill_step"],
+                                  h["distill_steps"], bool(h["distill_rand_start"]),
+                                  1.0 if h["distill_momentum"] else None, h["distill_layers"])
         finally:
             ensemble.train(was_training)
         return out
@@ -129,8 +149,12 @@ class DVERGE(Defense):
         if len(members) < 2:
             return F.cross_entropy(members[0](x), y)
         distilled = self.distilled(ensemble, x)
-        terms = [F.cross_entropy(mi(distilled[j]), y)
-                 for i, mi in enumerate(members) for j in range(len(members)) if j != i]
+        m = len(members)
+        # Shift k gives member i the batch distilled from member (i + k) mod M: M - 1 shifts cover every
+        # pair j != i, each member's batch norm sees batches of B as in the looped form.
+        shift = torch.arange(m, device=distilled.device)
+        terms = [member_ce(ensemble.member_logits(distilled[(shift + k) % m]), y).sum()
+                 for k in range(1, m)]
         return torch.stack(terms).sum()
 
     def loss(self, ensemble, x, y):

@@ -16,10 +16,9 @@ clipped to [0, 1]). The paper's σ per dataset is lost in our text copy of the p
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from ..domains import NON_NEGATIVE
-from .base import Defense, parts_dict
+from .base import Defense, member_ce, parts_dict
 from .diversity import log_sum_exp_cos, per_member_input_grads
 from .registry import register_defense
 
@@ -34,8 +33,8 @@ class GAL(Defense):
     def loss(self, ensemble, x, y):
         if self.hparams["noise_std"] > 0:
             x, y = with_noisy_copy(x, y, self.hparams["noise_std"])
-        xs = [x.detach().clone().requires_grad_(True) for _ in ensemble.members]
-        ces = torch.stack([F.cross_entropy(m(xi), y) for m, xi in zip(ensemble.members, xs)])  # [M]
+        xs = ensemble.member_copies(x)
+        ces = member_ce(ensemble.member_logits(xs), y)  # [M]
         # Summed (not averaged) per-sample losses: cosines are scale-free, and each sample's gradient
         # is then its own loss's gradient.
         grads = per_member_input_grads(ces * x.shape[0], xs)

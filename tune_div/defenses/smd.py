@@ -23,8 +23,8 @@ from .registry import register_defense
 
 def saliency_maps(ensemble, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Member logits ``[M, B, C]`` and saliency maps ``[M, B, D]`` (differentiable, double backprop)."""
-    xs = [x.detach().clone().requires_grad_(True) for _ in ensemble.members]
-    logits = torch.stack([m(xi) for m, xi in zip(ensemble.members, xs)])
+    xs = ensemble.member_copies(x)
+    logits = ensemble.member_logits(xs)
     true_logit = logits.gather(2, y.view(1, -1, 1).expand(logits.shape[0], -1, 1)).squeeze(2)  # [M, B]
     return logits, per_member_input_grads(true_logit.sum(1), xs)
 

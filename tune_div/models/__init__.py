@@ -1,14 +1,15 @@
 """Architectures (a registry), the :class:`Ensemble` and its one-file save/load.
 
 ``build_ensemble(arch, n_members, num_classes, in_channels, **options)``; ``names()`` lists the
-architectures (``names('resnet*')`` filters with a wildcard).
+architectures (``names('resnet*')`` filters with a wildcard). ``fused.py`` runs the members of an
+ensemble as one batched computation (``Ensemble.execution``).
 """
 
 from . import convnets, dense, lenet, resnet  # noqa: F401  (registers the architectures)
 from . import capped  # noqa: F401  (registers the capped_relu head)
 from .base import Member, Normalize
 from .capped import CappedReLU
-from .ensemble import HEADS, Ensemble, build_ensemble, load_ensemble, log_mean_softmax, save_ensemble
+from .ensemble import EXECUTIONS, HEADS, Ensemble, build_ensemble, load_ensemble, log_mean_softmax, save_ensemble
 from .registry import MODELS, register_model
 
 
@@ -16,5 +17,5 @@ def names(pattern: str | None = None) -> list[str]:
     return MODELS.names(pattern)
 
 
-__all__ = ["CappedReLU", "Ensemble", "HEADS", "MODELS", "Member", "Normalize", "build_ensemble", "load_ensemble",
+__all__ = ["CappedReLU", "EXECUTIONS", "Ensemble", "HEADS", "MODELS", "Member", "Normalize", "build_ensemble", "load_ensemble",
            "log_mean_softmax", "names", "register_model", "save_ensemble"]

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from .ensemble import HEADS
+from .fused import STACKED, Act, fused_op, to_stacked
 
 
 class CappedReLU(nn.Module):
@@ -36,6 +37,15 @@ class CappedReLU(nn.Module):
 
     def extra_repr(self) -> str:
         return f"width={self.max_value.numel()}, learnable={self.learnable}"
+
+
+@fused_op(CappedReLU)
+def _fused_capped(mods, h, ctx):
+    """Every member's caps at once: ``[M, B, width]`` against the stacked caps ``[M, 1, width]``."""
+    ctx.activation(h)
+    caps = torch.stack([m.max_value for m in mods])
+    z = to_stacked(h, ctx)
+    return Act(torch.minimum(torch.relu(z), caps.view(ctx.m, *([1] * (z.dim() - 2)), -1)), STACKED)
 
 
 @HEADS.register("capped_relu")

@@ -12,10 +12,15 @@ from torch import nn
 from ..errors import MissingFileError, UserError
 from ..files import atomic_torch_save
 from ..registry import Registry
+from . import fused
 from .base import ACTIVATIONS, Member
 from .registry import MODELS
 
 FORMAT = "tune_div.ensemble/1"
+
+# How the members run: "fused" (one batched computation, tune_div.models.fused), "looped" (one member
+# after the other) or "auto" (fused where it is supported and measured faster: fused.FASTER).
+EXECUTIONS = ("auto", "fused", "looped")
 
 # Heads replace a member's final Linear (D-ReLU inserts a capped dense layer there). A head factory
 # takes (feature_dim, num_classes, **options) and returns an nn.Module mapping features to logits.
@@ -25,6 +30,11 @@ HEADS: Registry = Registry("head")
 class Ensemble(nn.Module):
     """``forward(x)`` -> ``log(mean_i softmax(z_i))`` ``[B, C]``, so cross-entropy on it is the ensemble's
     NLL and every attack attacks exactly what is predicted. ``member_logits(x)`` -> ``[M, B, C]``.
+
+    Every ``member_*`` method takes either one batch ``[B, C, H, W]`` that all members see, or one batch
+    per member ``[M, B, C, H, W]`` (member i sees ``x[i]``, so input gradients stay per member), and runs
+    the members fused or looped according to ``execution`` (:data:`EXECUTIONS`); both give the same
+    numbers to float tolerance.
     """
 
     def __init__(self, members: list[Member], config: dict[str, Any]):
@@ -32,13 +42,84 @@ class Ensemble(nn.Module):
         self.members = nn.ModuleList(members)
         self.config = dict(config)  # everything build_ensemble needs to rebuild this architecture
         self.train_config: dict[str, Any] | None = None  # the TrainConfig dict that trained it, when known
+        self.execution = "auto"
+        self._structure_unsupported: str | None | bool = False  # False: not checked yet
 
     @property
     def n_members(self) -> int:
         return len(self.members)
 
-    def member_logits(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.stack([m(x) for m in self.members])
+    # -- execution path ------------------------------------------------------------------------------
+    def set_execution(self, execution: str) -> "Ensemble":
+        """``auto`` | ``fused`` | ``looped``; ``fused`` on members it cannot run raises a UserError."""
+        if execution not in EXECUTIONS:
+            raise UserError(f"unknown execution {execution!r}; choose one of: {', '.join(EXECUTIONS)}")
+        self.execution = execution
+        self.uses_fused()  # fused on an unsupported architecture fails here, not at the first batch
+        return self
+
+    def fused_unsupported(self) -> str | None:
+        """Why the fused path cannot run these members (None: it can)."""
+        if self._structure_unsupported is False:
+            self._structure_unsupported = fused.structure_unsupported(list(self.members))
+        return self._structure_unsupported or fused.has_hooks(list(self.members))
+
+    def uses_fused(self) -> bool:
+        """Whether the ``member_*`` methods run fused now."""
+        if self.execution == "looped":
+            return False
+        reason = self.fused_unsupported()
+        if self.execution == "fused":
+            if reason:
+                raise UserError(f"execution 'fused' cannot run this ensemble: {reason}; use execution auto or "
+                                "looped")
+            return True
+        if reason:
+            return False
+        param = next(self.parameters(), None)
+        return param is not None and self.config.get("arch") in fused.FASTER.get(param.device.type, ())
+
+    # -- the members' outputs ------------------------------------------------------------------------
+    def member_copies(self, x: torch.Tensor, requires_grad: bool = True) -> torch.Tensor:
+        """One detached copy of ``x`` ``[B, C, H, W]`` per member, ``[M, B, C, H, W]`` (each copy in ``x``'s
+        memory format): the per-member input whose gradient holds every member's own input gradient."""
+        x = x.detach()
+        if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+            b, c, h, w = x.shape
+            out = x.new_empty(self.n_members, b, h, w, c).permute(0, 1, 4, 2, 3)
+        else:
+            out = x.new_empty(self.n_members, *x.shape)
+        out.copy_(x.unsqueeze(0).expand_as(out))
+        return out.requires_grad_(requires_grad)
+
+    def _inputs(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if x.dim() == 5:
+            if x.shape[0] != self.n_members:
+                raise ValueError(f"per-member input has {x.shape[0]} batches for {self.n_members} members")
+            return list(x.unbind(0))
+        return [x] * self.n_members
+
+    def member_logits(self, x: torch.Tensor, with_features: bool = False):
+        """Logits ``[M, B, classes]``; with ``with_features``, also the penultimate features ``[M, B, F]``."""
+        if self.uses_fused():
+            return fused.member_logits(list(self.members), x, with_features)
+        xs = self._inputs(x)
+        if not with_features:
+            return torch.stack([m(xi) for m, xi in zip(self.members, xs)])
+        feats = [m.features(xi) for m, xi in zip(self.members, xs)]
+        return torch.stack([m.head(f) for m, f in zip(self.members, feats)]), torch.stack(feats)
+
+    def member_intermediate(self, x: torch.Tensor, stage: int) -> torch.Tensor:
+        """Every member's :meth:`Member.intermediate` output of stage ``stage``, ``[M, B, ...]``."""
+        if self.uses_fused():
+            return fused.member_intermediate(list(self.members), x, stage)
+        return torch.stack([m.intermediate(xi, stage) for m, xi in zip(self.members, self._inputs(x))])
+
+    def member_layer_features(self, x: torch.Tensor, layer: int) -> torch.Tensor:
+        """Every member's :meth:`Member.layer_features` (DVERGE's layer ``layer``), ``[M, B, ...]``."""
+        if self.uses_fused():
+            return fused.member_layer_features(list(self.members), x, layer)
+        return torch.stack([m.layer_features(xi, layer) for m, xi in zip(self.members, self._inputs(x))])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return log_mean_softmax(self.member_logits(x))

@@ -9,6 +9,7 @@ from __future__ import annotations
 from torch import nn
 
 from .base import Member, activation
+from .fused import GROUPED, Act, fused_op, run_module, to_grouped
 from .registry import register_model
 
 
@@ -29,6 +30,17 @@ class BasicBlock(nn.Module):
         out = self.act1(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         return self.act2(out + self.shortcut(x))
+
+
+@fused_op(BasicBlock)
+def _fused_basic_block(mods, h, ctx):
+    """The block of every member at once (models/fused.py), in the order of ``BasicBlock.forward``."""
+    def sub(name, a):
+        return run_module([getattr(m, name) for m in mods], a, ctx)
+
+    out = sub("bn2", sub("conv2", sub("act1", sub("bn1", sub("conv1", h)))))
+    short = sub("shortcut", h) if len(mods[0].shortcut) else h
+    return sub("act2", Act(out.value + to_grouped(short, ctx).value, GROUPED))
 
 
 def _resnet(n: int, num_classes, in_channels, activation_name, mean, std) -> Member:

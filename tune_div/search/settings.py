@@ -53,7 +53,7 @@ SETTINGS_DOMAINS = {
     "inject_nan_if": Maybe(Text()), "experiment": Text(), "storage_path": Text(), "subset": Maybe(COUNT),
     "tracking_uri": Maybe(Text()), "parent_run_id": Maybe(Text()), "audit": OneOf(AUDITS),
     "scheduler": OneOf(SCHEDULERS), "grace_period": COUNT, "reduction_factor": Int(min=2),
-    "max_retries": Int(min=0),
+    "max_retries": Int(min=0), "execution": OneOf(models.EXECUTIONS),
 }
 
 
@@ -87,6 +87,7 @@ class Settings:
     grace_period: int = 1
     reduction_factor: int = 3
     max_retries: int = 2  # a trial whose worker is lost is retried this often from its last checkpoint
+    execution: str = "auto"  # how each trial's members run (TrainConfig.execution)
 
     @property
     def metrics(self) -> list[str]:
@@ -181,7 +182,8 @@ class Settings:
                 args.seed, str(Path(args.space).resolve()) if args.space else None, data_dir, args.inject_nan_if,
                 experiment, str(Path(args.storage_path).expanduser().resolve()), args.subset, args.tracking_uri,
                 audit=args.audit, scheduler=args.scheduler or ("moasha" if epochs >= 4 else "fifo"),
-                grace_period=args.grace_period, reduction_factor=args.reduction_factor, max_retries=args.max_retries)
+                grace_period=args.grace_period, reduction_factor=args.reduction_factor, max_retries=args.max_retries,
+                execution=getattr(args, "execution", None) or "auto")
         s.check()
         return s
 
@@ -246,7 +248,7 @@ def base_config(s: Settings) -> dict[str, Any]:
         "defense": s.defense,
         "base": {"dataset": s.dataset, "arch": s.arch, "n_members": s.members, "epochs": s.epochs, "seed": s.seed,
                  "subset": budget["subset"], "val_subset": budget["val_subset"], "data_dir": s.data_dir,
-                 "num_threads": max(1, int(s.cpus_per_trial))},
+                 "num_threads": max(1, int(s.cpus_per_trial)), "execution": s.execution},
         "objective": objective_spec(s, budget["objective_n"]),
         "sanity_n": budget["sanity_n"], "test_n": budget["test_n"],
         "rungs": s.rungs,

@@ -45,7 +45,7 @@ ROUTINE = ("epochs", "batch_size", "lr", "weight_decay", "milestones", "lr_gamma
            "plateau_patience", "early_stop_patience", "subset", "val_size", "augment")
 
 # Fields that do not change what is trained: a checkpoint may be resumed across them.
-NOT_IDENTITY = ("epochs", "data_dir", "device", "memory_format", "num_threads")
+NOT_IDENTITY = ("epochs", "data_dir", "device", "memory_format", "num_threads", "execution")
 
 
 @dataclass
@@ -78,6 +78,9 @@ class TrainConfig:
     # auto: channels_last on CPU, where it makes the double-backprop defenses ~1.4x faster
     # (benchmarks/step_time.py); contiguous on GPUs, where it has not been measured.
     memory_format: str = "auto"
+    # How the members run (tune_div.models.EXECUTIONS): fused (one batched computation), looped (one after
+    # the other), auto (fused where supported and measured faster: CPU). Same numbers to float tolerance.
+    execution: str = "auto"
     # Adversarial training on top of any defense: {attack, eps, steps, ratio}. A share ``ratio`` of
     # every batch is replaced by adversarial examples of the current ensemble.
     adv_train: dict[str, Any] | None = None
@@ -137,6 +140,7 @@ FIELD_DOMAINS = {
     "early_stop_patience": Maybe(COUNT), "seed": SEED, "subset": Maybe(COUNT), "val_size": COUNT,
     "val_subset": Maybe(COUNT), "activation": Maybe(OneOf(ACTIVATIONS)), "augment": Maybe(Bool()),
     "data_dir": Maybe(Text()), "device": Text(), "memory_format": OneOf(MEMORY_FORMATS), "num_threads": Maybe(COUNT),
+    "execution": OneOf(models.EXECUTIONS),
 }
 
 

@@ -81,6 +81,7 @@ class Trainer:
         self.defense.prepare(self.ensemble)
         self.memory_format = resolve_memory_format(cfg.memory_format, self.device)
         self.ensemble.to(self.device, memory_format=self.memory_format)
+        self.ensemble.set_execution(cfg.execution)
         self.defense.to(self.device)
 
         train_x, train_y = data.load(cfg.dataset, "train", cfg.data_dir, subset=cfg.subset, seed=cfg.seed,
