@@ -71,7 +71,7 @@ class Context:
 
     def format(self, t: torch.Tensor) -> torch.Tensor:
         if self.channels_last and t.dim() == 4:
-            return t.contiguous(memory_format=torch.channels_last)
+            return channels_last(t)
         return t
 
     def activation(self, h: Act) -> None:
@@ -82,6 +82,17 @@ class Context:
 
 
 # -- layout changes -------------------------------------------------------------------------------------
+def channels_last(t: torch.Tensor) -> torch.Tensor:
+    """``t`` ``[B, C, H, W]`` with channels-last strides, also for C = 1.
+
+    With one channel the two layouts hold the same bytes, so ``contiguous(memory_format=channels_last)``
+    keeps the NCHW strides, and oneDNN then runs the first convolution, and everything after it, in NCHW
+    (about 1.6x slower here); the NHWC strides are set without a copy.
+    """
+    if t.shape[1] == 1 and t.is_contiguous():
+        return t.as_strided(t.shape, (t.shape[2] * t.shape[3], 1, t.shape[3], 1))
+    return t.contiguous(memory_format=torch.channels_last)
+
 def to_grouped(h: Act, ctx: Context) -> Act:
     if h.layout == GROUPED:
         return h
@@ -298,7 +309,7 @@ def _start(members: Sequence[Member], x: torch.Tensor, tap: int | None = None) -
         if x.shape[0] != ctx.m:
             raise ValueError(f"per-member input has {x.shape[0]} members, the ensemble {ctx.m}")
         return Act(x, STACKED), ctx
-    return Act(x, SHARED), ctx
+    return Act(ctx.format(x), SHARED), ctx
 
 
 def _body(members, h: Act, ctx: Context, stages: int | None = None) -> Act:
