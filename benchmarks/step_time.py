@@ -1,10 +1,13 @@
-"""Time of one training step of each defense against the naive ensemble, in the same run.
+"""Time of one training step of each defense, looped and fused, against the naive ensemble, in one run.
 
     python benchmarks/step_time.py [--members 3] [--arch lenet5] [--batch 128] [--repeats 20]
+                                   [--execution looped,fused] [--memory-format channels_last]
 
 A step is loss + backward + Adam update on one real MNIST batch (generated data with --synthetic).
-Prints the median over repeats (after warm-up) and its ratio to naive. Issue targets on the 2-core
-development CPU: ADP <= 1.3x, GAL and SMD <= 3.5x naive (the SMD paper reports 4.5x on its GPU).
+Every (memory format, execution, defense) is timed once per round, rounds interleaved so machine noise
+hits all alike; prints the median over rounds (after warm-up), each defense against naive on the same
+path, and fused against looped. Issue 14's targets on the 2-core development CPU: fused naive <= 0.7x
+looped naive; SMD, GAL, CLDL <= 2.2x fused naive; DVERGE <= 5x.
 """
 
 from __future__ import annotations
@@ -22,12 +25,13 @@ from tune_div.train import resolve_device
 class Stepper:
     """One defense's ensemble, optimiser and batch; ``step()`` times one training step."""
 
-    def __init__(self, name: str, x, y, arch: str, members: int, device, channels_last: bool):
+    def __init__(self, name: str, x, y, arch: str, members: int, device, channels_last: bool, execution: str):
         torch.manual_seed(0)
         self.defense = defenses.build(name).to(device)
         meta = data.info("mnist")
         self.ens = models.build_ensemble(arch, members, meta.num_classes, meta.in_channels, mean=list(meta.mean),
                                          std=list(meta.std), **self.defense.model_options).to(device)
+        self.ens.set_execution(execution)
         self.defense.prepare(self.ens)
         self.defense.start_epoch(1, self.ens)
         self.x, self.y = x, y
@@ -64,7 +68,9 @@ def main() -> None:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--synthetic", action="store_true", help="random images instead of real MNIST")
     p.add_argument("--device", default="auto")
-    p.add_argument("--memory-format", choices=["contiguous", "channels_last", "both"], default="both")
+    p.add_argument("--memory-format", choices=["contiguous", "channels_last", "both"], default="channels_last")
+    p.add_argument("--execution", default="looped,fused", help="comma-separated: looped, fused (the first is the "
+                   "baseline)")
     args = p.parse_args()
     device = resolve_device(args.device)
     if args.synthetic:
@@ -75,24 +81,28 @@ def main() -> None:
     x, y = x.to(device), y.to(device)
     names = ["naive"] + [n for n in args.defenses.split(",") if n != "naive"]
     formats = ["contiguous", "channels_last"] if args.memory_format == "both" else [args.memory_format]
+    executions = args.execution.split(",")
     print(f"{args.members} x {args.arch}, batch {args.batch}, device {device}, threads {torch.get_num_threads()}, "
           f"median of {args.repeats} interleaved rounds")
-    steppers = {(f, n): Stepper(n, x, y, args.arch, args.members, device, f == "channels_last")
-                for f in formats for n in names}
+    steppers = {(f, e, n): Stepper(n, x, y, args.arch, args.members, device, f == "channels_last", e)
+                for f in formats for e in executions for n in names}
     times: dict = {k: [] for k in steppers}
-    # Interleave: every round times each (format, defense) once, so machine noise hits all alike.
     for r in range(args.warmup + args.repeats):
         for key, stepper in steppers.items():
             t = stepper.step()
             if r >= args.warmup:
                 times[key].append(t)
-    base = statistics.median(times[(formats[0], "naive")])
-    print(f"{'format':<14} {'defense':<10} {'ms/step':>9} {'x naive':>8} {'x naive (same format)':>22}")
+    med = {k: statistics.median(v) for k, v in times.items()}
+    base = med[(formats[0], executions[0], "naive")]
+    print(f"{'format':<14} {'execution':<9} {'defense':<10} {'ms/step':>8} {'x naive':>8} {'x naive (same path)':>20} "
+          f"{'x ' + executions[0]:>9}")
     for f in formats:
-        own = statistics.median(times[(f, "naive")])
-        for n in names:
-            med = statistics.median(times[(f, n)])
-            print(f"{f:<14} {n:<10} {med * 1e3:>9.1f} {med / base:>8.2f} {med / own:>22.2f}")
+        for e in executions:
+            own = med[(f, e, "naive")]
+            for n in names:
+                t = med[(f, e, n)]
+                print(f"{f:<14} {e:<9} {n:<10} {t * 1e3:>8.1f} {t / base:>8.2f} {t / own:>20.2f} "
+                      f"{t / med[(f, executions[0], n)]:>9.2f}")
 
 
 if __name__ == "__main__":

@@ -335,6 +335,7 @@ def test_interrupted_search_resumes_without_rerunning_finished_trials(real_data,
     (["smd", "--gpus", "9"], "asked for 9 GPUs but the cluster has 8"),
     (["smd", "--clean-floor", "97"], "accuracy in [0, 1]"),
     (["smd", "--sampler", "cmaes"], "invalid choice"),
+    (["smd", "--execution", "fast"], "invalid choice: 'fast'"),
     (["smd", "--inject-nan-if", "gamma>1"], "not a searched hyperparameter"),
     (["--resume", "/no/such/experiment"], "not a tune_div experiment folder"),
     ([], "name the defense"),
@@ -350,6 +351,19 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(argv, needle, ray_sessi
     err = capsys.readouterr().err.strip()
     assert exc.value.code == 2 and needle in err and len(err.splitlines()) == 1, err
     assert not out.exists()
+
+
+def test_execution_reaches_every_trials_training_config(tmp_path):
+    from tune_div.search.settings import Settings, base_config
+    from tune_div.search.trainable import train_config
+
+    for argv, expected in (([], "auto"), (["--execution", "fused"], "fused"), (["--execution", "looped"], "looped")):
+        args = search.build_parser().parse_args(["smd", "--storage-path", str(tmp_path), *argv])
+        s = Settings.from_args(args)
+        assert s.execution == expected
+        config = {**base_config(s), "hparams": {}}
+        assert train_config(config).execution == expected
+    assert not any(tmp_path.iterdir())  # settings are built without writing anything
 
 
 def test_existing_experiment_is_not_overwritten(ray_session, tmp_path, capsys):
