@@ -85,9 +85,9 @@ class Context:
 def channels_last(t: torch.Tensor) -> torch.Tensor:
     """``t`` ``[B, C, H, W]`` with channels-last strides, also for C = 1.
 
-    With one channel the two layouts hold the same bytes, so ``contiguous(memory_format=channels_last)``
-    keeps the NCHW strides, and oneDNN then runs the first convolution, and everything after it, in NCHW
-    (about 1.6x slower here); the NHWC strides are set without a copy.
+    With one channel the two layouts hold the same bytes and ``contiguous(memory_format=channels_last)``
+    keeps the NCHW strides, so the layout oneDNN picks for the first convolution would depend on the
+    weights' strides alone; the NHWC strides are set here without a copy.
     """
     if t.shape[1] == 1 and t.is_contiguous():
         return t.as_strided(t.shape, (t.shape[2] * t.shape[3], 1, t.shape[3], 1))
