@@ -20,6 +20,7 @@ import torch
 
 from tune_div import data, defenses, models
 from tune_div.train import resolve_device
+from tune_div.train.trainer import adam
 
 
 class Stepper:
@@ -38,8 +39,8 @@ class Stepper:
         if channels_last:
             self.ens = self.ens.to(memory_format=torch.channels_last)
             self.x = x.contiguous(memory_format=torch.channels_last)
-        self.opt = torch.optim.Adam(list(self.ens.parameters()) + list(self.defense.parameters()), lr=1e-3,
-                                    weight_decay=1e-4)  # after prepare(): CLDL's label-confusion model trains too
+        # after prepare(): CLDL's label-confusion model trains too; the optimiser the Trainer uses
+        self.opt = adam(list(self.ens.parameters()) + list(self.defense.parameters()), 1e-3, 1e-4)
         self.device = device
 
     def _sync(self):

@@ -50,6 +50,16 @@ def ensemble_and_member_accuracy(ensemble: models.Ensemble, loader: data.TensorL
     return acc, member_acc
 
 
+def adam(params, lr: float, weight_decay: float) -> torch.optim.Adam:
+    """The papers' Adam, as one fused kernel for all members' parameters (about 4x faster than the default
+    per-parameter loop for 3 x LeNet-5 on this CPU); the default where fused Adam is not available."""
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, ValueError):  # a device or dtype without the fused kernel
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+
+
 def epochs_without_improvement(history: list[dict[str, float]], key: str = "val_loss") -> int:
     """Epochs since the best (lowest) ``key`` in ``history``; 0 when the last epoch is the best."""
     values = [h[key] for h in history if key in h]
@@ -94,7 +104,7 @@ class Trainer:
         self.val_loader = data.TensorLoader(val_x, val_y, EVAL_BATCH, device=self.device)
 
         params = list(self.ensemble.parameters()) + list(self.defense.parameters())
-        self.optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.optimizer = adam(params, cfg.lr, cfg.weight_decay)
         if cfg.schedule == "plateau":
             self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
                 self.optimizer, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience)
