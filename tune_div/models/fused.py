@@ -36,8 +36,8 @@ SHARED, GROUPED, STACKED = "shared", "grouped", "stacked"
 # Where ``execution="auto"`` runs fused: device type -> architectures whose fused training step measured
 # faster than the looped one for the naive ensemble and the gradient regularisers alike
 # (benchmarks/step_time.py; the figures are in the README, "Speed"). On this 2-core CPU only LeNet-5
-# gains; the wider networks lose 5-15 % with the gradient regularisers, whose double backward through a
-# grouped convolution PyTorch runs group by group. No GPU has measured the fused path yet, so "cuda" is
+# gains; dense, shallow_cnn, conv3 and resnet20 are 4-40 % slower fused, their convolutions having
+# enough channels per member for oneDNN already. No GPU has measured the fused path yet, so "cuda" is
 # not listed: a GPU keeps the looped path unless ``execution="fused"`` is asked for.
 FASTER: dict[str, tuple[str, ...]] = {"cpu": ("lenet5",)}
 
@@ -92,6 +92,7 @@ def channels_last(t: torch.Tensor) -> torch.Tensor:
     if t.shape[1] == 1 and t.is_contiguous():
         return t.as_strided(t.shape, (t.shape[2] * t.shape[3], 1, t.shape[3], 1))
     return t.contiguous(memory_format=torch.channels_last)
+
 
 def to_grouped(h: Act, ctx: Context) -> Act:
     if h.layout == GROUPED:
