@@ -23,9 +23,9 @@ import time
 
 import torch
 
-from tune_div import data, defenses, models
+from step_time import Stepper  # the same training step, optimiser and memory format (benchmarks/ is on sys.path)
+from tune_div import data
 from tune_div.train import resolve_device, resolve_memory_format
-from tune_div.train.trainer import adam
 
 
 def worker(defense: str, arch: str, execution: str, device: str, batch: int, data_dir: str | None, threads: int,
@@ -33,35 +33,16 @@ def worker(defense: str, arch: str, execution: str, device: str, batch: int, dat
     torch.set_num_threads(threads)
     dev = resolve_device(device)
     fmt = resolve_memory_format("auto", dev)
-    meta = data.info("mnist")
     images, y = data.load("mnist", "train", data_dir, subset=batch)
-    x = data.to_float(images).to(dev).contiguous(memory_format=fmt)
-    y = y.to(dev)
-    d = defenses.build(defense).to(dev)
-    ens = models.build_ensemble(arch, 3, meta.num_classes, meta.in_channels, mean=list(meta.mean),
-                                std=list(meta.std), **d.model_options).to(dev, memory_format=fmt)
-    ens.set_execution(execution)
-    d.prepare(ens)
-    d.start_epoch(1, ens)
-    opt = adam(list(ens.parameters()) + list(d.parameters()), 1e-3, 1e-4)
-
-    def step():
-        total, _ = d.loss(ens, x, y)
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        opt.step()
-
+    stepper = Stepper(defense, data.to_float(images).to(dev), y.to(dev), arch, 3, dev, fmt == torch.channels_last,
+                      execution)
     for _ in range(warmup):
-        step()
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
+        stepper.step()
     start.wait()  # every worker is warm: the timed window is the same for all
     steps, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
-        step()
+        stepper.step()  # synchronises a GPU after each step, as the Trainer's per-step loss read does
         steps += 1
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
     out.put(steps / (time.perf_counter() - t0))
 
 

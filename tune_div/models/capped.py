@@ -33,10 +33,15 @@ class CappedReLU(nn.Module):
         self.learnable = learnable
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return torch.minimum(torch.relu(z), self.max_value)
+        return capped_relu(z, self.max_value)
 
     def extra_repr(self) -> str:
         return f"width={self.max_value.numel()}, learnable={self.learnable}"
+
+
+def capped_relu(z: torch.Tensor, caps: torch.Tensor) -> torch.Tensor:
+    """min(max(0, z), m), the caps broadcast over z's last axis."""
+    return torch.minimum(torch.relu(z), caps)
 
 
 @fused_op(CappedReLU)
@@ -45,7 +50,7 @@ def _fused_capped(mods, h, ctx):
     ctx.activation(h)
     caps = torch.stack([m.max_value for m in mods])
     z = to_stacked(h, ctx)
-    return Act(torch.minimum(torch.relu(z), caps.view(ctx.m, *([1] * (z.dim() - 2)), -1)), STACKED)
+    return Act(capped_relu(z, caps.view(ctx.m, *([1] * (z.dim() - 2)), -1)), STACKED)
 
 
 @HEADS.register("capped_relu")

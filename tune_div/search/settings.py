@@ -183,7 +183,7 @@ class Settings:
                 experiment, str(Path(args.storage_path).expanduser().resolve()), args.subset, args.tracking_uri,
                 audit=args.audit, scheduler=args.scheduler or ("moasha" if epochs >= 4 else "fifo"),
                 grace_period=args.grace_period, reduction_factor=args.reduction_factor, max_retries=args.max_retries,
-                execution=getattr(args, "execution", None) or "auto")
+                execution=args.execution or "auto")
         s.check()
         return s
 
