@@ -77,12 +77,16 @@ def feature_distill(model, source: torch.Tensor, target: torch.Tensor, layer: in
     member's copy only moves its own distance). ``momentum`` μ: the reference's L1-normalised momentum
     sign step; ``None``: the plain signed gradient. The train/eval mode is the caller's.
     """
-    with torch.no_grad():
-        target_feat = layer_features(model, target, layer, layer_set)
     if isinstance(model, Ensemble):
         z = model.member_copies(source, requires_grad=False)
+        # The target goes through the same per-member computation as z: on the fused path a shared batch
+        # takes another kernel, whose rounding would give a source paired with itself (probability 1/B) a
+        # nonzero gradient, and the sign step would then move it by a whole step.
+        target = model.member_copies(target, requires_grad=False)
     else:
         z = source.detach().clone()
+    with torch.no_grad():
+        target_feat = layer_features(model, target, layer, layer_set)
     if rand_start:
         z = (z + torch.empty_like(z).uniform_(-eps, eps)).clamp(0, 1)
     g = torch.zeros_like(z)
