@@ -44,7 +44,8 @@ def build_parser(prog: str = PROG) -> ArgumentParser:
                         "an error of the trial itself (divergence) is never retried")
     p.add_argument("--clean-floor", type=float, help="constraint: trials below this clean accuracy are infeasible")
     p.add_argument("--gpus", type=float, default=0, help="GPUs for the whole search (0: CPU)")
-    p.add_argument("--gpus-per-trial", type=float, help="fractional allowed (default 1 if --gpus, else 0)")
+    p.add_argument("--gpus-per-trial", type=float, help="fractional allowed (default with --gpus: the measured "
+                   "default of tune_div/device_defaults.py, 1 until a device check sets it; else 0)")
     p.add_argument("--execution", choices=models.EXECUTIONS, help="run each trial's members fused (one batched "
                    "computation), looped, or auto (default: fused where it is measured faster, the CPU)")
     p.add_argument("--cpus-per-trial", type=float, default=1)

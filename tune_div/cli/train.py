@@ -21,6 +21,7 @@ from ..domains import COUNT, check
 from ..search.settings import check_objective
 from ..train import TrainConfig, Trainer, checkpoint, config_file
 from ..train.config import SCHEDULES
+from ..train.precision import CHOICES as PRECISION_CHOICES
 from .common import ArgumentParser, check_outputs_writable, cli_errors, fail, parse_key_values
 
 PROG = "tune-div train"
@@ -53,6 +54,8 @@ def build_parser(prog: str = PROG) -> ArgumentParser:
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:1, ...")
     p.add_argument("--execution", choices=models.EXECUTIONS, help="run the members fused (one batched "
                    "computation), looped, or auto (default: fused where it is measured faster, the CPU)")
+    p.add_argument("--precision", choices=PRECISION_CHOICES, help="fp32, tf32 or bf16 (CUDA), or auto (default: "
+                   "the device's measured default, fp32 until benchmarks/device_check.py has shown better)")
     p.add_argument("--test-subset", type=int, help="report test accuracy on a seeded subset of N images")
     p.add_argument("--checkpoint", help="checkpoint file: saved every epoch, resumed from if it exists")
     p.add_argument("--save-model", help="write the trained ensemble to this file")
@@ -69,7 +72,7 @@ def config_from_args(args, doc: dict | None = None) -> TrainConfig:
     overrides = {k: getattr(args, k) for k in ("defense", "dataset", "arch", "n_members", "epochs", "batch_size",
                                                "lr", "weight_decay", "seed", "subset", "val_subset",
                                                "activation", "data_dir", "device", "schedule",
-                                               "early_stop_patience", "execution")}
+                                               "early_stop_patience", "execution", "precision")}
     overrides["adv_train"] = None
     hparams = parse_key_values(args.hparam)
     if args.adv_train:

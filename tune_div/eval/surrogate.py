@@ -49,6 +49,8 @@ def config_key(cfg: TrainConfig) -> str:
     d = cfg.to_dict()
     d.pop("data_dir")  # where the files are does not change the model
     d.pop("device")
+    if d.get("precision") == "auto":  # the default keeps the keys of models cached before the field existed
+        d.pop("precision")
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 

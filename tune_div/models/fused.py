@@ -29,17 +29,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import device_defaults
 from .base import Member, Normalize
 
 SHARED, GROUPED, STACKED = "shared", "grouped", "stacked"
 
 # Where ``execution="auto"`` runs fused: device type -> architectures whose fused training step measured
-# faster than the looped one for the naive ensemble and the gradient regularisers alike
-# (benchmarks/step_time.py; the figures are in the README, "Speed"). On this 2-core CPU only LeNet-5
-# gains; dense, shallow_cnn, conv3 and resnet20 are 4-40 % slower fused, their convolutions having
-# enough channels per member for oneDNN already. No GPU has measured the fused path yet, so "cuda" is
-# not listed: a GPU keeps the looped path unless ``execution="fused"`` is asked for.
-FASTER: dict[str, tuple[str, ...]] = {"cpu": ("lenet5",)}
+# faster than the looped one for the naive ensemble and the gradient regularisers alike. The table lives
+# in tune_div/device_defaults.py (CPU: benchmarks/step_time.py; a GPU: benchmarks/device_check.py --apply).
+FASTER: dict[str, tuple[str, ...]] = device_defaults.fused_faster()
 
 
 @dataclass

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from .. import attacks, data, defenses, models
+from .. import attacks, data, defenses, device_defaults, models
 from ..attacks.audit import PRESETS as AUDIT_PRESETS
 from ..domains import (COUNT, LINF_EPS, NON_NEGATIVE, POSITIVE, PROBABILITY, SEED, Int, Maybe, OneOf, Text, check,
                        check_all)
@@ -153,7 +153,8 @@ class Settings:
                 raise UserError(f"{name} must be at least 1, got {value}")
         if args.gpus < 0 or args.cpus_per_trial <= 0:
             raise UserError("--gpus must be >= 0 and --cpus-per-trial > 0")
-        gpt = args.gpus_per_trial if args.gpus_per_trial is not None else (1.0 if args.gpus > 0 else 0.0)
+        gpt = args.gpus_per_trial if args.gpus_per_trial is not None else (
+            min(float(args.gpus), device_defaults.gpus_per_trial()) if args.gpus > 0 else 0.0)
         if gpt < 0 or (gpt > 0 and args.gpus == 0):
             raise UserError(f"--gpus-per-trial {gpt} needs --gpus > 0 (the GPUs the whole search may use)")
         if gpt > args.gpus > 0:

@@ -23,6 +23,7 @@ from ..domains import (COUNT, Domain, LINF_EPS, NON_NEGATIVE, POSITIVE, SEED, Bo
                        sorted_unique)
 from ..errors import UserError
 from ..models.base import ACTIVATIONS
+from .precision import CHOICES as PRECISION_CHOICES
 
 # Adversarial training defaults: PGD-10 with half of every batch replaced; eps None = the dataset's
 # objective eps (its catalog entry).
@@ -45,7 +46,7 @@ ROUTINE = ("epochs", "batch_size", "lr", "weight_decay", "milestones", "lr_gamma
            "plateau_patience", "early_stop_patience", "subset", "val_size", "augment")
 
 # Fields that do not change what is trained: a checkpoint may be resumed across them.
-NOT_IDENTITY = ("epochs", "data_dir", "device", "memory_format", "num_threads", "execution")
+NOT_IDENTITY = ("epochs", "data_dir", "device", "memory_format", "num_threads", "execution", "precision")
 
 
 @dataclass
@@ -87,6 +88,8 @@ class TrainConfig:
     # CPU threads for torch. Float reductions differ with the thread count, so reproducing a run
     # exactly needs the same number (a search records its --cpus-per-trial here). None: torch's default.
     num_threads: int | None = None
+    # fp32, tf32 or bf16 (tune_div.train.precision); auto: the device's measured default (fp32 on CPUs).
+    precision: str = "auto"
 
     def __post_init__(self):
         check("training config", "dataset", self.dataset, Text())
@@ -140,7 +143,7 @@ FIELD_DOMAINS = {
     "early_stop_patience": Maybe(COUNT), "seed": SEED, "subset": Maybe(COUNT), "val_size": COUNT,
     "val_subset": Maybe(COUNT), "activation": Maybe(OneOf(ACTIVATIONS)), "augment": Maybe(Bool()),
     "data_dir": Maybe(Text()), "device": Text(), "memory_format": OneOf(MEMORY_FORMATS), "num_threads": Maybe(COUNT),
-    "execution": OneOf(models.EXECUTIONS),
+    "execution": OneOf(models.EXECUTIONS), "precision": OneOf(PRECISION_CHOICES),
 }
 
 

@@ -70,8 +70,9 @@ def document(cfg: TrainConfig, objective: dict[str, Any] | None = None, metrics:
     for key in ("subset", "val_subset", "val_size", "activation", "adv_train", "num_threads", "memory_format"):
         if getattr(cfg, key) is not None:
             doc["train"][key] = getattr(cfg, key)
-    if cfg.execution != "auto":
-        doc["train"]["execution"] = cfg.execution
+    for key in ("execution", "precision"):
+        if getattr(cfg, key) != "auto":
+            doc["train"][key] = getattr(cfg, key)
     if cfg.milestones:
         doc["train"]["milestones"] = list(cfg.milestones)
     if cfg.schedule != "multistep" or cfg.early_stop_patience is not None:

@@ -18,6 +18,7 @@ from .. import attacks, data, defenses, models
 from ..errors import DivergenceError
 from . import checkpoint
 from .config import TrainConfig, resolve_device, resolve_memory_format
+from .precision import precision_context
 
 EVAL_BATCH = 1000
 
@@ -127,7 +128,8 @@ class Trainer:
         for step, (x, y) in enumerate(self.train_loader):
             if self.cfg.adv_train:
                 x = self.mix_adversarial(x, y)
-            total, parts = self.defense.loss(self.ensemble, x, y)
+            with precision_context(self.cfg.precision, self.device):
+                total, parts = self.defense.loss(self.ensemble, x, y)
             value = float(total.detach())
             if not math.isfinite(value):
                 detail = ", ".join(f"{k}={v:.4g}" for k, v in parts.items())
@@ -135,7 +137,8 @@ class Trainer:
                     f"loss of defense '{self.cfg.defense}' became {value} at epoch {epoch}, step {step} ({detail}); "
                     "lower the regulariser's coefficient or the learning rate")
             self.optimizer.zero_grad(set_to_none=True)
-            total.backward()
+            with precision_context(self.cfg.precision, self.device):
+                total.backward()
             self.optimizer.step()
             total_sum += value
             for k, v in parts.items():
