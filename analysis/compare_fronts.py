@@ -34,7 +34,9 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError("--experiments needs at least one experiment name")
         for row in compare(uri, names, Path(args.out), args.clean_floor):
             print(f"{row['experiment']:<24} front {row['front_size']:>3}  hypervolume {row['hypervolume']:.4f}")
-        print(f"written: {Path(args.out) / 'fronts.png'}, {Path(args.out) / 'hypervolumes.csv'} (also logged to MLflow)")
+        print(
+            f"written: {Path(args.out) / 'fronts.png'}, {Path(args.out) / 'hypervolumes.csv'} (also logged to MLflow)"
+        )
     return 0
 
 

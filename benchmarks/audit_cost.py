@@ -24,13 +24,30 @@ from tune_div.search.trainable import ProxyObjective, run_trial, train_config
 
 
 def trial_config(defense: str, budget: dict, data_dir: str | None, threads: int, preset: str) -> dict:
-    return {"defense": defense, "hparams": {}, "train": {},
-            "base": {"dataset": "mnist", "arch": "lenet5", "n_members": 3, "epochs": budget["epochs"], "seed": 0,
-                     "subset": budget["subset"], "val_subset": budget["val_subset"], "data_dir": data_dir,
-                     "num_threads": threads},
-            "objective": {**OBJECTIVE_DEFAULTS, "eps": data.info("mnist").objective_eps, "n": budget["objective_n"],
-                          "audit": preset},
-            "sanity_n": budget["sanity_n"], "test_n": budget["test_n"]}
+    return {
+        "defense": defense,
+        "hparams": {},
+        "train": {},
+        "base": {
+            "dataset": "mnist",
+            "arch": "lenet5",
+            "n_members": 3,
+            "epochs": budget["epochs"],
+            "seed": 0,
+            "subset": budget["subset"],
+            "val_subset": budget["val_subset"],
+            "data_dir": data_dir,
+            "num_threads": threads,
+        },
+        "objective": {
+            **OBJECTIVE_DEFAULTS,
+            "eps": data.info("mnist").objective_eps,
+            "n": budget["objective_n"],
+            "audit": preset,
+        },
+        "sanity_n": budget["sanity_n"],
+        "test_n": budget["test_n"],
+    }
 
 
 def main() -> None:
@@ -43,23 +60,30 @@ def main() -> None:
     args = p.parse_args()
     warnings.simplefilter("ignore")
     budget = BUDGETS[args.budget]
-    print(f"budget {args.budget}: {budget['epochs']} epochs on {budget['subset']} MNIST images, proxy and audit on "
-          f"{budget['objective_n']} validation points, test audit on {budget['test_n']}; 3 x lenet5; "
-          f"{args.threads} thread(s); audit preset {args.preset}")
-    print(f"{'defense':<10} {'trial s':>8} {'audit s':>8} {'audit/trial':>11} {'val proxy':>10} {'val audit':>10} "
-          f"{'front test audit s':>19}")
+    print(
+        f"budget {args.budget}: {budget['epochs']} epochs on {budget['subset']} MNIST images, proxy and audit on "
+        f"{budget['objective_n']} validation points, test audit on {budget['test_n']}; 3 x lenet5; "
+        f"{args.threads} thread(s); audit preset {args.preset}"
+    )
+    print(
+        f"{'defense':<10} {'trial s':>8} {'audit s':>8} {'audit/trial':>11} {'val proxy':>10} {'val audit':>10} "
+        f"{'front test audit s':>19}"
+    )
     for defense in args.defenses.split(","):
         config = trial_config(defense, budget, args.data_dir, args.threads, args.preset)
         kept = {}
         t0 = time.perf_counter()
-        last = run_trial(config, lambda metrics, trainer: trainer and kept.update(model=trainer.ensemble))
+        last = run_trial(config, lambda metrics, trainer, kept=kept: trainer and kept.update(model=trainer.ensemble))
         trial_s = time.perf_counter() - t0
         test = ProxyObjective(train_config(config), config["objective"], split="test", n=budget["test_n"])
         t1 = time.perf_counter()
         test.audit(kept["model"].eval(), args.preset)
         test_s = time.perf_counter() - t1
-        print(f"{defense:<10} {trial_s:>8.1f} {last['audit_time_s']:>8.1f} {last['audit_time_s'] / trial_s:>11.2f} "
-              f"{last['val_proxy_acc']:>10.3f} {last['val_audit_acc']:>10.3f} {test_s:>19.1f}", flush=True)
+        print(
+            f"{defense:<10} {trial_s:>8.1f} {last['audit_time_s']:>8.1f} {last['audit_time_s'] / trial_s:>11.2f} "
+            f"{last['val_proxy_acc']:>10.3f} {last['val_audit_acc']:>10.3f} {test_s:>19.1f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -46,12 +46,13 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
-from tune_div import attacks, data, defenses, models
+from tune_div import data, defenses, models
 from tune_div.defenses.base import member_ce
 from tune_div.defenses.dverge import DVERGE, feature_distill, layer_features
 from tune_div.device_defaults import DEFAULTS_FILE, write_defaults
@@ -92,8 +93,16 @@ def build(defense: str, execution: str, seed: int = 0) -> tuple[defenses.Defense
     torch.manual_seed(seed)
     d = defenses.build(defense)
     meta = data.info("mnist")
-    ens = models.build_ensemble(ARCH, MEMBERS, meta.num_classes, meta.in_channels, image_size=meta.image_size,
-                                mean=list(meta.mean), std=list(meta.std), **d.model_options)
+    ens = models.build_ensemble(
+        ARCH,
+        MEMBERS,
+        meta.num_classes,
+        meta.in_channels,
+        image_size=meta.image_size,
+        mean=list(meta.mean),
+        std=list(meta.std),
+        **d.model_options,
+    )
     d.prepare(ens)
     ens.set_execution(execution)
     return d, ens
@@ -108,8 +117,9 @@ def one_step(d, ens, x, y) -> dict[str, Any]:
     ens.zero_grad(set_to_none=True)
     d.zero_grad(set_to_none=True)
     total.backward()
-    grads = {k: p.grad.detach().cpu() for k, p in [*ens.named_parameters(), *d.named_parameters()]
-             if p.grad is not None}
+    grads = {
+        k: p.grad.detach().cpu() for k, p in [*ens.named_parameters(), *d.named_parameters()] if p.grad is not None
+    }
     stats = {k: b.detach().cpu() for k, b in ens.named_buffers() if "running" in k}
     return {"loss": float(total.detach()), "grads": grads, "stats": stats}
 
@@ -139,8 +149,10 @@ def compare_distillation(ens_cpu, ens_dev, x, device) -> dict[str, float]:
             goal = layer_features(e, e.member_copies(ts, requires_grad=False), 1, "all")
         (g,) = torch.autograd.grad(((layer_features(e, z, 1, "all") - goal) ** 2).sum(), z)
         out[name] = (g.cpu(), feature_distill(copy.deepcopy(ens).train(), xs, ts, 1, 0.07, 0.007, 10).cpu())
-    return {"distill_gradient": rel(out["device"][0], out["cpu"][0]),
-            "distilled_pixels_differing": float(((out["device"][1] - out["cpu"][1]).abs() > 1e-6).float().mean())}
+    return {
+        "distill_gradient": rel(out["device"][0], out["cpu"][0]),
+        "distilled_pixels_differing": float(((out["device"][1] - out["cpu"][1]).abs() > 1e-6).float().mean()),
+    }
 
 
 def section_equivalence(args, device: torch.device) -> dict[str, Any]:
@@ -157,28 +169,46 @@ def section_equivalence(args, device: torch.device) -> dict[str, Any]:
                 ref = one_step(d_cpu, ens_cpu, x, y)
                 got = one_step(d_dev, ens_dev, x.to(device), y.to(device))
                 row: dict[str, Any] = {
-                    "defense": name, "execution": execution, "fused_ran": ens_dev.uses_fused(),
+                    "defense": name,
+                    "execution": execution,
+                    "fused_ran": ens_dev.uses_fused(),
                     "loss": rel(got["loss"], ref["loss"]),
                     "gradients": max(rel(got["grads"][k], g) for k, g in ref["grads"].items()),
                     "running_stats": max([rel(got["stats"][k], s) for k, s in ref["stats"].items()], default=0.0),
-                    "missing_gradients": sorted(set(ref["grads"]) ^ set(got["grads"]))}
+                    "missing_gradients": sorted(set(ref["grads"]) ^ set(got["grads"])),
+                }
                 if batch is not None and execution == "looped":
                     _, e_cpu = build(name, execution)
                     row.update(compare_distillation(e_cpu, copy.deepcopy(e_cpu).to(device), x, device))
                 row["ok"] = (not row["missing_gradients"]) and all(
-                    row[k] <= tol for k, tol in TOLERANCE.items() if k in row)
+                    row[k] <= tol for k, tol in TOLERANCE.items() if k in row
+                )
                 rows.append(row)
     return {"tolerance": TOLERANCE, "batch": len(x), "rows": rows, "ok": all(r["ok"] for r in rows)}
 
 
 def train_run(defense: str, device: str, args) -> dict[str, Any]:
-    cfg = TrainConfig(defense=defense, dataset="mnist", arch=ARCH, n_members=MEMBERS, epochs=1 if args.quick else 2,
-                      subset=1000 if args.quick else None, val_subset=500 if args.quick else None, seed=0,
-                      data_dir=args.data_dir, device=device, precision="fp32")
+    cfg = TrainConfig(
+        defense=defense,
+        dataset="mnist",
+        arch=ARCH,
+        n_members=MEMBERS,
+        epochs=1 if args.quick else 2,
+        subset=1000 if args.quick else None,
+        val_subset=500 if args.quick else None,
+        seed=0,
+        data_dir=args.data_dir,
+        device=device,
+        precision="fp32",
+    )
     trainer = Trainer(cfg)
     history = trainer.fit()
-    return {"val_clean_acc": history[-1]["val_clean_acc"], "train_loss": history[-1]["train_loss"],
-            "epoch_time_s": [h["epoch_time_s"] for h in history], "ensemble": trainer.ensemble}
+    return {
+        "val_clean_acc": history[-1]["val_clean_acc"],
+        "train_loss": history[-1]["train_loss"],
+        "epoch_time_s": [h["epoch_time_s"] for h in history],
+        "ensemble": trainer.ensemble,
+    }
 
 
 def section_training(args, device: torch.device, keep: dict[str, Any]) -> dict[str, Any]:
@@ -190,9 +220,15 @@ def section_training(args, device: torch.device, keep: dict[str, Any]) -> dict[s
             keep["naive_device"], keep["naive_cpu"] = on_dev.pop("ensemble"), on_cpu.pop("ensemble")
         on_dev.pop("ensemble", None)
         on_cpu.pop("ensemble", None)
-        rows.append({"defense": name, "device": on_dev, "cpu": on_cpu,
-                     "val_acc_difference": on_dev["val_clean_acc"] - on_cpu["val_clean_acc"],
-                     "speedup": sum(on_cpu["epoch_time_s"]) / max(sum(on_dev["epoch_time_s"]), 1e-9)})
+        rows.append(
+            {
+                "defense": name,
+                "device": on_dev,
+                "cpu": on_cpu,
+                "val_acc_difference": on_dev["val_clean_acc"] - on_cpu["val_clean_acc"],
+                "speedup": sum(on_cpu["epoch_time_s"]) / max(sum(on_dev["epoch_time_s"]), 1e-9),
+            }
+        )
     return {"epochs": 1 if args.quick else 2, "subset": 1000 if args.quick else "all", "rows": rows}
 
 
@@ -214,10 +250,15 @@ def section_attacks(args, device: torch.device, keep: dict[str, Any]) -> dict[st
     for where, ens, dev in (("device", keep["naive_device"], device), ("cpu", keep["naive_cpu"], torch.device("cpu"))):
         ens = ens.to(dev).eval()
         xs, ys = x.to(dev), y.to(dev)
-        adv, t_pgd = timed(lambda: points.craft("pgd", ens, xs, ys, eps, {"steps": 10}), dev)
-        report, t_audit = timed(lambda: points.audit(ens, xs, ys, eps, "fast"), dev)
-        out[where] = {"clean_acc": points.accuracy(ens, xs, ys), "pgd10_acc": points.accuracy(ens, adv, ys),
-                      "pgd10_s": t_pgd, "audit_acc": report.robust_acc, "audit_s": t_audit}
+        adv, t_pgd = timed(lambda ens=ens, xs=xs, ys=ys: points.craft("pgd", ens, xs, ys, eps, {"steps": 10}), dev)
+        report, t_audit = timed(lambda ens=ens, xs=xs, ys=ys: points.audit(ens, xs, ys, eps, "fast"), dev)
+        out[where] = {
+            "clean_acc": points.accuracy(ens, xs, ys),
+            "pgd10_acc": points.accuracy(ens, adv, ys),
+            "pgd10_s": t_pgd,
+            "audit_acc": report.robust_acc,
+            "audit_s": t_audit,
+        }
     out["pgd10_acc_difference"] = out["device"]["pgd10_acc"] - out["cpu"]["pgd10_acc"]
     out["audit_acc_difference"] = out["device"]["audit_acc"] - out["cpu"]["audit_acc"]
     return out
@@ -226,8 +267,9 @@ def section_attacks(args, device: torch.device, keep: dict[str, Any]) -> dict[st
 class Step:
     """One defense's training step (loss, backward, Adam) at a precision; ``__call__`` returns seconds."""
 
-    def __init__(self, name: str, execution: str, x: torch.Tensor, y: torch.Tensor, precision: str,
-                 device: torch.device):
+    def __init__(
+        self, name: str, execution: str, x: torch.Tensor, y: torch.Tensor, precision: str, device: torch.device
+    ):
         self.d, self.ens = build(name, execution)
         self.d, self.ens = self.d.to(device), self.ens.to(device)
         self.opt = adam(list(self.ens.parameters()) + list(self.d.parameters()), 1e-3, 1e-4)
@@ -291,14 +333,19 @@ def section_steps(args, device: torch.device, deadline: float) -> dict[str, Any]
         for name in names:
             for execution in ("looped", "fused"):
                 for precision in precisions:
-                    row: dict[str, Any] = {"defense": name, "execution": execution, "batch": batch,
-                                           "precision": precision}
+                    row: dict[str, Any] = {
+                        "defense": name,
+                        "execution": execution,
+                        "batch": batch,
+                        "precision": precision,
+                    }
                     if time.perf_counter() > deadline:
                         row["skipped"] = "time limit"
                     else:
                         try:
-                            row["ms"] = 1e3 * median_time(Step(name, execution, x, y, precision, device), warmup,
-                                                          repeats)
+                            row["ms"] = 1e3 * median_time(
+                                Step(name, execution, x, y, precision, device), warmup, repeats
+                            )
                         except Exception as exc:  # a precision the double backward refuses is a result
                             row["failed"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
                     rows.append(row)
@@ -306,8 +353,7 @@ def section_steps(args, device: torch.device, deadline: float) -> dict[str, Any]
     if device.type == "cuda":
         x, y = mnist_batch(128, args.data_dir)
         try:
-            graphs = {"batch": 128, "ms": 1e3 * graphed_naive_step(x.to(device), y.to(device), device, warmup,
-                                                                   repeats)}
+            graphs = {"batch": 128, "ms": 1e3 * graphed_naive_step(x.to(device), y.to(device), device, warmup, repeats)}
         except Exception as exc:
             graphs = {"failed": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
     return {"warmup": warmup, "repeats": repeats, "rows": rows, "cuda_graph_naive": graphs}
@@ -318,9 +364,15 @@ def section_packing(args, device: torch.device, deadline: float) -> dict[str, An
     import trial_packing
 
     counts = (1, 2) if args.quick else (1, 4, 8)
-    ns = argparse.Namespace(arch=ARCH, device=str(device), batch=128, data_dir=args.data_dir,
-                            threads=1 if device.type == "cpu" else None, seconds=1.0 if args.quick else 8.0,
-                            warmup=1 if args.quick else 5)
+    ns = argparse.Namespace(
+        arch=ARCH,
+        device=str(device),
+        batch=128,
+        data_dir=args.data_dir,
+        threads=1 if device.type == "cpu" else None,
+        seconds=1.0 if args.quick else 8.0,
+        warmup=1 if args.quick else 5,
+    )
     rows = []
     for name in ("naive",) if args.quick else ("naive", "smd"):
         one = None
@@ -330,8 +382,9 @@ def section_packing(args, device: torch.device, deadline: float) -> dict[str, An
                 continue
             rate = trial_packing.measure(k, ns, name, "fused")
             one = one or rate
-            rows.append({"defense": name, "execution": "fused", "trials": k, "steps_per_s": rate,
-                         "x_one_trial": rate / one})
+            rows.append(
+                {"defense": name, "execution": "fused", "trials": k, "steps_per_s": rate, "x_one_trial": rate / one}
+            )
     return {"seconds": ns.seconds, "rows": rows}
 
 
@@ -356,11 +409,14 @@ def section_compile(args, device: torch.device) -> dict[str, Any]:
                 opt.zero_grad(set_to_none=True)
                 loss(x, y).backward()
                 opt.step()
+
             return timed(run, device)[1]
 
         try:
             first = step()
-            rows.append({"defense": name, "compile_s": first, "ms": 1e3 * median_time(step, 2, 5 if args.quick else 10)})
+            rows.append(
+                {"defense": name, "compile_s": first, "ms": 1e3 * median_time(step, 2, 5 if args.quick else 10)}
+            )
         except Exception as exc:
             rows.append({"defense": name, "failed": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"})
     return {"rows": rows}
@@ -379,11 +435,17 @@ def decide(result: dict[str, Any]) -> dict[str, Any]:
     device = result["device_type"]
     out: dict[str, Any] = {"device": device, "fused": [], "gpus_per_trial": 1.0, "precision": "fp32", "why": {}}
     sections = result["sections"]
-    steps = {(r["defense"], r["execution"], r["batch"], r["precision"]): r.get("ms")
-             for r in sections.get("steps", {}).get("rows", [])}
+    steps = {
+        (r["defense"], r["execution"], r["batch"], r["precision"]): r.get("ms")
+        for r in sections.get("steps", {}).get("rows", [])
+    }
     eq_ok = sections.get("equivalence", {}).get("ok", False)
-    ratios = [steps.get((n, "fused", 128, "fp32")) and steps.get((n, "looped", 128, "fp32"))
-              and steps[(n, "fused", 128, "fp32")] / steps[(n, "looped", 128, "fp32")] for n in ("naive", "smd")]
+    ratios = [
+        steps.get((n, "fused", 128, "fp32"))
+        and steps.get((n, "looped", 128, "fp32"))
+        and steps[(n, "fused", 128, "fp32")] / steps[(n, "looped", 128, "fp32")]
+        for n in ("naive", "smd")
+    ]
     if eq_ok and all(ratios) and max(ratios) <= 0.95:
         out["fused"] = [ARCH]
     out["why"]["fused"] = f"fused/looped at batch 128: {ratios}; equivalence ok: {eq_ok}"
@@ -392,10 +454,14 @@ def decide(result: dict[str, Any]) -> dict[str, Any]:
         best = max(r["steps_per_s"] for r in pack)
         k = max(r["trials"] for r in pack if r["steps_per_s"] >= 0.9 * best)
         out["gpus_per_trial"] = round(1.0 / k, 6)
-        out["why"]["gpus_per_trial"] = f"naive steps/s by K: {[(r['trials'], round(r['steps_per_s'], 1)) for r in pack]}"
-    tf32 = [steps[(n, "looped", 128, "fp32")] / steps[(n, "looped", 128, "tf32")]
-            for n in {k[0] for k in steps}
-            if steps.get((n, "looped", 128, "fp32")) and steps.get((n, "looped", 128, "tf32"))]
+        out["why"]["gpus_per_trial"] = (
+            f"naive steps/s by K: {[(r['trials'], round(r['steps_per_s'], 1)) for r in pack]}"
+        )
+    tf32 = [
+        steps[(n, "looped", 128, "fp32")] / steps[(n, "looped", 128, "tf32")]
+        for n in {k[0] for k in steps}
+        if steps.get((n, "looped", 128, "fp32")) and steps.get((n, "looped", 128, "tf32"))
+    ]
     if tf32 and statistics.median(tf32) >= 1.1:
         out["precision"] = "tf32"
     out["why"]["precision"] = f"fp32/tf32 time per defense: {sorted(round(t, 2) for t in tf32)}"
@@ -405,9 +471,14 @@ def decide(result: dict[str, Any]) -> dict[str, Any]:
 def summary(result: dict[str, Any]) -> str:
     """A readable Markdown summary of a result."""
     s = result["sections"]
-    lines = [f"# Device check: {result['device_name']}", "",
-             f"- torch {result['torch']}, CUDA {result['cuda']}, {result['machine']}; {result['wall_s']:.0f} s"
-             + (" (quick)" if result["quick"] else ""), f"- command: `{result['command']}`", ""]
+    lines = [
+        f"# Device check: {result['device_name']}",
+        "",
+        f"- torch {result['torch']}, CUDA {result['cuda']}, {result['machine']}; {result['wall_s']:.0f} s"
+        + (" (quick)" if result["quick"] else ""),
+        f"- command: `{result['command']}`",
+        "",
+    ]
     for name in SECTIONS:
         sec = s.get(name)
         if sec is None:
@@ -418,27 +489,41 @@ def summary(result: dict[str, Any]) -> str:
             lines += [f"{sec.get('skipped') or sec.get('failed')}", ""]
             continue
         if name == "equivalence":
-            lines += [f"tolerance: {sec['tolerance']}; all within: **{sec['ok']}**", "",
-                      "| defense | execution | fused ran | loss | gradients | running stats | distillation | ok |",
-                      "|---|---|---|---|---|---|---|---|"]
+            lines += [
+                f"tolerance: {sec['tolerance']}; all within: **{sec['ok']}**",
+                "",
+                "| defense | execution | fused ran | loss | gradients | running stats | distillation | ok |",
+                "|---|---|---|---|---|---|---|---|",
+            ]
             for r in sec["rows"]:
-                dist = (f"grad {r['distill_gradient']:.1e}, {100 * r['distilled_pixels_differing']:.2f}% px"
-                        if "distill_gradient" in r else "")
-                lines.append(f"| {r['defense']} | {r['execution']} | {r['fused_ran']} | {r['loss']:.1e} | "
-                             f"{r['gradients']:.1e} | {r['running_stats']:.1e} | {dist} | {r['ok']} |")
+                dist = (
+                    f"grad {r['distill_gradient']:.1e}, {100 * r['distilled_pixels_differing']:.2f}% px"
+                    if "distill_gradient" in r
+                    else ""
+                )
+                lines.append(
+                    f"| {r['defense']} | {r['execution']} | {r['fused_ran']} | {r['loss']:.1e} | "
+                    f"{r['gradients']:.1e} | {r['running_stats']:.1e} | {dist} | {r['ok']} |"
+                )
         elif name == "training":
-            lines += ["| defense | val acc device | val acc CPU | s/epoch device | s/epoch CPU | speed-up |",
-                      "|---|---|---|---|---|---|"]
+            lines += [
+                "| defense | val acc device | val acc CPU | s/epoch device | s/epoch CPU | speed-up |",
+                "|---|---|---|---|---|---|",
+            ]
             for r in sec["rows"]:
-                lines.append(f"| {r['defense']} | {r['device']['val_clean_acc']:.4f} | {r['cpu']['val_clean_acc']:.4f} | "
-                             f"{statistics.mean(r['device']['epoch_time_s']):.1f} | "
-                             f"{statistics.mean(r['cpu']['epoch_time_s']):.1f} | {r['speedup']:.1f} |")
+                lines.append(
+                    f"| {r['defense']} | {r['device']['val_clean_acc']:.4f} | {r['cpu']['val_clean_acc']:.4f} | "
+                    f"{statistics.mean(r['device']['epoch_time_s']):.1f} | "
+                    f"{statistics.mean(r['cpu']['epoch_time_s']):.1f} | {r['speedup']:.1f} |"
+                )
         elif name == "attacks":
             lines += ["| where | clean | PGD-10 | PGD-10 s | audit | audit s |", "|---|---|---|---|---|---|"]
             for where in ("device", "cpu"):
                 r = sec[where]
-                lines.append(f"| {where} | {r['clean_acc']:.3f} | {r['pgd10_acc']:.3f} | {r['pgd10_s']:.2f} | "
-                             f"{r['audit_acc']:.3f} | {r['audit_s']:.2f} |")
+                lines.append(
+                    f"| {where} | {r['clean_acc']:.3f} | {r['pgd10_acc']:.3f} | {r['pgd10_s']:.2f} | "
+                    f"{r['audit_acc']:.3f} | {r['audit_s']:.2f} |"
+                )
         elif name == "steps":
             lines += ["| defense | execution | batch | precision | ms/step |", "|---|---|---|---|---|"]
             for r in sec["rows"]:
@@ -451,17 +536,26 @@ def summary(result: dict[str, Any]) -> str:
                 if "skipped" in r:
                     lines.append(f"| {r['defense']} | {r['trials']} | {r['skipped']} | |")
                 else:
-                    lines.append(f"| {r['defense']} | {r['trials']} | {r['steps_per_s']:.1f} | {r['x_one_trial']:.2f} |")
+                    lines.append(
+                        f"| {r['defense']} | {r['trials']} | {r['steps_per_s']:.1f} | {r['x_one_trial']:.2f} |"
+                    )
         elif name == "compile":
             for r in sec["rows"]:
-                lines.append(f"- {r['defense']}: " + (f"compiled in {r['compile_s']:.1f} s, {r['ms']:.2f} ms/step"
-                                                     if "ms" in r else r["failed"]))
+                lines.append(
+                    f"- {r['defense']}: "
+                    + (f"compiled in {r['compile_s']:.1f} s, {r['ms']:.2f} ms/step" if "ms" in r else r["failed"])
+                )
         lines.append("")
     d = result["defaults"]
-    lines += ["## Defaults this supports", "", f"- fused on {d['device']}: {d['fused'] or 'none'} ({d['why']['fused']})",
-              f"- --gpus-per-trial: {d['gpus_per_trial']:g} ({d['why'].get('gpus_per_trial', 'no packing section')})",
-              f"- precision: {d['precision']} ({d['why']['precision']})",
-              f"- apply with: `python benchmarks/device_check.py --apply {result.get('json_path', 'device_check.json')}`", ""]
+    lines += [
+        "## Defaults this supports",
+        "",
+        f"- fused on {d['device']}: {d['fused'] or 'none'} ({d['why']['fused']})",
+        f"- --gpus-per-trial: {d['gpus_per_trial']:g} ({d['why'].get('gpus_per_trial', 'no packing section')})",
+        f"- precision: {d['precision']} ({d['why']['precision']})",
+        f"- apply with: `python benchmarks/device_check.py --apply {result.get('json_path', 'device_check.json')}`",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -481,7 +575,8 @@ def run(args) -> dict[str, Any]:
         "attacks": lambda: section_attacks(args, device, keep),
         "steps": lambda: section_steps(args, device, deadline),
         "packing": lambda: section_packing(args, device, deadline),
-        "compile": lambda: section_compile(args, device)}
+        "compile": lambda: section_compile(args, device),
+    }
     for name in SECTIONS:
         if name not in wanted:
             continue
@@ -496,13 +591,19 @@ def run(args) -> dict[str, Any]:
             sections[name] = {"failed": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"}
         sections[name]["wall_s"] = time.perf_counter() - t0
         print(f"device_check: {name} done in {sections[name]['wall_s']:.1f} s", flush=True)
-    result = {"device_type": device.type,
-              "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
-              or platform.machine(),
-              "torch": torch.__version__, "cuda": torch.version.cuda, "quick": args.quick,
-              "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
-              "command": " ".join(["python", "benchmarks/device_check.py", *args.argv]),
-              "sections": sections, "wall_s": time.perf_counter() - started}
+    result = {
+        "device_type": device.type,
+        "device_name": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "quick": args.quick,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
+        "command": " ".join(["python", "benchmarks/device_check.py", *args.argv]),
+        "sections": sections,
+        "wall_s": time.perf_counter() - started,
+    }
     result["defaults"] = decide(result)
     return result
 

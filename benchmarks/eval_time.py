@@ -35,8 +35,10 @@ def main() -> None:
     trainer.fit()
     ens = trainer.ensemble.cpu().eval()
     x, y = evaluation.eval_subset("mnist", "test", args.n, root=args.data_dir)
-    print(f"3 x lenet5 naive, {args.n} MNIST test points, threads {torch.get_num_threads()}; "
-          f"clean acc {evaluation.accuracy(ens, x, y):.3f}")
+    print(
+        f"3 x lenet5 naive, {args.n} MNIST test points, threads {torch.get_num_threads()}; "
+        f"clean acc {evaluation.accuracy(ens, x, y):.3f}"
+    )
     print(f"{'attack':<12} {'options':<22} {'s / 1000 pts':>12} {'x fgsm':>8} {'robust acc':>10}")
     base = None
     for name in ["fgsm"] + [a for a in args.attacks.split(",") if a != "fgsm"]:
@@ -46,24 +48,38 @@ def main() -> None:
         x_adv = evaluation.craft(name, ens, x, y, eps, opts)
         per_1000 = (time.perf_counter() - t0) * 1000 / args.n
         base = base or per_1000
-        print(f"{name:<12} {str(opts or 'defaults'):<22} {per_1000:>12.2f} {per_1000 / base:>8.1f} "
-              f"{evaluation.accuracy(ens, x_adv, y):>10.3f}", flush=True)
+        print(
+            f"{name:<12} {str(opts or 'defaults'):<22} {per_1000:>12.2f} {per_1000 / base:>8.1f} "
+            f"{evaluation.accuracy(ens, x_adv, y):>10.3f}",
+            flush=True,
+        )
     if args.skip_black_box:
         return
     with tempfile.TemporaryDirectory() as cache:
         import os
 
         os.environ["TUNE_DIV_CACHE"] = cache
-        spec = evaluation.EvalSpec(dataset="mnist", attacks=["pgd", "fgsm"], eps=[0.1, 0.2], n=1000, black_box=True,
-                                   white_box=False, sanity=False, surrogate_epochs=1, data_dir=args.data_dir)
+        spec = evaluation.EvalSpec(
+            dataset="mnist",
+            attacks=["pgd", "fgsm"],
+            eps=[0.1, 0.2],
+            n=1000,
+            black_box=True,
+            white_box=False,
+            sanity=False,
+            surrogate_epochs=1,
+            data_dir=args.data_dir,
+        )
         spec_bb_only = dict(spec.__dict__)
         times = []
         for _ in range(2):
             t0 = time.perf_counter()
             evaluation.evaluate(ens, evaluation.EvalSpec(**spec_bb_only))
             times.append(time.perf_counter() - t0)
-    print(f"black-box evaluation (pgd+fgsm, 2 eps, 1000 pts, surrogate 1 epoch): first {times[0]:.1f}s, "
-          f"second {times[1]:.1f}s, speed-up {times[0] / times[1]:.1f}x (black-box threat model only)")
+    print(
+        f"black-box evaluation (pgd+fgsm, 2 eps, 1000 pts, surrogate 1 epoch): first {times[0]:.1f}s, "
+        f"second {times[1]:.1f}s, speed-up {times[0] / times[1]:.1f}x (black-box threat model only)"
+    )
 
 
 if __name__ == "__main__":

@@ -47,9 +47,29 @@ def curve(exp: Path) -> list[tuple[int, float]]:
 
 
 def search(args, scheduler: str, storage: Path) -> tuple[list[tuple[int, float]], float]:
-    cmd = [sys.executable, "-m", "tune_div.search", args.defense, "--budget", "smoke", "--samples", str(args.samples),
-           "--epochs", str(args.epochs), "--subset", str(args.subset), "--scheduler", scheduler, "--seed", "0",
-           "--storage-path", str(storage), "--experiment", scheduler, "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tune_div.search",
+        args.defense,
+        "--budget",
+        "smoke",
+        "--samples",
+        str(args.samples),
+        "--epochs",
+        str(args.epochs),
+        "--subset",
+        str(args.subset),
+        "--scheduler",
+        scheduler,
+        "--seed",
+        "0",
+        "--storage-path",
+        str(storage),
+        "--experiment",
+        scheduler,
+        "--quiet",
+    ]
     if args.data_dir:
         cmd += ["--data-dir", args.data_dir]
     t0 = time.perf_counter()
@@ -98,21 +118,33 @@ def main() -> None:
     fifo_epochs, fifo_hv = curves["fifo"][-1]
     target = 0.95 * fifo_hv
     needed = epochs_to_reach(curves["moasha"], target)
-    print(f"{args.samples} x {args.defense} trials, {args.epochs} epochs on {args.subset} MNIST images, TPE seed 0, "
-          f"audit fast; {os.cpu_count()} cores")
+    print(
+        f"{args.samples} x {args.defense} trials, {args.epochs} epochs on {args.subset} MNIST images, TPE seed 0, "
+        f"audit fast; {os.cpu_count()} cores"
+    )
     for name in curves:
-        print(f"{name:<7} epochs {curves[name][-1][0]:>4}  final hypervolume {curves[name][-1][1]:.4f}  "
-              f"wall {walls[name]:7.1f} s")
+        print(
+            f"{name:<7} epochs {curves[name][-1][0]:>4}  final hypervolume {curves[name][-1][1]:.4f}  "
+            f"wall {walls[name]:7.1f} s"
+        )
     if needed is None:
         print(f"moasha never reached 95% of fifo's final hypervolume ({target:.4f})")
     else:
-        print(f"epochs moasha needs to reach 95% of fifo's final hypervolume / epochs fifo used: "
-              f"{needed} / {fifo_epochs} = {needed / fifo_epochs:.2f}")
-    print(f"wall time moasha / fifo: {walls['moasha'] / walls['fifo']:.2f}; at the end moasha has "
-          f"{curves['moasha'][-1][1] / fifo_hv:.3f} of fifo's hypervolume for "
-          f"{curves['moasha'][-1][0] / fifo_epochs:.2f} of its epochs")
-    plot(curves, target, Path(args.png), f"{args.defense}: {args.samples} trials x {args.epochs} epochs, "
-                                          f"{args.subset} MNIST images")
+        print(
+            f"epochs moasha needs to reach 95% of fifo's final hypervolume / epochs fifo used: "
+            f"{needed} / {fifo_epochs} = {needed / fifo_epochs:.2f}"
+        )
+    print(
+        f"wall time moasha / fifo: {walls['moasha'] / walls['fifo']:.2f}; at the end moasha has "
+        f"{curves['moasha'][-1][1] / fifo_hv:.3f} of fifo's hypervolume for "
+        f"{curves['moasha'][-1][0] / fifo_epochs:.2f} of its epochs"
+    )
+    plot(
+        curves,
+        target,
+        Path(args.png),
+        f"{args.defense}: {args.samples} trials x {args.epochs} epochs, {args.subset} MNIST images",
+    )
     print(f"curves written to {args.png}")
 
 

@@ -39,9 +39,25 @@ def main() -> None:
     args = p.parse_args()
     data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "tune_div.search", args.defense, "--budget", "smoke", "--samples", str(args.k),
-               "--epochs", str(args.epochs), "--subset", str(args.subset), "--storage-path", tmp, "--experiment",
-               "bench", "--quiet"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "tune_div.search",
+            args.defense,
+            "--budget",
+            "smoke",
+            "--samples",
+            str(args.k),
+            "--epochs",
+            str(args.epochs),
+            "--subset",
+            str(args.subset),
+            "--storage-path",
+            tmp,
+            "--experiment",
+            "bench",
+            "--quiet",
+        ]
         if data_dir:
             cmd += ["--data-dir", data_dir]
         t0 = time.perf_counter()
@@ -57,8 +73,10 @@ def main() -> None:
     for cfg in configs:
         run_trial(cfg, lambda metrics, trainer: None)
     direct_s = time.perf_counter() - t0
-    print(f"{args.k} x {args.defense}, {args.epochs} epochs on {args.subset} MNIST images (smoke evaluation sizes: "
-          f"proxy {smoke['objective_n']} pts at eps {data.info('mnist').objective_eps}), {os.cpu_count()} cores")
+    print(
+        f"{args.k} x {args.defense}, {args.epochs} epochs on {args.subset} MNIST images (smoke evaluation sizes: "
+        f"proxy {smoke['objective_n']} pts at eps {data.info('mnist').objective_eps}), {os.cpu_count()} cores"
+    )
     print(f"direct, one after another: {direct_s:8.1f} s")
     print(f"tune_div.search (Ray):     {search_s:8.1f} s")
     print(f"overhead ratio:            {search_s / direct_s:8.2f}x")

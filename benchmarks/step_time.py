@@ -30,8 +30,15 @@ class Stepper:
         torch.manual_seed(0)
         self.defense = defenses.build(name).to(device)
         meta = data.info("mnist")
-        self.ens = models.build_ensemble(arch, members, meta.num_classes, meta.in_channels, mean=list(meta.mean),
-                                         std=list(meta.std), **self.defense.model_options).to(device)
+        self.ens = models.build_ensemble(
+            arch,
+            members,
+            meta.num_classes,
+            meta.in_channels,
+            mean=list(meta.mean),
+            std=list(meta.std),
+            **self.defense.model_options,
+        ).to(device)
         self.ens.set_execution(execution)
         self.defense.prepare(self.ens)
         self.defense.start_epoch(1, self.ens)
@@ -70,8 +77,9 @@ def main() -> None:
     p.add_argument("--synthetic", action="store_true", help="random images instead of real MNIST")
     p.add_argument("--device", default="auto")
     p.add_argument("--memory-format", choices=["contiguous", "channels_last", "both"], default="channels_last")
-    p.add_argument("--execution", default="looped,fused", help="comma-separated: looped, fused (the first is the "
-                   "baseline)")
+    p.add_argument(
+        "--execution", default="looped,fused", help="comma-separated: looped, fused (the first is the baseline)"
+    )
     args = p.parse_args()
     device = resolve_device(args.device)
     if args.synthetic:
@@ -83,10 +91,16 @@ def main() -> None:
     names = ["naive"] + [n for n in args.defenses.split(",") if n != "naive"]
     formats = ["contiguous", "channels_last"] if args.memory_format == "both" else [args.memory_format]
     executions = args.execution.split(",")
-    print(f"{args.members} x {args.arch}, batch {args.batch}, device {device}, threads {torch.get_num_threads()}, "
-          f"median of {args.repeats} interleaved rounds")
-    steppers = {(f, e, n): Stepper(n, x, y, args.arch, args.members, device, f == "channels_last", e)
-                for f in formats for e in executions for n in names}
+    print(
+        f"{args.members} x {args.arch}, batch {args.batch}, device {device}, threads {torch.get_num_threads()}, "
+        f"median of {args.repeats} interleaved rounds"
+    )
+    steppers = {
+        (f, e, n): Stepper(n, x, y, args.arch, args.members, device, f == "channels_last", e)
+        for f in formats
+        for e in executions
+        for n in names
+    }
     times: dict = {k: [] for k in steppers}
     for r in range(args.warmup + args.repeats):
         for key, stepper in steppers.items():
@@ -95,15 +109,19 @@ def main() -> None:
                 times[key].append(t)
     med = {k: statistics.median(v) for k, v in times.items()}
     base = med[(formats[0], executions[0], "naive")]
-    print(f"{'format':<14} {'execution':<9} {'defense':<10} {'ms/step':>8} {'x naive':>8} {'x naive (same path)':>20} "
-          f"{'x ' + executions[0]:>9}")
+    print(
+        f"{'format':<14} {'execution':<9} {'defense':<10} {'ms/step':>8} {'x naive':>8} {'x naive (same path)':>20} "
+        f"{'x ' + executions[0]:>9}"
+    )
     for f in formats:
         for e in executions:
             own = med[(f, e, "naive")]
             for n in names:
                 t = med[(f, e, n)]
-                print(f"{f:<14} {e:<9} {n:<10} {t * 1e3:>8.1f} {t / base:>8.2f} {t / own:>20.2f} "
-                      f"{t / med[(f, executions[0], n)]:>9.2f}")
+                print(
+                    f"{f:<14} {e:<9} {n:<10} {t * 1e3:>8.1f} {t / base:>8.2f} {t / own:>20.2f} "
+                    f"{t / med[(f, executions[0], n)]:>9.2f}"
+                )
 
 
 if __name__ == "__main__":

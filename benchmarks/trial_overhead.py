@@ -26,8 +26,23 @@ REPO = Path(__file__).resolve().parents[1]
 
 def run(code: Path, args, storage: Path) -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": str(code)}  # the trial workers import this checkout's tune_div too
-    cmd = [sys.executable, "-m", "tune_div.search", args.defense, "--budget", args.budget, "--samples", "1",
-           "--audit", args.audit, "--storage-path", str(storage), "--experiment", "overhead", "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tune_div.search",
+        args.defense,
+        "--budget",
+        args.budget,
+        "--samples",
+        "1",
+        "--audit",
+        args.audit,
+        "--storage-path",
+        str(storage),
+        "--experiment",
+        "overhead",
+        "--quiet",
+    ]
     if args.data_dir:
         cmd += ["--data-dir", args.data_dir]
     if (code / "tune_div" / "search" / "scheduler.py").is_file():
@@ -39,8 +54,14 @@ def run(code: Path, args, storage: Path) -> dict[str, float]:
     train = sum(r["epoch_time_s"] for r in lines)
     evals = sum(r.get("eval_time_s", 0.0) for r in lines)
     audit = sum(r.get("audit_time_s", 0.0) for r in lines)
-    return {"total": total, "train": train, "eval": evals, "audit": audit, "rest": total - train - evals - audit,
-            "epochs": len(lines)}
+    return {
+        "total": total,
+        "train": train,
+        "eval": evals,
+        "audit": audit,
+        "rest": total - train - evals - audit,
+        "epochs": len(lines),
+    }
 
 
 def main() -> None:
@@ -54,15 +75,20 @@ def main() -> None:
     args.data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None
     codes = [("this checkout", REPO)] + ([("other", Path(args.compare_with).resolve())] if args.compare_with else [])
     print(f"one {args.defense} trial, budget {args.budget}, audit {args.audit}, as run by tune-div search (1 thread)")
-    print(f"{'code':<14} {'trial s':>8} {'train s':>8} {'eval s':>7} {'audit s':>8} {'rest s':>7} "
-          f"{'non-train':>9} {'non-train w/o audit':>19}")
+    print(
+        f"{'code':<14} {'trial s':>8} {'train s':>8} {'eval s':>7} {'audit s':>8} {'rest s':>7} "
+        f"{'non-train':>9} {'non-train w/o audit':>19}"
+    )
     for name, code in codes:
         with tempfile.TemporaryDirectory() as tmp:
             t = run(code, args, Path(tmp))
         share = 1 - t["train"] / t["total"]
         share_no_audit = 1 - t["train"] / (t["total"] - t["audit"])
-        print(f"{name:<14} {t['total']:>8.1f} {t['train']:>8.1f} {t['eval']:>7.1f} {t['audit']:>8.1f} {t['rest']:>7.1f} "
-              f"{share:>9.2f} {share_no_audit:>19.2f}", flush=True)
+        print(
+            f"{name:<14} {t['total']:>8.1f} {t['train']:>8.1f} {t['eval']:>7.1f} {t['audit']:>8.1f} {t['rest']:>7.1f} "
+            f"{share:>9.2f} {share_no_audit:>19.2f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -22,20 +22,32 @@ import os
 import time
 
 import torch
-
 from step_time import Stepper  # the same training step, optimiser and memory format (benchmarks/ is on sys.path)
+
 from tune_div import data
 from tune_div.train import resolve_device, resolve_memory_format
 
 
-def worker(defense: str, arch: str, execution: str, device: str, batch: int, data_dir: str | None, threads: int,
-           seconds: float, warmup: int, start, out) -> None:
+def worker(
+    defense: str,
+    arch: str,
+    execution: str,
+    device: str,
+    batch: int,
+    data_dir: str | None,
+    threads: int,
+    seconds: float,
+    warmup: int,
+    start,
+    out,
+) -> None:
     torch.set_num_threads(threads)
     dev = resolve_device(device)
     fmt = resolve_memory_format("auto", dev)
     images, y = data.load("mnist", "train", data_dir, subset=batch)
-    stepper = Stepper(defense, data.to_float(images).to(dev), y.to(dev), arch, 3, dev, fmt == torch.channels_last,
-                      execution)
+    stepper = Stepper(
+        defense, data.to_float(images).to(dev), y.to(dev), arch, 3, dev, fmt == torch.channels_last, execution
+    )
     for _ in range(warmup):
         stepper.step()
     start.wait()  # every worker is warm: the timed window is the same for all
@@ -50,8 +62,25 @@ def measure(k: int, args, defense: str, execution: str) -> float:
     ctx = mp.get_context("spawn")  # CUDA cannot be shared with forked workers
     threads = args.threads or max(1, (os.cpu_count() or 1) // k)
     start, out = ctx.Barrier(k), ctx.Queue()
-    procs = [ctx.Process(target=worker, args=(defense, args.arch, execution, args.device, args.batch, args.data_dir,
-                                              threads, args.seconds, args.warmup, start, out)) for _ in range(k)]
+    procs = [
+        ctx.Process(
+            target=worker,
+            args=(
+                defense,
+                args.arch,
+                execution,
+                args.device,
+                args.batch,
+                args.data_dir,
+                threads,
+                args.seconds,
+                args.warmup,
+                start,
+                out,
+            ),
+        )
+        for _ in range(k)
+    ]
     for p in procs:
         p.start()
     rates = [out.get() for _ in procs]
@@ -76,8 +105,10 @@ def main() -> None:
     p.add_argument("--data-dir", default=None)
     args = p.parse_args()
     counts = [int(k) for k in args.trials.split(",")]
-    print(f"3 x {args.arch}, batch {args.batch}, device {resolve_device(args.device)}, {os.cpu_count()} cores, "
-          f"{args.seconds:g} s per measurement")
+    print(
+        f"3 x {args.arch}, batch {args.batch}, device {resolve_device(args.device)}, {os.cpu_count()} cores, "
+        f"{args.seconds:g} s per measurement"
+    )
     print(f"{'defense':<8} {'execution':<9} {'trials':>6} {'steps/s all':>12} {'per trial':>10} {'x one trial':>12}")
     for defense in args.defenses.split(","):
         for execution in args.execution.split(","):

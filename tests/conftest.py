@@ -54,8 +54,9 @@ def trained_ensemble(real_data):
     """A 2-member naive lenet5 ensemble trained 1 epoch on 8,000 real MNIST images (~3 s), eval mode."""
     from tune_div.train import TrainConfig, Trainer
 
-    trainer = Trainer(TrainConfig(defense="naive", data_dir=str(real_data), n_members=2, subset=8000,
-                                  val_subset=500, epochs=1))
+    trainer = Trainer(
+        TrainConfig(defense="naive", data_dir=str(real_data), n_members=2, subset=8000, val_subset=500, epochs=1)
+    )
     trainer.fit()
     return trainer.ensemble.cpu().eval()
 

@@ -13,8 +13,15 @@ pytestmark = pytest.mark.usefixtures("real_data")
 
 
 def test_mixing_replaces_the_ratio_share_by_adversarial_examples(real_data):
-    trainer = Trainer(TrainConfig(defense="naive", data_dir=str(real_data), subset=64, val_subset=50,
-                                  adv_train={"attack": "pgd", "eps": 0.1, "steps": 3, "ratio": 0.25}))
+    trainer = Trainer(
+        TrainConfig(
+            defense="naive",
+            data_dir=str(real_data),
+            subset=64,
+            val_subset=50,
+            adv_train={"attack": "pgd", "eps": 0.1, "steps": 3, "ratio": 0.25},
+        )
+    )
     x, y = next(iter(trainer.train_loader))
     mixed = trainer.mix_adversarial(x, y)
     n = round(0.25 * len(x))
@@ -27,14 +34,39 @@ def test_mixing_replaces_the_ratio_share_by_adversarial_examples(real_data):
 @pytest.mark.parametrize("defense", ["smd", "drelu"])
 def test_adversarial_training_runs_on_top_of_a_defense(real_data, defense, tmp_path):
     out = tmp_path / "r.json"
-    assert train.main(["--defense", defense, "--data-dir", str(real_data), "--subset", "128", "--val-subset", "100",
-                       "--test-subset", "100", "--adv-train", "fgsm:eps=0.1,ratio=0.5", "--out", str(out)]) == 0
+    assert (
+        train.main(
+            [
+                "--defense",
+                defense,
+                "--data-dir",
+                str(real_data),
+                "--subset",
+                "128",
+                "--val-subset",
+                "100",
+                "--test-subset",
+                "100",
+                "--adv-train",
+                "fgsm:eps=0.1,ratio=0.5",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert '"adv_train"' in out.read_text()
 
 
-@pytest.mark.parametrize("spec,needle", [
-    ({"attack": "cw"}, "one of fgsm, pgd"), ({"ratio": 0}, "ratio"), ({"eps": -1}, "eps"), ({"nb_iter": 3}, "unknown"),
-])
+@pytest.mark.parametrize(
+    "spec,needle",
+    [
+        ({"attack": "cw"}, "one of fgsm, pgd"),
+        ({"ratio": 0}, "ratio"),
+        ({"eps": -1}, "eps"),
+        ({"nb_iter": 3}, "unknown"),
+    ],
+)
 def test_bad_adv_train_specs(spec, needle):
     with pytest.raises(UserError, match=needle):
         validate_adv_train(spec, default_eps=0.1)

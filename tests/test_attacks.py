@@ -10,8 +10,7 @@ from tune_div.errors import UserError
 from tune_div.eval import accuracy
 
 # Cheap settings per attack so the whole registry runs in seconds on CPU.
-FAST = {"square": {"n_queries": 300},
-        "autoattack": {"preset": "fast", "square_queries": 100}}
+FAST = {"square": {"n_queries": 300}, "autoattack": {"preset": "fast", "square_queries": 100}}
 EPS = {"cw_l2": 3.0}
 
 
@@ -74,8 +73,10 @@ def test_options_are_validated():
         attacks.get("pgd").options(0.1, iterations=5)
     with pytest.raises(UserError, match="unknown attack"):
         attacks.get("deepfool")
-    assert attacks.get("autoattack").options(0.1, preset="fast")["apgd_steps"] < \
-        attacks.get("autoattack").options(0.1)["apgd_steps"]  # the fast preset is cheaper than standard
+    assert (
+        attacks.get("autoattack").options(0.1, preset="fast")["apgd_steps"]
+        < attacks.get("autoattack").options(0.1)["apgd_steps"]
+    )  # the fast preset is cheaper than standard
 
 
 @pytest.mark.parametrize("name", attacks.names())

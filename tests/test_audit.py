@@ -88,9 +88,30 @@ def test_masked_ensemble_proxy_high_audit_low_flagged_and_off_the_front(trained_
 def test_evaluate_audit_is_within_0_03_of_the_standard_preset(trained_ensemble, real_data, tmp_path, capsys):
     model, out = tmp_path / "ens.pt", tmp_path / "r.json"
     models.save_ensemble(trained_ensemble, model)
-    assert evaluate_cli.main(["--model", str(model), "--dataset", "mnist", "--attacks", "pgd", "--eps", str(EPS),
-                              "--n", "100", "--audit", "--no-sanity", "--data-dir", str(real_data), "--quiet",
-                              "--out", str(out)]) == 0
+    assert (
+        evaluate_cli.main(
+            [
+                "--model",
+                str(model),
+                "--dataset",
+                "mnist",
+                "--attacks",
+                "pgd",
+                "--eps",
+                str(EPS),
+                "--n",
+                "100",
+                "--audit",
+                "--no-sanity",
+                "--data-dir",
+                str(real_data),
+                "--quiet",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     r = json.loads(out.read_text())
     fast = r["audit"]["robust_acc"][str(EPS)]
     assert r["audit"]["preset"] == "fast" and list(r["audit"]["per_attack"][str(EPS)]) == list(COMPONENTS)

@@ -23,8 +23,14 @@ from tune_div.train import TrainConfig, Trainer
 
 pytestmark = pytest.mark.usefixtures("real_data")
 
-GOOD_CONFIG = {"defense": "smd", "dataset": "mnist", "arch": "lenet5", "n_members": 2, "hparams": {"lam": 0.5},
-               "train": {"epochs": 1, "subset": 64, "val_subset": 50}}
+GOOD_CONFIG = {
+    "defense": "smd",
+    "dataset": "mnist",
+    "arch": "lenet5",
+    "n_members": 2,
+    "hparams": {"lam": 0.5},
+    "train": {"epochs": 1, "subset": 64, "val_subset": 50},
+}
 
 
 @pytest.fixture(scope="module")
@@ -43,27 +49,49 @@ def files(tmp_path_factory, real_data):
     (d / "cut_ckpt.pt").write_bytes((d / "naive_ckpt.pt").read_bytes()[:2000])
     (d / "not_yaml.yaml").write_text("defense: smd\n  lam: [1, 2\n")
     (d / "list.yaml").write_text("- smd\n- gal\n")
-    for name, doc in {"bad_train_key": {**GOOD_CONFIG, "train": {"epochz": 1}},
-                      "bad_objective": {**GOOD_CONFIG, "objective": {"attack": "pgd", "eps": 5}},
-                      "hparams_list": {**GOOD_CONFIG, "hparams": [0.5]},
-                      "bad_lam": {**GOOD_CONFIG, "hparams": {"lam": -1}},
-                      "float_epochs": {**GOOD_CONFIG, "train": {"epochs": 1.5}},
-                      "space_eps_domain": {"defense": "dverge", "params": {"distill_eps": {"type": "float", "low": 0.01,
-                                                                                          "high": 2.0}}},
-                      "space_int_domain": {"defense": "dverge", "params": {"distill_steps": {"type": "float", "low": 1,
-                                                                                            "high": 20}}},
-                      "space_inverted": {"defense": "smd", "params": {"lam": {"type": "float", "low": 2, "high": 1}}}
-                      }.items():
+    for name, doc in {
+        "bad_train_key": {**GOOD_CONFIG, "train": {"epochz": 1}},
+        "bad_objective": {**GOOD_CONFIG, "objective": {"attack": "pgd", "eps": 5}},
+        "hparams_list": {**GOOD_CONFIG, "hparams": [0.5]},
+        "bad_lam": {**GOOD_CONFIG, "hparams": {"lam": -1}},
+        "float_epochs": {**GOOD_CONFIG, "train": {"epochs": 1.5}},
+        "space_eps_domain": {
+            "defense": "dverge",
+            "params": {"distill_eps": {"type": "float", "low": 0.01, "high": 2.0}},
+        },
+        "space_int_domain": {"defense": "dverge", "params": {"distill_steps": {"type": "float", "low": 1, "high": 20}}},
+        "space_inverted": {"defense": "smd", "params": {"lam": {"type": "float", "low": 2, "high": 1}}},
+    }.items():
         (d / f"{name}.yaml").write_text(yaml.safe_dump(doc))
     (d / "notadb.db").write_text("not a database")
-    for name, content in {"garbage": "{not json", "foreign": json.dumps({"hello": 1}),
-                          "bad_value": json.dumps({"defense": "smd", "dataset": "mnist", "arch": "lenet5", "members": -3,
-                                                   "epochs": 1, "samples": 1, "budget": "smoke", "sampler": "tpe",
-                                                   "objective": "robust", "clean_floor": None, "gpus": 0,
-                                                   "gpus_per_trial": 0, "cpus_per_trial": 1, "concurrency": None,
-                                                   "seed": 0, "space_file": None, "data_dir": None,
-                                                   "inject_nan_if": None, "experiment": "x", "storage_path": "/x"})
-                          }.items():
+    for name, content in {
+        "garbage": "{not json",
+        "foreign": json.dumps({"hello": 1}),
+        "bad_value": json.dumps(
+            {
+                "defense": "smd",
+                "dataset": "mnist",
+                "arch": "lenet5",
+                "members": -3,
+                "epochs": 1,
+                "samples": 1,
+                "budget": "smoke",
+                "sampler": "tpe",
+                "objective": "robust",
+                "clean_floor": None,
+                "gpus": 0,
+                "gpus_per_trial": 0,
+                "cpus_per_trial": 1,
+                "concurrency": None,
+                "seed": 0,
+                "space_file": None,
+                "data_dir": None,
+                "inject_nan_if": None,
+                "experiment": "x",
+                "storage_path": "/x",
+            }
+        ),
+    }.items():
         (d / "experiments" / name).mkdir(parents=True)
         (d / "experiments" / name / "search.json").write_text(content)
     valid = json.loads((d / "experiments" / "bad_value" / "search.json").read_text())
@@ -116,8 +144,11 @@ CASES = [
     ("evaluate", "--model @cifar_shaped.pt --dataset mnist", "takes 3-channel images"),
     ("evaluate", "--model @good.pt --dataset mnist --attack-option pgd:steps=-3", "steps=-3 is not valid"),
     ("evaluate", "--model @good.pt --dataset mnist --attack-option pgd:rand_init=3", "rand_init=3 is not valid"),
-    ("evaluate", "--model @good.pt --dataset mnist --attacks square --attack-option square:p_init=2",
-     "p_init=2 is not valid"),
+    (
+        "evaluate",
+        "--model @good.pt --dataset mnist --attacks square --attack-option square:p_init=2",
+        "p_init=2 is not valid",
+    ),
     ("evaluate", "--model @good.pt --dataset mnist --attack-option pgd:steps", "expects key=value"),
     ("evaluate", "--model @good.pt --dataset mnist --eps 1.5", "eps=1.5 is not valid; expected a number in (0, 1]"),
     ("evaluate", "--model @good.pt --dataset mnist --eps 0", "eps=0.0 is not valid"),
@@ -163,12 +194,17 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(command, args, needle,
     work.mkdir()
     before = snapshot(work), snapshot(files)
     env = {**os.environ, "TUNE_DIV_DATA": str(real_data), "TUNE_DIV_CACHE": str(tmp_path / "cache")}
-    p = subprocess.run([sys.executable, "-m", "tune_div", command, *argv], cwd=work, env=env, capture_output=True,
-                       text=True, timeout=300)
+    p = subprocess.run(
+        [sys.executable, "-m", "tune_div", command, *argv],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     err = p.stderr.strip()
     assert p.returncode == 2, (p.returncode, err[-2000:], p.stdout[-500:])
     assert len(err.splitlines()) == 1, err
     assert "Traceback" not in err + p.stdout
     assert needle in err, err
     assert (snapshot(work), snapshot(files)) == before  # nothing new, nothing changed
-

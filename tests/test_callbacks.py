@@ -11,10 +11,17 @@ from tune_div.search.callbacks import TrialProgress
 def fake_trial(last_epoch: int, registered_epoch: int | None):
     result = {"epoch": last_epoch, "val_clean_acc": 0.9, "val_proxy_acc": 0.5, "epoch_time_s": 1.0}
     return SimpleNamespace(
-        trial_id="t1", config={"hparams": {"lam": 0.5}}, last_result=result, max_failures=2, error_file=None,
-        error="RayActorError: the worker died", run_metadata=SimpleNamespace(num_failures=1),
-        latest_checkpoint_result=None if registered_epoch is None else
-        SimpleNamespace(metrics={**result, "epoch": registered_epoch}))
+        trial_id="t1",
+        config={"hparams": {"lam": 0.5}},
+        last_result=result,
+        max_failures=2,
+        error_file=None,
+        error="RayActorError: the worker died",
+        run_metadata=SimpleNamespace(num_failures=1),
+        latest_checkpoint_result=None
+        if registered_epoch is None
+        else SimpleNamespace(metrics={**result, "epoch": registered_epoch}),
+    )
 
 
 def test_an_epoch_line_is_printed_when_its_checkpoint_is_registered_not_when_its_result_arrives(capsys):

@@ -41,7 +41,7 @@ def test_cldl_matches_a_per_sample_reference(gamma, alpha, beta):
     for member in ens.members:
         s_m, kl_m, g_m = [], [], []
         for b in range(len(y)):
-            xb = x[b:b + 1].clone().requires_grad_(True)
+            xb = x[b : b + 1].clone().requires_grad_(True)
             v = member.features(xb)[0]
             p = torch.softmax(member.head(v), -1)
             c = torch.softmax((v @ vec.T) @ lcm.similarity.weight.T + lcm.similarity.bias, -1)
@@ -56,10 +56,27 @@ def test_cldl_matches_a_per_sample_reference(gamma, alpha, beta):
         grads.append(g_m)
     pairs = list(combinations(range(3), 2))
     ce = np.mean(kl_all)
-    ld = np.mean([math.log(np.mean([math.exp(np_jsd(np.delete(s_all[i][b], y[b]), np.delete(s_all[j][b], y[b])))
-                                    for i, j in pairs])) for b in range(len(y))])
-    gd = np.mean([np.mean([abs(grads[i][b] @ grads[j][b]) / (np.linalg.norm(grads[i][b]) * np.linalg.norm(grads[j][b]))
-                           for i, j in pairs]) for b in range(len(y))])
+    ld = np.mean(
+        [
+            math.log(
+                np.mean(
+                    [math.exp(np_jsd(np.delete(s_all[i][b], y[b]), np.delete(s_all[j][b], y[b]))) for i, j in pairs]
+                )
+            )
+            for b in range(len(y))
+        ]
+    )
+    gd = np.mean(
+        [
+            np.mean(
+                [
+                    abs(grads[i][b] @ grads[j][b]) / (np.linalg.norm(grads[i][b]) * np.linalg.norm(grads[j][b]))
+                    for i, j in pairs
+                ]
+            )
+            for b in range(len(y))
+        ]
+    )
     assert parts["ce"] == pytest.approx(ce, rel=1e-9)
     assert parts["ld"] == pytest.approx(ld, rel=1e-6) and ld > 1e-4
     assert parts["gd"] == pytest.approx(gd, rel=1e-9)

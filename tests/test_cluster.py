@@ -31,13 +31,32 @@ def rows_of(exp: Path) -> dict[str, dict]:
 
 def results_of(exp: Path, tid: str) -> list[dict]:
     """Every result line Ray wrote for trial ``tid`` (several folders if it was retried elsewhere)."""
-    return [json.loads(line) for d in exp.glob(f"trainable_{tid}_*") if (d / "result.json").is_file()
-            for line in (d / "result.json").read_text().splitlines()]
+    return [
+        json.loads(line)
+        for d in exp.glob(f"trainable_{tid}_*")
+        if (d / "result.json").is_file()
+        for line in (d / "result.json").read_text().splitlines()
+    ]
 
 
 def search_cmd(real_data: Path, storage: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "tune_div.search", "smd", "--budget", "smoke", "--audit", "off", "--data-dir",
-            str(real_data), "--storage-path", str(storage), "--experiment", "x", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "tune_div.search",
+        "smd",
+        "--budget",
+        "smoke",
+        "--audit",
+        "off",
+        "--data-dir",
+        str(real_data),
+        "--storage-path",
+        str(storage),
+        "--experiment",
+        "x",
+        *extra,
+    ]
 
 
 def assert_nothing_left_open(exp: Path, uri: str, rows: dict[str, dict], epochs: int = 2) -> None:
@@ -48,7 +67,8 @@ def assert_nothing_left_open(exp: Path, uri: str, rows: dict[str, dict], epochs:
     assert "RUNNING" not in states
     finished = [t for t in study.trials if t.state.name == "COMPLETE"]
     assert sorted(t.user_attrs["ray_trial_id"] for t in finished) == sorted(
-        tid for tid, r in rows.items() if r["status"] == "TERMINATED")
+        tid for tid, r in rows.items() if r["status"] == "TERMINATED"
+    )
     assert all("lost" in t.user_attrs for t in study.trials if t.state.name == "FAIL")
     client = MlflowClient(uri)
     exp_id = client.get_experiment_by_name("smd-mnist").experiment_id
@@ -111,10 +131,27 @@ def test_kill_9_of_the_driver_at_two_moments_then_resume_leaves_nothing_open(rea
 def mlflow_server(tmp_path, free_port):
     """A real ``mlflow server`` on 127.0.0.1 and a free port, stopped (with its workers) at the end."""
     port = free_port
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-                             "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-                             "--artifacts-destination", str(tmp_path / "server-artifacts"), "--workers", "1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'server.db'}",
+            "--artifacts-destination",
+            str(tmp_path / "server-artifacts"),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -136,8 +173,18 @@ def mlflow_server(tmp_path, free_port):
 
 
 def test_search_and_export_against_a_real_mlflow_server(mlflow_server, real_data, tmp_path):
-    cmd = search_cmd(real_data, tmp_path / "res", "--samples", "2", "--concurrency", "2", "--epochs", "1",
-                     "--tracking-uri", mlflow_server)
+    cmd = search_cmd(
+        real_data,
+        tmp_path / "res",
+        "--samples",
+        "2",
+        "--concurrency",
+        "2",
+        "--epochs",
+        "1",
+        "--tracking-uri",
+        mlflow_server,
+    )
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=400)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert not (tmp_path / "res" / "mlflow.db").exists()  # the server is the store
@@ -150,8 +197,23 @@ def test_search_and_export_against_a_real_mlflow_server(mlflow_server, real_data
     parent = next(c for c in runs if c.data.tags.get("tune_div.role") == "search")
     assert "pareto.json" in {a.path for a in client.list_artifacts(parent.info.run_id)}
     out = tmp_path / "exported"
-    e = subprocess.run([sys.executable, "-m", "tune_div.export", "--tracking-uri", mlflow_server, "--experiment",
-                        "smd-mnist", "--out", str(out)], capture_output=True, text=True, cwd=REPO, timeout=120)
+    e = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tune_div.export",
+            "--tracking-uri",
+            mlflow_server,
+            "--experiment",
+            "smd-mnist",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
     assert e.returncode == 0, e.stdout[-2000:] + e.stderr[-2000:]
     front = json.loads((tmp_path / "res" / "x" / "pareto.json").read_text())["front"]
     exported = sorted(f.name for f in out.glob("pareto_*.yaml"))
@@ -162,9 +224,25 @@ def test_missing_dataset_fails_before_ray_in_one_line(tmp_path):
     empty = tmp_path / "data"
     empty.mkdir()
     t0 = time.monotonic()
-    r = subprocess.run([sys.executable, "-m", "tune_div.search", "smd", "--dataset", "cifar10", "--data-dir", str(empty),
-                        "--storage-path", str(tmp_path / "res")], capture_output=True, text=True, cwd=REPO, timeout=120,
-                       env={**os.environ, "TUNE_DIV_OFFLINE": "1"})
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tune_div.search",
+            "smd",
+            "--dataset",
+            "cifar10",
+            "--data-dir",
+            str(empty),
+            "--storage-path",
+            str(tmp_path / "res"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+        env={**os.environ, "TUNE_DIV_OFFLINE": "1"},
+    )
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "dataset 'cifar10' not found" in r.stderr and "--data-dir" in r.stderr
     assert "ray" not in (r.stdout + r.stderr).lower().replace("--data-dir", "")  # Ray never started
@@ -180,8 +258,15 @@ def test_unwritable_storage_fails_before_ray_in_one_line(real_data, tmp_path):
 
 
 def test_every_trial_failing_says_so_with_the_first_reason(real_data, tmp_path):
-    r = subprocess.run(search_cmd(real_data, tmp_path, "--samples", "2", "--concurrency", "2", "--epochs", "1",
-                                  "--inject-nan-if", "lam>0.1"), capture_output=True, text=True, cwd=REPO, timeout=300)
+    r = subprocess.run(
+        search_cmd(
+            real_data, tmp_path, "--samples", "2", "--concurrency", "2", "--epochs", "1", "--inject-nan-if", "lam>0.1"
+        ),
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
     assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-2000:]
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("every trial failed (2)") and "became nan at epoch 1" in last
@@ -217,14 +302,18 @@ def trial_worker_nodes(cluster) -> dict[int, object]:
     import psutil
 
     raylets = {n.all_processes["raylet"][0].process.pid: n for n in cluster.worker_nodes}
-    return {p.pid: raylets[p.ppid()] for p in psutil.process_iter(["cmdline"])
-            if "ImplicitFunc" in " ".join(p.info["cmdline"] or []) and p.ppid() in raylets}
+    return {
+        p.pid: raylets[p.ppid()]
+        for p in psutil.process_iter(["cmdline"])
+        if "ImplicitFunc" in " ".join(p.info["cmdline"] or []) and p.ppid() in raylets
+    }
 
 
 def test_search_on_a_multi_node_cluster_survives_losing_a_worker_node(cluster, real_data, tmp_path):
     exp = tmp_path / "x"
-    cmd = search_cmd(real_data, tmp_path, "--samples", "3", "--concurrency", "2", "--epochs", "3", "--address",
-                     cluster.address)
+    cmd = search_cmd(
+        real_data, tmp_path, "--samples", "3", "--concurrency", "2", "--epochs", "3", "--address", cluster.address
+    )
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
     try:
         seen: set[str] = set()

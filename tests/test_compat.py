@@ -21,19 +21,23 @@ def test_torchvision_shim_applies_exactly_when_plain_import_fails():
     plain_fails = plain.returncode != 0
     if plain_fails:
         assert "torchvision::nms does not exist" in plain.stderr, plain.stderr[-500:]
-    shimmed = _run("from tune_div import compat; compat.import_torchvision(); import torchvision.datasets, "
-                   "torchvision.transforms; print(sorted(compat.APPLIED))")
+    shimmed = _run(
+        "from tune_div import compat; compat.import_torchvision(); import torchvision.datasets, "
+        "torchvision.transforms; print(sorted(compat.APPLIED))"
+    )
     assert shimmed.returncode == 0, shimmed.stderr[-1000:]
     assert ("torchvision" in shimmed.stdout) == plain_fails
 
 
 def test_advertorch_shim_applies_exactly_when_zero_gradients_is_missing():
     # Checked in a fresh process: in this one an earlier test may already have applied the shim.
-    probe = _run("import importlib; m = importlib.import_module('torch.autograd.gradcheck'); "
-                 "print(hasattr(m, 'zero_gradients'))")
+    probe = _run(
+        "import importlib; m = importlib.import_module('torch.autograd.gradcheck'); print(hasattr(m, 'zero_gradients'))"
+    )
     missing = probe.stdout.strip() == "False"
-    shimmed = _run("from tune_div import compat; at = compat.import_advertorch(); at.LinfPGDAttack; "
-                   "print(sorted(compat.APPLIED))")
+    shimmed = _run(
+        "from tune_div import compat; at = compat.import_advertorch(); at.LinfPGDAttack; print(sorted(compat.APPLIED))"
+    )
     assert shimmed.returncode == 0, shimmed.stderr[-1000:]
     assert ("advertorch" in shimmed.stdout) == missing
 

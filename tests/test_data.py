@@ -6,18 +6,16 @@ import pickle
 import shutil
 import stat
 import tarfile
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from cifar_files import md5, point_torchvision_md5s_at, write_cifar10
 
 from tune_div import data
-from tune_div.data import readers
 from tune_div.compat import import_torchvision
+from tune_div.data import readers
 from tune_div.errors import DataError
-
-from cifar_files import md5, point_torchvision_md5s_at, write_cifar10
 
 
 @pytest.fixture(autouse=True)
@@ -92,6 +90,7 @@ def test_unknown_dataset_and_split():
 
 # --- CIFAR on small generated files in the real on-disk format -----------------------------------
 
+
 def test_cifar10_extracted_folder(tmp_path, monkeypatch):
     rows, labels = write_cifar10(tmp_path / "cifar-10-batches-py")
     point_torchvision_md5s_at(monkeypatch, import_torchvision().datasets.CIFAR10, tmp_path / "cifar-10-batches-py")
@@ -131,9 +130,14 @@ def test_cifar100_extracted_folder(tmp_path, monkeypatch):
     rng = np.random.default_rng(1)
     for name, n in (("train", 12), ("test", 6)):
         with open(folder / name, "wb") as fh:
-            pickle.dump({"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-                         "fine_labels": rng.integers(0, 100, n).tolist(),
-                         "coarse_labels": rng.integers(0, 20, n).tolist()}, fh)
+            pickle.dump(
+                {
+                    "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                    "fine_labels": rng.integers(0, 100, n).tolist(),
+                    "coarse_labels": rng.integers(0, 20, n).tolist(),
+                },
+                fh,
+            )
     with open(folder / "meta", "wb") as fh:
         pickle.dump({"fine_label_names": [f"f{i}" for i in range(100)]}, fh)
     point_torchvision_md5s_at(monkeypatch, import_torchvision().datasets.CIFAR100, folder)
@@ -143,13 +147,14 @@ def test_cifar100_extracted_folder(tmp_path, monkeypatch):
 
 # --- batching and augmentation -------------------------------------------------------------------
 
+
 def test_crop_flip_output_is_a_crop_or_flipped_crop_of_each_input():
     g = torch.Generator().manual_seed(0)
     x = torch.rand(6, 2, 5, 5)
     out = data.augment_crop_flip(x, g, padding=2)
     padded = torch.nn.functional.pad(x, (2,) * 4)
     for b in range(6):
-        candidates = [padded[b, :, i:i + 5, j:j + 5] for i in range(5) for j in range(5)]
+        candidates = [padded[b, :, i : i + 5, j : j + 5] for i in range(5) for j in range(5)]
         candidates += [c.flip(-1) for c in candidates]
         assert any(torch.equal(out[b], c) for c in candidates)
 

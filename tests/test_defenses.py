@@ -199,8 +199,17 @@ def test_losses_backpropagate_finite_gradients_in_degenerate_cases(name, case):
         assert parts[name] == pytest.approx(math.log(3))  # cos = 0 for every pair
 
 
-RAW_PARTS = {"naive": set(), "adp": {"entropy", "log_det"}, "gal": {"gal"}, "smd": {"smd"}, "cldl": {"ld", "gd"},
-             "drelu": {"cap_sq_sum"}, "srelu": set(), "dverge": set(), "smd_plus": {"smd"}}
+RAW_PARTS = {
+    "naive": set(),
+    "adp": {"entropy", "log_det"},
+    "gal": {"gal"},
+    "smd": {"smd"},
+    "cldl": {"ld", "gd"},
+    "drelu": {"cap_sq_sum"},
+    "srelu": set(),
+    "dverge": set(),
+    "smd_plus": {"smd"},
+}
 
 
 @pytest.mark.parametrize("name", defenses.names())

@@ -21,9 +21,32 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "device_check.sh"
 # The GPU machine's Python packages (the device tool's package list, read 2026-11-17), as the module names
 # the check imports; what it lacks must travel as wheels.
-ON_GPU_MACHINE = {"torch", "torchgen", "torchvision", "numpy", "scipy", "sympy", "mpmath", "PIL", "typing_extensions",
-                  "tqdm", "yaml", "requests", "charset_normalizer", "urllib3", "idna", "certifi", "cython_runtime",
-                  "filelock", "jinja2", "markupsafe", "networkx", "fsspec", "matplotlib", "pandas"}
+ON_GPU_MACHINE = {
+    "torch",
+    "torchgen",
+    "torchvision",
+    "numpy",
+    "scipy",
+    "sympy",
+    "mpmath",
+    "PIL",
+    "typing_extensions",
+    "tqdm",
+    "yaml",
+    "requests",
+    "charset_normalizer",
+    "urllib3",
+    "idna",
+    "certifi",
+    "cython_runtime",
+    "filelock",
+    "jinja2",
+    "markupsafe",
+    "networkx",
+    "fsspec",
+    "matplotlib",
+    "pandas",
+}
 NOT_THERE = ("ray", "mlflow", "optuna", "moocore")
 
 RUNNER = """
@@ -48,13 +71,21 @@ finally:
 def rehearsal(tmp_path_factory, real_data):
     out = tmp_path_factory.mktemp("device_check")
     mods_file = out / "modules.json"
-    code = RUNNER.format(blocked=set(NOT_THERE), argv=["--device", "cpu", "--quick", "--out", str(out)],
-                         script=str(ROOT / "benchmarks" / "device_check.py"), mods_file=str(mods_file))
+    code = RUNNER.format(
+        blocked=set(NOT_THERE),
+        argv=["--device", "cpu", "--quick", "--out", str(out)],
+        script=str(ROOT / "benchmarks" / "device_check.py"),
+        mods_file=str(mods_file),
+    )
     env = {**os.environ, "TUNE_DIV_DATA": str(real_data), "PYTHONPATH": str(ROOT)}
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    return json.loads((out / "device_check.json").read_text()), (out / "device_check.md").read_text(), \
-        set(json.loads(mods_file.read_text())), proc.stdout
+    return (
+        json.loads((out / "device_check.json").read_text()),
+        (out / "device_check.md").read_text(),
+        set(json.loads(mods_file.read_text())),
+        proc.stdout,
+    )
 
 
 def test_every_section_runs_on_the_cpu_without_ray_mlflow_optuna_or_moocore(rehearsal):
@@ -111,11 +142,14 @@ def test_decide_and_apply_turn_a_result_into_the_defaults_tune_div_reads(rehears
     rows = []
     for name, fused_ms in (("naive", 8.0), ("smd", 18.0)):
         for execution, ms in (("looped", 10.0 if name == "naive" else 20.0), ("fused", fused_ms)):
-            rows += [{"defense": name, "execution": execution, "batch": 128, "precision": "fp32", "ms": ms},
-                     {"defense": name, "execution": execution, "batch": 128, "precision": "tf32", "ms": ms / 1.5}]
+            rows += [
+                {"defense": name, "execution": execution, "batch": 128, "precision": "fp32", "ms": ms},
+                {"defense": name, "execution": execution, "batch": 128, "precision": "tf32", "ms": ms / 1.5},
+            ]
     result["sections"]["steps"]["rows"] = rows
     result["sections"]["packing"]["rows"] = [
-        {"defense": "naive", "trials": k, "steps_per_s": rate} for k, rate in ((1, 100.0), (4, 390.0), (8, 380.0))]
+        {"defense": "naive", "trials": k, "steps_per_s": rate} for k, rate in ((1, 100.0), (4, 390.0), (8, 380.0))
+    ]
     decided = device_check.decide(result)
     # fused 0.8x and 0.9x looped; 8 trials within 10 % of the best total; TF32 1.5x faster
     assert decided["fused"] == ["lenet5"] and decided["gpus_per_trial"] == 0.125 and decided["precision"] == "tf32"
@@ -141,8 +175,12 @@ def test_decide_and_apply_turn_a_result_into_the_defaults_tune_div_reads(rehears
 def test_apply_refuses_a_quick_rehearsal(rehearsal, tmp_path):
     f = tmp_path / "r.json"
     f.write_text(json.dumps(rehearsal[0]))
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "device_check.py"), "--apply", str(f)],
-                          cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "device_check.py"), "--apply", str(f)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 1 and "rehearsal" in proc.stderr and "Traceback" not in proc.stderr
 
 

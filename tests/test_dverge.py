@@ -53,8 +53,11 @@ def test_distillation_moves_features_closer_and_stays_in_the_ball_at_every_layer
     source, target = torch.rand(6, 1, 28, 28), torch.rand(6, 1, 28, 28)
     for layer_set, n in (("all", member.count_layers(source)), ("stages", member.num_stages)):
         for layer in range(1, n + 1):
-            feats = (lambda z: member.layer_features(z, layer)) if layer_set == "all" else \
-                (lambda z: member.intermediate(z, layer - 1))
+            feats = (
+                (lambda z, layer=layer: member.layer_features(z, layer))
+                if layer_set == "all"
+                else (lambda z, layer=layer: member.intermediate(z, layer - 1))
+            )
             t = feats(target).detach()
             before = ((feats(source) - t) ** 2).sum()
             z = feature_distill(member, source, target, layer, eps=0.07, step=0.007, steps=10, layer_set=layer_set)

@@ -11,9 +11,8 @@ from torch import nn
 from tune_div import eval as evaluation
 from tune_div import models
 from tune_div.cli import evaluate as evaluate_cli
-from tune_div.eval import EvalSpec, accuracy, sanity_checks, sanity_flags
+from tune_div.eval import EvalSpec, accuracy, sanity_checks, sanity_flags, threat_models
 from tune_div.eval import surrogate as surrogate_module
-from tune_div.eval import threat_models
 
 pytestmark = pytest.mark.usefixtures("real_data")
 
@@ -64,13 +63,24 @@ def test_flags_fire_on_gradient_masking_models(build, trained_ensemble, eval_poi
 
 
 def test_each_flag_rule_fires_on_constructed_numbers():
-    checks = {"eps": 0.1, "fgsm_acc": 0.3, "pgd_acc": 0.5, "pgd_curve": {"0.05": 0.4, "0.1": 0.5, "1.0": 0.6},
-              "large_eps_pgd_acc": 0.6, "vanishing_gradient_share": 0.5}
+    checks = {
+        "eps": 0.1,
+        "fgsm_acc": 0.3,
+        "pgd_acc": 0.5,
+        "pgd_curve": {"0.05": 0.4, "0.1": 0.5, "1.0": 0.6},
+        "large_eps_pgd_acc": 0.6,
+        "vanishing_gradient_share": 0.5,
+    }
     white = {"pgd": {"0.1": 0.5, "0.2": 0.7}, "fgsm": {"0.1": 0.3, "0.2": 0.2}}
     black = {"pgd": {"0.1": 0.4, "0.2": 0.9}}
     names = [f["name"] for f in sanity_flags(checks, white, black)]
-    assert set(names) == {"iterative_weaker_than_single_step", "white_box_weaker_than_transfer",
-                          "accuracy_increases_with_eps", "not_zero_at_large_eps", "vanishing_input_gradients"}
+    assert set(names) == {
+        "iterative_weaker_than_single_step",
+        "white_box_weaker_than_transfer",
+        "accuracy_increases_with_eps",
+        "not_zero_at_large_eps",
+        "vanishing_input_gradients",
+    }
     assert all(f["doc"].startswith("docs/flags.md#") for f in sanity_flags(checks, white, black))
 
 
@@ -86,8 +96,17 @@ def test_transfer_matrix_diagonal_is_each_members_white_box(trained_ensemble, ev
 
 def test_surrogate_is_trained_once_and_its_examples_are_cached(trained_ensemble, real_data, monkeypatch, tmp_path):
     monkeypatch.setenv("TUNE_DIV_CACHE", str(tmp_path))
-    spec = EvalSpec(dataset="mnist", attacks=["pgd"], eps=[0.1, 0.2], n=100, black_box=True, sanity=False,
-                    surrogate_epochs=1, surrogate_subset=2000, data_dir=str(real_data))
+    spec = EvalSpec(
+        dataset="mnist",
+        attacks=["pgd"],
+        eps=[0.1, 0.2],
+        n=100,
+        black_box=True,
+        sanity=False,
+        surrogate_epochs=1,
+        surrogate_subset=2000,
+        data_dir=str(real_data),
+    )
     first = evaluation.evaluate(trained_ensemble, spec)
     fits = []
     monkeypatch.setattr(surrogate_module.Trainer, "fit", lambda self, *a, **k: fits.append(1))
@@ -103,8 +122,10 @@ def test_surrogate_is_trained_once_and_its_examples_are_cached(trained_ensemble,
     assert bb1["acc"] == bb2["acc"]
     assert bb2["surrogate"]["key"] == bb1["surrogate"]["key"]
     # Another training routine is another surrogate: the key covers the whole config.
-    assert evaluation.config_key(evaluation.surrogate_config(trained_ensemble.config, "mnist", 2, 1000)) != \
-        bb1["surrogate"]["key"]
+    assert (
+        evaluation.config_key(evaluation.surrogate_config(trained_ensemble.config, "mnist", 2, 1000))
+        != bb1["surrogate"]["key"]
+    )
 
 
 def test_one_epoch_naive_on_real_mnist_cli(real_data, tmp_path, monkeypatch, capsys):
@@ -113,11 +134,48 @@ def test_one_epoch_naive_on_real_mnist_cli(real_data, tmp_path, monkeypatch, cap
 
     monkeypatch.setenv("TUNE_DIV_CACHE", str(tmp_path / "cache"))
     model, out = tmp_path / "ens.pt", tmp_path / "r.json"
-    assert train.main(["--defense", "naive", "--data-dir", str(real_data), "--epochs", "1", "--test-subset", "100",
-                       "--save-model", str(model)]) == 0
-    assert evaluate_cli.main(["--model", str(model), "--dataset", "mnist", "--attacks", "pgd,fgsm", "--eps", "0.1,0.3",
-                              "--n", "1000", "--black-box", "--surrogate-epochs", "1", "--data-dir", str(real_data),
-                              "--quiet", "--out", str(out)]) == 0
+    assert (
+        train.main(
+            [
+                "--defense",
+                "naive",
+                "--data-dir",
+                str(real_data),
+                "--epochs",
+                "1",
+                "--test-subset",
+                "100",
+                "--save-model",
+                str(model),
+            ]
+        )
+        == 0
+    )
+    assert (
+        evaluate_cli.main(
+            [
+                "--model",
+                str(model),
+                "--dataset",
+                "mnist",
+                "--attacks",
+                "pgd,fgsm",
+                "--eps",
+                "0.1,0.3",
+                "--n",
+                "1000",
+                "--black-box",
+                "--surrogate-epochs",
+                "1",
+                "--data-dir",
+                str(real_data),
+                "--quiet",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     r = json.loads(out.read_text())
     wb, bb = r["threat_models"]["white_box"], r["threat_models"]["black_box"]["acc"]
     assert r["n"] == 1000 and r["clean_acc"] > 0.95 and r["forward_passes_per_prediction"] == 3
@@ -128,15 +186,18 @@ def test_one_epoch_naive_on_real_mnist_cli(real_data, tmp_path, monkeypatch, cap
     assert "white-box pgd" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv,needle", [
-    (["--model", "missing.pt", "--dataset", "mnist"], "no saved ensemble"),
-    (["--model", "M", "--dataset", "mnist", "--attacks", "deepfool"], "unknown attack"),
-    (["--model", "M", "--dataset", "mnist", "--eps", "0.1,abc"], "comma-separated numbers"),
-    (["--model", "M", "--dataset", "mnist", "--n", "-5"], "--n must be"),
-    (["--model", "M", "--dataset", "cifar10"], "3 and 10"),
-    (["--model", "M", "--dataset", "mnist", "--attack-option", "pgd:iters=3"], "unknown option"),
-    (["--model", "M", "--dataset", "mnist", "--out", "/no/such/dir/r.json"], "cannot write"),
-])
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["--model", "missing.pt", "--dataset", "mnist"], "no saved ensemble"),
+        (["--model", "M", "--dataset", "mnist", "--attacks", "deepfool"], "unknown attack"),
+        (["--model", "M", "--dataset", "mnist", "--eps", "0.1,abc"], "comma-separated numbers"),
+        (["--model", "M", "--dataset", "mnist", "--n", "-5"], "--n must be"),
+        (["--model", "M", "--dataset", "cifar10"], "3 and 10"),
+        (["--model", "M", "--dataset", "mnist", "--attack-option", "pgd:iters=3"], "unknown option"),
+        (["--model", "M", "--dataset", "mnist", "--out", "/no/such/dir/r.json"], "cannot write"),
+    ],
+)
 def test_evaluate_cli_bad_input(argv, needle, tmp_path, monkeypatch, capsys, trained_ensemble):
     monkeypatch.chdir(tmp_path)
     models.save_ensemble(trained_ensemble, tmp_path / "M")
@@ -150,9 +211,33 @@ def test_evaluate_cli_bad_input(argv, needle, tmp_path, monkeypatch, capsys, tra
 def test_evaluate_cli_curves_and_transfer_matrix(trained_ensemble, real_data, tmp_path, capsys):
     model, out = tmp_path / "ens.pt", tmp_path / "r.json"
     models.save_ensemble(trained_ensemble, model)
-    assert evaluate_cli.main(["--model", str(model), "--dataset", "mnist", "--attacks", "pgd", "--eps", "0.1",
-                              "--n", "200", "--curves", "--transfer-matrix", "--attack-option", "pgd:steps=5",
-                              "--no-sanity", "--data-dir", str(real_data), "--quiet", "--out", str(out)]) == 0
+    assert (
+        evaluate_cli.main(
+            [
+                "--model",
+                str(model),
+                "--dataset",
+                "mnist",
+                "--attacks",
+                "pgd",
+                "--eps",
+                "0.1",
+                "--n",
+                "200",
+                "--curves",
+                "--transfer-matrix",
+                "--attack-option",
+                "pgd:steps=5",
+                "--no-sanity",
+                "--data-dir",
+                str(real_data),
+                "--quiet",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     r = json.loads(out.read_text())
     assert r["attacks"]["pgd"]["options"]["steps"] == 5  # the override reached the attack
     curve = r["curves"]["pgd"]

@@ -38,10 +38,20 @@ def test_plateau_schedule_and_early_stopping_follow_the_validation_loss(real_dat
     patience 1 here) and EarlyStopping (patience 3), as the D-ReLU paper uses them."""
     losses = iter([1.0, 0.9, 0.95, 0.96, 0.97, 0.5, 0.6])
     real_eval = trainer_module.ensemble_eval
-    monkeypatch.setattr(trainer_module, "ensemble_eval",
-                        lambda ens, loader: (*real_eval(ens, loader)[:2], next(losses)))
-    cfg = TrainConfig(defense="naive", data_dir=str(real_data), subset=64, val_subset=50, epochs=20,
-                      schedule="plateau", plateau_factor=0.5, plateau_patience=1, early_stop_patience=3)
+    monkeypatch.setattr(
+        trainer_module, "ensemble_eval", lambda ens, loader: (*real_eval(ens, loader)[:2], next(losses))
+    )
+    cfg = TrainConfig(
+        defense="naive",
+        data_dir=str(real_data),
+        subset=64,
+        val_subset=50,
+        epochs=20,
+        schedule="plateau",
+        plateau_factor=0.5,
+        plateau_patience=1,
+        early_stop_patience=3,
+    )
     trainer = Trainer(cfg)
     history = trainer.fit()
     # Written out: best 0.9 at epoch 2; epochs 3, 4 do not improve -> after epoch 4 (2 bad > patience 1)
@@ -54,8 +64,13 @@ def test_plateau_schedule_and_early_stopping_follow_the_validation_loss(real_dat
 def test_drelu_paper_routine_from_the_train_command():
     args = train_cli.build_parser().parse_args(["--defense", "drelu", "--paper-routine"])
     cfg = train_cli.config_from_args(args)
-    assert (cfg.schedule, cfg.plateau_factor, cfg.plateau_patience, cfg.early_stop_patience, cfg.epochs) == \
-        ("plateau", 0.5, 5, 10, 2000)
+    assert (cfg.schedule, cfg.plateau_factor, cfg.plateau_patience, cfg.early_stop_patience, cfg.epochs) == (
+        "plateau",
+        0.5,
+        5,
+        10,
+        2000,
+    )
     args = train_cli.build_parser().parse_args(["--defense", "drelu", "--paper-routine", "--epochs", "30"])
     assert train_cli.config_from_args(args).epochs == 30  # a flag still overrides the routine
     doc = config_file.document(cfg)
@@ -64,8 +79,29 @@ def test_drelu_paper_routine_from_the_train_command():
 
 
 def test_train_cli_reports_early_stopping(real_data, capsys):
-    assert train_cli.main(["--defense", "naive", "--data-dir", str(real_data), "--subset", "64", "--val-subset", "50",
-                           "--epochs", "40", "--lr", "1e-9", "--early-stop-patience", "1", "--test-subset", "50"]) == 0
+    assert (
+        train_cli.main(
+            [
+                "--defense",
+                "naive",
+                "--data-dir",
+                str(real_data),
+                "--subset",
+                "64",
+                "--val-subset",
+                "50",
+                "--epochs",
+                "40",
+                "--lr",
+                "1e-9",
+                "--early-stop-patience",
+                "1",
+                "--test-subset",
+                "50",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "early stopping after 1 epochs" in out and "stopped early after epoch" in out
     assert "epoch  40/40" not in out
@@ -100,11 +136,20 @@ def test_gal_with_noise_is_gal_on_the_batch_and_its_noisy_copy():
 
 
 def test_the_surrogate_copies_the_training_routine_of_the_model_it_attacks():
-    routine = TrainConfig(defense="smd", epochs=7, lr=0.01, batch_size=64, schedule="plateau",
-                          early_stop_patience=4, subset=500, seed=3).to_dict()
+    routine = TrainConfig(
+        defense="smd", epochs=7, lr=0.01, batch_size=64, schedule="plateau", early_stop_patience=4, subset=500, seed=3
+    ).to_dict()
     cfg = surrogate_config({"arch": "lenet5", "n_members": 3}, "mnist", None, 1000, routine=routine)
-    assert (cfg.defense, cfg.seed, cfg.epochs, cfg.lr, cfg.batch_size, cfg.schedule, cfg.early_stop_patience,
-            cfg.subset) == ("naive", 1000, 7, 0.01, 64, "plateau", 4, 500)
+    assert (
+        cfg.defense,
+        cfg.seed,
+        cfg.epochs,
+        cfg.lr,
+        cfg.batch_size,
+        cfg.schedule,
+        cfg.early_stop_patience,
+        cfg.subset,
+    ) == ("naive", 1000, 7, 0.01, 64, "plateau", 4, 500)
     assert surrogate_config({"arch": "lenet5", "n_members": 3}, "mnist", 2, 1000, routine=routine).epochs == 2
     assert surrogate_config({"arch": "lenet5", "n_members": 3}, "mnist", None, 1000).epochs == 50  # no record
 
@@ -119,10 +164,19 @@ def test_a_saved_ensemble_records_its_training_config(real_data, tmp_path):
 
 def test_black_box_evaluation_trains_the_surrogate_with_the_models_routine(real_data, tmp_path, monkeypatch):
     monkeypatch.setenv("TUNE_DIV_CACHE", str(tmp_path))
-    trainer = Trainer(TrainConfig(defense="naive", data_dir=str(real_data), subset=300, val_subset=50, epochs=2,
-                                  n_members=2))
+    trainer = Trainer(
+        TrainConfig(defense="naive", data_dir=str(real_data), subset=300, val_subset=50, epochs=2, n_members=2)
+    )
     trainer.fit()
-    spec = EvalSpec(dataset="mnist", attacks=["fgsm"], eps=[0.1], n=50, black_box=True, white_box=False,
-                    sanity=False, data_dir=str(real_data))
+    spec = EvalSpec(
+        dataset="mnist",
+        attacks=["fgsm"],
+        eps=[0.1],
+        n=50,
+        black_box=True,
+        white_box=False,
+        sanity=False,
+        data_dir=str(real_data),
+    )
     sur = evaluate(trainer.ensemble.eval(), spec)["threat_models"]["black_box"]["surrogate"]["config"]
     assert (sur["epochs"], sur["subset"], sur["defense"], sur["n_members"]) == (2, 300, "naive", 2)

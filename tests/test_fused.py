@@ -30,8 +30,16 @@ FAST = {"dverge": {"distill_steps": 2}, "smd_plus": {"distill_steps": 2}}
 SIZE = 12  # small images keep the 7 x 9 grid fast; every architecture accepts them
 
 
-def _setup(defense: str, arch: str, in_channels: int = 3, size: int = SIZE, members: int = 3,
-           dtype=torch.float64, channels_last: bool = False, batch: int = 6):
+def _setup(
+    defense: str,
+    arch: str,
+    in_channels: int = 3,
+    size: int = SIZE,
+    members: int = 3,
+    dtype=torch.float64,
+    channels_last: bool = False,
+    batch: int = 6,
+):
     torch.manual_seed(0)
     d = defenses.build(defense, **FAST.get(defense, {}))
     ens = models.build_ensemble(arch, members, 10, in_channels, image_size=size, **d.model_options)
@@ -123,10 +131,16 @@ def test_fused_distillation_equals_looped_before_and_after_the_sign_step(arch):
             e = copy.deepcopy(ens).set_execution(execution)
             out[execution] = feature_distill(e, x, target, layer, 0.07, 0.007, 10)
         scale = float(grads["looped"].abs().max())
-        torch.testing.assert_close(grads["fused"], grads["looped"], rtol=1e-7, atol=1e-12 * scale,
-                                   msg=f"distillation gradient at layer {layer}")
-        torch.testing.assert_close(out["fused"], out["looped"], rtol=0, atol=1e-12,
-                                   msg=f"distilled images at layer {layer}")
+        torch.testing.assert_close(
+            grads["fused"],
+            grads["looped"],
+            rtol=1e-7,
+            atol=1e-12 * scale,
+            msg=f"distillation gradient at layer {layer}",
+        )
+        torch.testing.assert_close(
+            out["fused"], out["looped"], rtol=0, atol=1e-12, msg=f"distilled images at layer {layer}"
+        )
 
 
 def test_a_source_paired_with_itself_does_not_move_on_either_path():
@@ -146,8 +160,7 @@ def test_fused_step_in_float32_channels_last_on_mnist_shapes(defense):
     DVERGE is left to the float64 test: its sign steps turn float32 rounding of near-zero gradient entries
     into different distilled pixels, as two runs of the looped path on different thread counts would.
     """
-    d, ens, x, y = _setup(defense, "lenet5", in_channels=1, size=28, dtype=torch.float32, channels_last=True,
-                          batch=16)
+    d, ens, x, y = _setup(defense, "lenet5", in_channels=1, size=28, dtype=torch.float32, channels_last=True, batch=16)
     _compare(d, ens, x, y, rtol=1e-4, atol=1e-5)
 
 
@@ -168,8 +181,10 @@ def test_every_dverge_layer_and_stage_matches_and_eval_mode_uses_running_stats(a
         assert looped.shape[:2] == (3, x.shape[0])
         torch.testing.assert_close(looped[1], ens.members[1].layer_features(x, layer))
     for stage in range(ens.members[0].num_stages):
-        torch.testing.assert_close(ens.set_execution("fused").member_intermediate(x, stage),
-                                   ens.set_execution("looped").member_intermediate(x, stage))
+        torch.testing.assert_close(
+            ens.set_execution("fused").member_intermediate(x, stage),
+            ens.set_execution("looped").member_intermediate(x, stage),
+        )
     with pytest.raises(ValueError, match="layer must be in"):
         ens.set_execution("fused").member_layer_features(x, 99)
 

@@ -29,16 +29,16 @@ def test_member_shapes_features_and_stages(arch, channels, size):
 
 def test_lenet5_is_the_classic_layout():
     m = models.build_ensemble("lenet5", 1, 10, 1).members[0]
-    convs = [l for l in m.modules() if isinstance(l, torch.nn.Conv2d)]
-    linears = [l for l in m.modules() if isinstance(l, torch.nn.Linear)]
+    convs = [mod for mod in m.modules() if isinstance(mod, torch.nn.Conv2d)]
+    linears = [mod for mod in m.modules() if isinstance(mod, torch.nn.Linear)]
     assert [(c.out_channels, c.kernel_size) for c in convs] == [(6, (5, 5)), (16, (5, 5))]
-    assert [(l.in_features, l.out_features) for l in linears] == [(400, 120), (120, 84), (84, 10)]
+    assert [(mod.in_features, mod.out_features) for mod in linears] == [(400, 120), (120, 84), (84, 10)]
 
 
 @pytest.mark.parametrize("arch,blocks", [("resnet20", 9), ("resnet26", 12)])
 def test_cifar_resnets_have_6n_plus_2_layers(arch, blocks):
     m = models.build_ensemble(arch, 1, 10, 3).members[0]
-    convs = [l for l in m.modules() if isinstance(l, torch.nn.Conv2d) and l.kernel_size == (3, 3)]
+    convs = [mod for mod in m.modules() if isinstance(mod, torch.nn.Conv2d) and mod.kernel_size == (3, 3)]
     assert len(convs) == 2 * blocks + 1  # + the fc head = 6n + 2 weighted layers
     assert sorted({c.out_channels for c in convs}) == [16, 32, 64]
 
@@ -59,9 +59,9 @@ def test_normalisation_lives_inside_the_member():
 
 def test_leaky_relu_option_uses_slope_0_1():
     m = models.build_ensemble("conv3", 1, 10, 1, activation="leaky_relu").members[0]
-    acts = [l for l in m.modules() if isinstance(l, torch.nn.LeakyReLU)]
+    acts = [mod for mod in m.modules() if isinstance(mod, torch.nn.LeakyReLU)]
     assert acts and all(math.isclose(a.negative_slope, 0.1) for a in acts)
-    assert not any(isinstance(l, torch.nn.ReLU) for l in m.modules())
+    assert not any(isinstance(mod, torch.nn.ReLU) for mod in m.modules())
 
 
 def test_save_load_round_trip(tmp_path):

@@ -35,8 +35,13 @@ def installed(tmp_path_factory):
     (site / "tune_div_test_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     # Build from a copy: an in-tree build reuses build/ and could ship files the checkout no longer has.
     src = root / "src"
-    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "__pycache__",
-                                                             "tune_div_results", "runs"))
+    shutil.copytree(
+        REPO,
+        src,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "build", "*.egg-info", "__pycache__", "tune_div_results", "runs"
+        ),
+    )
     pip = [str(py), "-m", "pip", "install", "--quiet", "--no-deps", "--disable-pip-version-check"]
     build = subprocess.run([*pip, "--no-build-isolation", str(src)], capture_output=True, text=True, timeout=600)
     if build.returncode != 0:  # an older setuptools in the new venv: let pip fetch a recent one to build with
@@ -66,9 +71,27 @@ def test_console_script_lists_the_subcommands_and_the_registries(installed):
 def test_one_trial_search_from_outside_the_checkout(installed, real_data):
     out = installed["cwd"] / "results"
     env = {**os.environ, "TUNE_DIV_DATA": str(real_data)}
-    printed = run([str(installed["venv"] / "bin" / "tune-div"), "search", "naive", "--budget", "smoke", "--samples",
-                   "1", "--epochs", "1", "--subset", "1000", "--storage-path", str(out), "--experiment", "pkg"],
-                  installed["cwd"], env=env)
+    printed = run(
+        [
+            str(installed["venv"] / "bin" / "tune-div"),
+            "search",
+            "naive",
+            "--budget",
+            "smoke",
+            "--samples",
+            "1",
+            "--epochs",
+            "1",
+            "--subset",
+            "1000",
+            "--storage-path",
+            str(out),
+            "--experiment",
+            "pkg",
+        ],
+        installed["cwd"],
+        env=env,
+    )
     assert "1 trials: 1 finished" in printed
     assert (out / "pkg" / "pareto.json").is_file() and (out / "pkg" / "search_space.yaml").is_file()
 
@@ -76,8 +99,13 @@ def test_one_trial_search_from_outside_the_checkout(installed, real_data):
 def test_python_m_entry_points_are_the_same_commands(tmp_path):
     listed = run([sys.executable, "-m", "tune_div", "list", "defenses"], tmp_path)
     assert listed.startswith("defenses:") and all(n in listed for n in defenses.names())
-    for module, command in (("tune_div.search", "search"), ("tune_div.train", "train"),
-                            ("tune_div.evaluate", "evaluate"), ("tune_div.export", "export"), ("tune_div.ui", "ui")):
+    for module, command in (
+        ("tune_div.search", "search"),
+        ("tune_div.train", "train"),
+        ("tune_div.evaluate", "evaluate"),
+        ("tune_div.export", "export"),
+        ("tune_div.ui", "ui"),
+    ):
         usage = run([sys.executable, "-m", module, "--help"], tmp_path)
         assert usage.startswith(f"usage: python -m {module}"), (command, usage[:200])
     p = subprocess.run([sys.executable, "-m", "tune_div", "serach"], cwd=tmp_path, capture_output=True, text=True)

@@ -10,8 +10,7 @@ from tune_div.search import pareto
 
 
 def brute_front(points):
-    return {i for i, p in enumerate(points)
-            if not any(q[0] >= p[0] and q[1] >= p[1] and q != p for q in points)}
+    return {i for i, p in enumerate(points) if not any(q[0] >= p[0] and q[1] >= p[1] and q != p for q in points)}
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -41,15 +40,25 @@ def test_knee_is_the_balanced_point():
 def test_table_excludes_failed_infeasible_and_flagged_trials():
     rows = [
         {"trial_id": "a", "status": "TERMINATED", "val_clean_acc": 0.99, "val_robust_acc": 0.2, "flags": ""},
-        {"trial_id": "b", "status": "TERMINATED", "val_clean_acc": 0.97, "val_robust_acc": 0.9,
-         "flags": "vanishing_input_gradients"},
+        {
+            "trial_id": "b",
+            "status": "TERMINATED",
+            "val_clean_acc": 0.97,
+            "val_robust_acc": 0.9,
+            "flags": "vanishing_input_gradients",
+        },
         {"trial_id": "c", "status": "ERROR", "val_clean_acc": 0.99, "val_robust_acc": 0.99, "flags": ""},
         {"trial_id": "d", "status": "TERMINATED", "val_clean_acc": 0.70, "val_robust_acc": 0.8, "flags": ""},
         {"trial_id": "e", "status": "TERMINATED", "val_clean_acc": 0.95, "val_robust_acc": 0.5, "flags": ""},
     ]
     t = pareto.pareto_table(rows, clean_floor=0.9)
     assert [r["trial_id"] for r in t["front"]] == ["a", "e"]
-    assert {r["trial_id"]: r["eligibility"] for r in rows} == {"a": "ok", "b": "flagged", "c": "failed",
-                                                               "d": "infeasible", "e": "ok"}
+    assert {r["trial_id"]: r["eligibility"] for r in rows} == {
+        "a": "ok",
+        "b": "flagged",
+        "c": "failed",
+        "d": "infeasible",
+        "e": "ok",
+    }
     with_flagged = pareto.pareto_table([dict(r) for r in rows], clean_floor=0.9, include_flagged=True)
     assert [r["trial_id"] for r in with_flagged["front"]] == ["a", "b"]

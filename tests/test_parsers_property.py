@@ -24,18 +24,33 @@ from tune_div.train import config_file
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 THOROUGH = settings(max_examples=4000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True),
-                    st.text(max_size=12))
-values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
-                                                       st.dictionaries(st.text(max_size=10), inner, max_size=4)),
-                      max_leaves=12)
-GOOD_CONFIG = {"defense": "smd", "dataset": "mnist", "arch": "lenet5", "n_members": 2, "hparams": {"lam": 0.5},
-               "train": {"epochs": 1, "batch_size": 64, "lr": 0.001, "seed": 0, "adv_train": {"attack": "fgsm"}},
-               "objective": {"attack": "pgd_cw_logits", "eps": 0.1, "steps": 10, "n": 100, "seed": 0, "audit": "fast"},
-               "metrics": {"val_clean_acc": 0.9}, "source": {"experiment": "smd-mnist"}}
-GOOD_SPACE = {"defense": "cldl", "params": {"gamma": {"type": "float", "low": 1.0, "high": 6.0},
-                                            "embed_dim": {"type": "int", "low": 8, "high": 128, "paper": 64}},
-              "train": {"lr": {"enabled": True}, "adv_attack": {"enabled": True}, "adv_eps": {"enabled": True}}}
+scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(-(10**6), 10**6), st.floats(allow_nan=True), st.text(max_size=12)
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=10), inner, max_size=4)),
+    max_leaves=12,
+)
+GOOD_CONFIG = {
+    "defense": "smd",
+    "dataset": "mnist",
+    "arch": "lenet5",
+    "n_members": 2,
+    "hparams": {"lam": 0.5},
+    "train": {"epochs": 1, "batch_size": 64, "lr": 0.001, "seed": 0, "adv_train": {"attack": "fgsm"}},
+    "objective": {"attack": "pgd_cw_logits", "eps": 0.1, "steps": 10, "n": 100, "seed": 0, "audit": "fast"},
+    "metrics": {"val_clean_acc": 0.9},
+    "source": {"experiment": "smd-mnist"},
+}
+GOOD_SPACE = {
+    "defense": "cldl",
+    "params": {
+        "gamma": {"type": "float", "low": 1.0, "high": 6.0},
+        "embed_dim": {"type": "int", "low": 8, "high": 128, "paper": 64},
+    },
+    "train": {"lr": {"enabled": True}, "adv_attack": {"enabled": True}, "adv_eps": {"enabled": True}},
+}
 
 
 @st.composite
@@ -106,10 +121,31 @@ def parse_attack_option(attack: str, text: str, eps: float) -> None:
         assert "\n" not in str(exc)
 
 
-key_value = st.tuples(st.sampled_from(["lam", "alpha", "beta", "gamma", "width", "distill_steps", "steps",
-                                       "n_queries", "p_init", "rand_init", "preset", "x", ""]),
-                      st.one_of(st.text(max_size=6), st.integers(-5, 50).map(str),
-                                st.floats(allow_nan=True).map(repr), st.sampled_from(["true", "false", "fast"])))
+key_value = st.tuples(
+    st.sampled_from(
+        [
+            "lam",
+            "alpha",
+            "beta",
+            "gamma",
+            "width",
+            "distill_steps",
+            "steps",
+            "n_queries",
+            "p_init",
+            "rand_init",
+            "preset",
+            "x",
+            "",
+        ]
+    ),
+    st.one_of(
+        st.text(max_size=6),
+        st.integers(-5, 50).map(str),
+        st.floats(allow_nan=True).map(repr),
+        st.sampled_from(["true", "false", "fast"]),
+    ),
+)
 items = st.lists(st.one_of(key_value.map("=".join), st.text(max_size=10)), max_size=4)
 
 
@@ -139,10 +175,15 @@ def test_attack_option_strings_parse_or_say_why(attack, text, eps):
 
 @pytest.mark.slow
 @THOROUGH
-@given(config=st.one_of(mutated(GOOD_CONFIG), values, st.text(max_size=200)),
-       space=st.one_of(mutated(GOOD_SPACE), values), dataset=st.sampled_from(data.names()),
-       defense=st.sampled_from(defenses.names()), attack=st.sampled_from(attacks.names()), hp=items,
-       eps=st.floats(allow_nan=True))
+@given(
+    config=st.one_of(mutated(GOOD_CONFIG), values, st.text(max_size=200)),
+    space=st.one_of(mutated(GOOD_SPACE), values),
+    dataset=st.sampled_from(data.names()),
+    defense=st.sampled_from(defenses.names()),
+    attack=st.sampled_from(attacks.names()),
+    hp=items,
+    eps=st.floats(allow_nan=True),
+)
 def test_every_parser_thoroughly(config, space, dataset, defense, attack, hp, eps, tmp_path_factory):
     parse_config(tmp_path_factory.mktemp("cfg"), config)
     parse_space(space, dataset)

@@ -27,8 +27,20 @@ def smoke(real_data, tmp_path_factory):
     """One smoke run of all six methods (about a minute of CPU), through the installed command."""
     root = tmp_path_factory.mktemp("repro")
     env = {**os.environ, "TUNE_DIV_CACHE": str(root / "cache")}
-    cmd = [sys.executable, "-m", "tune_div.reproduce", "smd-table", "--dataset", "mnist", "--budget", "smoke",
-           "--data-dir", str(real_data), "--out", str(root / "out")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tune_div.reproduce",
+        "smd-table",
+        "--dataset",
+        "mnist",
+        "--budget",
+        "smoke",
+        "--data-dir",
+        str(real_data),
+        "--out",
+        str(root / "out"),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return root, proc, cmd, env
@@ -42,8 +54,13 @@ def test_smoke_run_writes_the_side_by_side_table(smoke):
     root, proc, _, _ = smoke
     out = root / "out"
     md = (out / "smd-table_mnist.md").read_text()
-    assert {p.name for p in out.iterdir()} >= {"smd-table_mnist.md", "smd-table_mnist.csv", "smd-table_mnist.json",
-                                               "smd-table_mnist.png", "mlflow.db"}
+    assert {p.name for p in out.iterdir()} >= {
+        "smd-table_mnist.md",
+        "smd-table_mnist.csv",
+        "smd-table_mnist.json",
+        "smd-table_mnist.png",
+        "mlflow.db",
+    }
     doc = json.loads((out / "smd-table_mnist.json").read_text())
     assert doc["settings"]["eps"] == [0.05, 0.1, 0.15, 0.2, 0.25, 0.3] and doc["settings"]["epochs"] == 1
     # Every method, threat and eps has its row, each cell "measured (paper)" with the paper's number.
@@ -94,17 +111,20 @@ def test_taus_in_the_json_are_those_of_its_rows(smoke):
             for attack in ATTACKS:
                 rows = [r for r in doc["rows"] if (r["threat"], r["eps"], r["column"]) == (threat, eps, attack)]
                 assert [r["method"] for r in rows] == list(METHODS)
-                assert doc["kendall_tau"][threat][str(eps)][attack] == \
-                    kendall_tau([r["measured"] for r in rows], [r["paper"] for r in rows])
+                assert doc["kendall_tau"][threat][str(eps)][attack] == kendall_tau(
+                    [r["measured"] for r in rows], [r["paper"] for r in rows]
+                )
 
 
 @pytest.mark.skipif(not PAPER_TEXT.is_file(), reason="the paper's text is not next to the checkout")
 def test_paper_numbers_are_the_papers_tables_1_and_2():
     """Parsed from our text copy of the paper: Table 1 (white-box) comes first, Table 2 (black-box) second."""
-    numbers = [tuple(float(v) for v in re.findall(r"\d+\.\d", line))
-               for line in PAPER_TEXT.read_text().splitlines()
-               if re.fullmatch(r"(?:[A-Za-z.+]+ \| )?(?:\d+\.\d \| ){5}\d+\.\d \|", line.strip())]
-    tables = [numbers[i:i + 18] for i in (0, 18)]  # 3 datasets x 6 methods each
+    numbers = [
+        tuple(float(v) for v in re.findall(r"\d+\.\d", line))
+        for line in PAPER_TEXT.read_text().splitlines()
+        if re.fullmatch(r"(?:[A-Za-z.+]+ \| )?(?:\d+\.\d \| ){5}\d+\.\d \|", line.strip())
+    ]
+    tables = [numbers[i : i + 18] for i in (0, 18)]  # 3 datasets x 6 methods each
     for threat, rows in zip(("white_box", "black_box"), tables):
         for d, dataset in enumerate(("mnist", "fashion_mnist", "cifar10")):
             for m, method in enumerate(METHODS):
@@ -113,8 +133,13 @@ def test_paper_numbers_are_the_papers_tables_1_and_2():
 
 def test_a_rerun_reuses_the_trained_and_evaluated_ensembles(smoke):
     root, _, cmd, env = smoke
-    proc = subprocess.run(cmd[:-1] + [str(root / "out2"), "--methods", "naive,smd,gal", "--no-mlflow"],
-                          capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(
+        cmd[:-1] + [str(root / "out2"), "--methods", "naive,smd,gal", "--no-mlflow"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.count("trained ensemble from the cache") == 3
     assert proc.stdout.count("evaluated (from the cache)") == 3 and " epoch 1/1" not in proc.stdout
@@ -139,15 +164,18 @@ def test_the_mlflow_run_holds_the_table(smoke):
     assert names == {"smd-table_mnist.md", "smd-table_mnist.csv", "smd-table_mnist.json", "smd-table_mnist.png"}
 
 
-@pytest.mark.parametrize("argv,needle", [
-    (["smd-table", "--methods", "naive,bogus"], "unknown method(s) ['bogus']"),
-    (["smd-table", "--dataset", "cifar100"], "has the paper's numbers for mnist, fashion_mnist, cifar10"),
-    (["smd-table", "--seeds", "0"], "seeds=0 is not valid"),
-    (["smd-table", "--epochs-for", "dverge=x"], "--epochs-for expects METHOD=N"),
-    (["smd-table", "--out", "FILE"], "is a file"),
-    (["smd-table", "--data-dir", "/no/such/folder"], "does not exist"),
-    (["smd-fable"], "invalid choice"),
-])
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["smd-table", "--methods", "naive,bogus"], "unknown method(s) ['bogus']"),
+        (["smd-table", "--dataset", "cifar100"], "has the paper's numbers for mnist, fashion_mnist, cifar10"),
+        (["smd-table", "--seeds", "0"], "seeds=0 is not valid"),
+        (["smd-table", "--epochs-for", "dverge=x"], "--epochs-for expects METHOD=N"),
+        (["smd-table", "--out", "FILE"], "is a file"),
+        (["smd-table", "--data-dir", "/no/such/folder"], "does not exist"),
+        (["smd-fable"], "invalid choice"),
+    ],
+)
 def test_bad_input_is_one_line_exit_2_and_nothing_written(argv, needle, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TUNE_DIV_CACHE", str(tmp_path / "cache"))
@@ -159,20 +187,41 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(argv, needle, tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["FILE"] and (tmp_path / "FILE").read_text() == "keep"
 
 
-def test_a_diverging_method_is_left_out_with_its_reason_and_the_table_goes_on(real_data, tmp_path, monkeypatch,
-                                                                               capsys):
+def test_a_diverging_method_is_left_out_with_its_reason_and_the_table_goes_on(real_data, tmp_path, monkeypatch, capsys):
     from tune_div.defenses.smd import SMD
 
     monkeypatch.setenv("TUNE_DIV_CACHE", str(tmp_path / "cache"))
     real_loss = SMD.loss
-    monkeypatch.setattr(SMD, "loss", lambda self, ens, x, y: (lambda t, p: (t * float("nan"), p))(*real_loss(self, ens, x, y)))
-    assert reproduce_cli.main(["smd-table", "--budget", "smoke", "--methods", "naive,smd,adp", "--n", "20",
-                               "--audit", "off", "--data-dir", str(real_data), "--out", str(tmp_path / "out"),
-                               "--no-mlflow"]) == 0
+    monkeypatch.setattr(
+        SMD, "loss", lambda self, ens, x, y: (lambda t, p: (t * float("nan"), p))(*real_loss(self, ens, x, y))
+    )
+    assert (
+        reproduce_cli.main(
+            [
+                "smd-table",
+                "--budget",
+                "smoke",
+                "--methods",
+                "naive,smd,adp",
+                "--n",
+                "20",
+                "--audit",
+                "off",
+                "--data-dir",
+                str(real_data),
+                "--out",
+                str(tmp_path / "out"),
+                "--no-mlflow",
+            ]
+        )
+        == 0
+    )
     doc = json.loads((tmp_path / "out" / "smd-table_mnist.json").read_text())
     assert doc["settings"]["methods"] == ["naive", "adp"] and "smd" not in doc["runs"]
     assert "became nan" in doc["diverged"]["smd"]
-    assert "SMD diverged and is left out: seed 0: loss of defense 'smd' became nan" in \
-        (tmp_path / "out" / "smd-table_mnist.md").read_text()
+    assert (
+        "SMD diverged and is left out: seed 0: loss of defense 'smd' became nan"
+        in (tmp_path / "out" / "smd-table_mnist.md").read_text()
+    )
     assert "| SMD |" not in capsys.readouterr().out
     assert "NOT AUDITED" in (tmp_path / "out" / "smd-table_mnist.md").read_text()

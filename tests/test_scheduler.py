@@ -62,8 +62,13 @@ def test_selection_order_is_front_by_front(seed):
     # ranks against brute-force non-dominated sorting
     left, level, brute = set(range(25)), 0, {}
     while left:
-        top = {i for i in left if not any(points[j][0] >= points[i][0] and points[j][1] >= points[i][1]
-                                          and points[j] != points[i] for j in left)}
+        top = {
+            i
+            for i in left
+            if not any(
+                points[j][0] >= points[i][0] and points[j][1] >= points[i][1] and points[j] != points[i] for j in left
+            )
+        }
         brute.update({i: level for i in top})
         left -= top
         level += 1
@@ -79,14 +84,18 @@ def test_decisions_are_recorded_on_disk_and_survive_an_unpickle(tmp_path):
     sched = MOASHA(["val_clean_acc", "val_robust_acc"], epochs=9, record_dir=tmp_path)
     results = {"a": (0.9, 0.5), "b": (0.8, 0.4), "c": (0.95, 0.3)}
     pickled_at_start = pickle.dumps(sched)  # Tuner pickles the scheduler when the search starts
-    got = {t: sched.on_trial_result(None, FakeTrial(t), {"epoch": 1, "val_clean_acc": c, "val_robust_acc": r})
-           for t, (c, r) in results.items()}
+    got = {
+        t: sched.on_trial_result(None, FakeTrial(t), {"epoch": 1, "val_clean_acc": c, "val_robust_acc": r})
+        for t, (c, r) in results.items()
+    }
     # b is dominated by a; c is on the front with a, but n = 3 keeps one, and a has the better robust value
     assert got == {"a": "CONTINUE", "b": "STOP", "c": "STOP"}
     assert sched.on_trial_result(None, FakeTrial("a"), {"epoch": 2, "val_clean_acc": 0.1}) == "CONTINUE"  # no rung
     restored = pickle.loads(pickled_at_start)  # what Tuner.restore gives back after a driver kill
     assert restored.stopped == {"b": 1, "c": 1} and restored.records["1"] == {k: list(v) for k, v in results.items()}
     # A trial that restarts from an earlier checkpoint and reports the rung again gets the same answer.
-    assert restored.on_trial_result(None, FakeTrial("b"), {"epoch": 1, "val_clean_acc": 0.99,
-                                                          "val_robust_acc": 0.99}) == "STOP"
+    assert (
+        restored.on_trial_result(None, FakeTrial("b"), {"epoch": 1, "val_clean_acc": 0.99, "val_robust_acc": 0.99})
+        == "STOP"
+    )
     assert list(itertools.islice(restored.records["1"], 3)) == ["a", "b", "c"]  # arrival order kept

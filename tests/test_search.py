@@ -40,9 +40,27 @@ def smoke(ray_session, real_data, tmp_path_factory):
 
     buf = io.StringIO()
     with redirect_stdout(buf):
-        rc = search.main(["smd", "--budget", "smoke", "--samples", "3", "--concurrency", "2", "--epochs", "1",
-                          "--clean-floor", str(FLOOR), "--data-dir", str(real_data), "--storage-path", str(storage),
-                          "--experiment", "e2e"])
+        rc = search.main(
+            [
+                "smd",
+                "--budget",
+                "smoke",
+                "--samples",
+                "3",
+                "--concurrency",
+                "2",
+                "--epochs",
+                "1",
+                "--clean-floor",
+                str(FLOOR),
+                "--data-dir",
+                str(real_data),
+                "--storage-path",
+                str(storage),
+                "--experiment",
+                "e2e",
+            ]
+        )
     assert rc == 0, buf.getvalue()[-2000:]
     return {"storage": storage, "exp": storage / "e2e", "out": buf.getvalue()}
 
@@ -78,19 +96,25 @@ def test_smoke_search_prints_the_brute_force_front(smoke):
     # The Optuna study alone rebuilds the same objective values, without Ray.
     study = optuna.load_study(study_name="e2e", storage=f"sqlite:///{exp / 'optuna.db'}")
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert sorted(tuple(round(v, 6) for v in t.values) for t in done) == \
-        sorted((round(float(r["val_clean_acc"]), 6), round(float(r["val_robust_acc"]), 6)) for r in rows)
+    assert sorted(tuple(round(v, 6) for v in t.values) for t in done) == sorted(
+        (round(float(r["val_clean_acc"]), 6), round(float(r["val_robust_acc"]), 6)) for r in rows
+    )
     # --clean-floor reached Optuna as a constraint on every trial: floor − clean accuracy.
-    assert sorted(round(t.constraints["clean_floor"], 6) for t in done) == \
-        sorted(round(FLOOR - float(r["val_clean_acc"]), 6) for r in rows)
+    assert sorted(round(t.constraints["clean_floor"], 6) for t in done) == sorted(
+        round(FLOOR - float(r["val_clean_acc"]), 6) for r in rows
+    )
     assert "epoch 1/1" in out
     by_id = {r["trial_id"]: r for r in rows}
     for line in lines:  # the printed numbers are the trials' own
         if line.split()[0] in by_id:
             tid, clean, robust, proxy, test_clean, test_robust = line.split()[:6]
             assert [float(v) for v in (clean, robust, proxy, test_clean, test_robust)] == pytest.approx(
-                [float(by_id[tid][k]) for k in ("val_clean_acc", "val_robust_acc", "val_proxy_acc", "test_clean_acc",
-                                                "test_robust_acc")], abs=5e-5)
+                [
+                    float(by_id[tid][k])
+                    for k in ("val_clean_acc", "val_robust_acc", "val_proxy_acc", "test_clean_acc", "test_robust_acc")
+                ],
+                abs=5e-5,
+            )
 
 
 def test_the_fronts_robust_accuracy_survives_the_standard_audit(smoke, real_data):
@@ -135,7 +159,9 @@ def test_mlflow_parent_and_children_match_the_search(smoke):
     assert {"pareto.csv", "pareto.json", "pareto.png", "search_space.yaml", "exported", "trials.csv"} <= artifacts
     front = {r["trial_id"] for r in json.loads((smoke["exp"] / "pareto.json").read_text())["front"]}
     assert parent.data.metrics["front_size"] == len(front)
-    assert parent.data.metrics["hypervolume"] == pytest.approx(json.loads((smoke["exp"] / "pareto.json").read_text())["hypervolume"])
+    assert parent.data.metrics["hypervolume"] == pytest.approx(
+        json.loads((smoke["exp"] / "pareto.json").read_text())["hypervolume"]
+    )
     rows = {r["trial_id"]: r for r in read_rows(smoke["exp"])}
     assert sorted(c.data.tags["tune_div.trial_id"] for c in children) == sorted(rows)  # one to one
     for c in children:
@@ -158,32 +184,78 @@ def test_export_from_mlflow_alone_and_retrain_reproduces_the_trial(smoke, real_d
     hidden = tmp_path / "ray_results_moved_away"
     shutil.move(str(smoke["exp"]), hidden)  # export must not need the Ray results
     try:
-        assert export.main(["--experiment", "smd-mnist", "--storage", str(smoke["storage"]), "--out",
-                            str(tmp_path / "cfg")]) == 0
+        assert (
+            export.main(
+                ["--experiment", "smd-mnist", "--storage", str(smoke["storage"]), "--out", str(tmp_path / "cfg")]
+            )
+            == 0
+        )
     finally:
         shutil.move(str(hidden), smoke["exp"])
     best = yaml.safe_load((tmp_path / "cfg" / "best_robust.yaml").read_text())
-    assert set(best) >= {"defense", "dataset", "arch", "n_members", "hparams", "train", "objective", "metrics", "source"}
+    assert set(best) >= {
+        "defense",
+        "dataset",
+        "arch",
+        "n_members",
+        "hparams",
+        "train",
+        "objective",
+        "metrics",
+        "source",
+    }
     assert best["source"]["experiment"] == "smd-mnist" and best["source"]["run_id"]
     assert (tmp_path / "cfg" / "knee.yaml").is_file() and list((tmp_path / "cfg").glob("pareto_*.yaml"))
     out = tmp_path / "r.json"
-    assert train.main(["--config", str(tmp_path / "cfg" / "best_robust.yaml"), "--data-dir", str(real_data),
-                       "--out", str(out)]) == 0
+    assert (
+        train.main(
+            ["--config", str(tmp_path / "cfg" / "best_robust.yaml"), "--data-dir", str(real_data), "--out", str(out)]
+        )
+        == 0
+    )
     got = json.loads(out.read_text())["metrics"]
     for key in ("val_clean_acc", "val_robust_acc", "test_clean_acc", "test_robust_acc"):
         assert got[key] == best["metrics"][key], key  # same seed, same threads: the same numbers on CPU
     # --clean-floor on export keeps the front of the trials at or above it.
     rows = [r for r in read_rows(smoke["exp"]) if not r["flags"]]
     floor = sorted(float(r["val_clean_acc"]) for r in rows)[len(rows) // 2]
-    above = {r["trial_id"]: (float(r["val_clean_acc"]), float(r["val_robust_acc"])) for r in rows
-             if float(r["val_clean_acc"]) >= floor}
-    expected = {t for t, p in above.items() if not any(q[0] >= p[0] and q[1] >= p[1] and q != p for q in above.values())}
-    assert export.main(["--experiment", "smd-mnist", "--storage", str(smoke["storage"]), "--clean-floor", str(floor),
-                        "--out", str(tmp_path / "floor")]) == 0
-    assert {p.stem[len("pareto_"):] for p in (tmp_path / "floor").glob("pareto_*.yaml")} == expected
+    above = {
+        r["trial_id"]: (float(r["val_clean_acc"]), float(r["val_robust_acc"]))
+        for r in rows
+        if float(r["val_clean_acc"]) >= floor
+    }
+    expected = {
+        t for t, p in above.items() if not any(q[0] >= p[0] and q[1] >= p[1] and q != p for q in above.values())
+    }
+    assert (
+        export.main(
+            [
+                "--experiment",
+                "smd-mnist",
+                "--storage",
+                str(smoke["storage"]),
+                "--clean-floor",
+                str(floor),
+                "--out",
+                str(tmp_path / "floor"),
+            ]
+        )
+        == 0
+    )
+    assert {p.stem[len("pareto_") :] for p in (tmp_path / "floor").glob("pareto_*.yaml")} == expected
     with pytest.raises(SystemExit):
-        export.main(["--experiment", "smd-mnist", "--storage", str(smoke["storage"]), "--clean-floor", "0.999",
-                     "--out", str(tmp_path / "none")])
+        export.main(
+            [
+                "--experiment",
+                "smd-mnist",
+                "--storage",
+                str(smoke["storage"]),
+                "--clean-floor",
+                "0.999",
+                "--out",
+                str(tmp_path / "none"),
+            ]
+        )
     assert "at --clean-floor 0.999" in capsys.readouterr().err
     client, _, _ = mlflow_runs(smoke["storage"])
     version = client.get_model_version_by_alias("smd-mnist", "best-robust")
@@ -195,15 +267,23 @@ def test_ui_serves_the_store_and_stops_on_ctrl_c(smoke, free_port):
     import urllib.request
 
     port = free_port
-    p = subprocess.Popen([sys.executable, "-m", "tune_div.ui", "--storage", str(smoke["storage"]), "--port", str(port)],
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "tune_div.ui", "--storage", str(smoke["storage"]), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=REPO,
+    )
     try:
         line = p.stdout.readline()
         assert f"http://127.0.0.1:{port}" in line, line
         _, parents, _ = mlflow_runs(smoke["storage"])
         body = json.dumps({"experiment_ids": [parents[0].info.experiment_id], "max_results": 100}).encode()
-        req = urllib.request.Request(f"http://127.0.0.1:{port}/api/2.0/mlflow/runs/search", data=body,
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/2.0/mlflow/runs/search",
+            data=body,
+            headers={"Content-Type": "application/json"},
+        )
         runs = json.loads(urllib.request.urlopen(req, timeout=30).read())["runs"]
         assert parents[0].info.run_id in {r["info"]["run_id"] for r in runs}
     finally:
@@ -227,11 +307,14 @@ def test_cross_search_comparison(smoke, tmp_path):
     assert client.search_runs([exp.experiment_id])
 
 
-@pytest.mark.parametrize("argv,needle", [
-    (["--experiment", "smd-mnist", "--storage", "/no/such", "--out", "x"], "no MLflow store"),
-    (["--experiment", "nope-mnist", "--storage", "STORE", "--out", "x"], "no MLflow experiment 'nope-mnist'"),
-    (["--run-id", "0123", "--storage", "STORE", "--out", "x"], "no MLflow run 0123"),
-])
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["--experiment", "smd-mnist", "--storage", "/no/such", "--out", "x"], "no MLflow store"),
+        (["--experiment", "nope-mnist", "--storage", "STORE", "--out", "x"], "no MLflow experiment 'nope-mnist'"),
+        (["--run-id", "0123", "--storage", "STORE", "--out", "x"], "no MLflow run 0123"),
+    ],
+)
 def test_export_bad_input(argv, needle, smoke, tmp_path, capsys, monkeypatch):
     from tune_div.cli import export
 
@@ -245,9 +328,28 @@ def test_export_bad_input(argv, needle, smoke, tmp_path, capsys, monkeypatch):
 
 
 def test_a_diverging_trial_fails_alone_with_its_reason(ray_session, real_data, tmp_path, capsys):
-    rc, out = run_search(["smd", "--budget", "smoke", "--samples", "4", "--concurrency", "2", "--epochs", "1",
-                          "--inject-nan-if", "lam>1.5", "--data-dir", str(real_data), "--storage-path", str(tmp_path),
-                          "--experiment", "nan"], capsys)
+    rc, out = run_search(
+        [
+            "smd",
+            "--budget",
+            "smoke",
+            "--samples",
+            "4",
+            "--concurrency",
+            "2",
+            "--epochs",
+            "1",
+            "--inject-nan-if",
+            "lam>1.5",
+            "--data-dir",
+            str(real_data),
+            "--storage-path",
+            str(tmp_path),
+            "--experiment",
+            "nan",
+        ],
+        capsys,
+    )
     assert rc == 0, out.err
     rows = read_rows(tmp_path / "nan")
     failed = [r for r in rows if r["status"] == "ERROR"]
@@ -268,9 +370,31 @@ def test_a_diverging_trial_fails_alone_with_its_reason(ray_session, real_data, t
 
 
 def test_fractional_gpus_run_sixteen_trials_at_once(ray_session, real_data, tmp_path, capsys):
-    rc, out = run_search(["naive", "--budget", "smoke", "--samples", "16", "--epochs", "1", "--audit", "off", "--gpus", "8",
-                          "--gpus-per-trial", "0.5", "--data-dir", str(real_data), "--storage-path", str(tmp_path),
-                          "--experiment", "gpu", "--quiet"], capsys)
+    rc, out = run_search(
+        [
+            "naive",
+            "--budget",
+            "smoke",
+            "--samples",
+            "16",
+            "--epochs",
+            "1",
+            "--audit",
+            "off",
+            "--gpus",
+            "8",
+            "--gpus-per-trial",
+            "0.5",
+            "--data-dir",
+            str(real_data),
+            "--storage-path",
+            str(tmp_path),
+            "--experiment",
+            "gpu",
+            "--quiet",
+        ],
+        capsys,
+    )
     assert rc == 0, out.err
     intervals = []
     for line_dir in (tmp_path / "gpu").iterdir():
@@ -284,9 +408,26 @@ def test_fractional_gpus_run_sixteen_trials_at_once(ray_session, real_data, tmp_
 
 
 def test_gpus_on_a_machine_without_any_is_a_clear_error(real_data, tmp_path):
-    p = subprocess.run([sys.executable, "-m", "tune_div.search", "smd", "--budget", "smoke", "--gpus", "8",
-                        "--data-dir", str(real_data), "--storage-path", str(tmp_path / "out")],
-                       capture_output=True, text=True, cwd=REPO, timeout=300)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tune_div.search",
+            "smd",
+            "--budget",
+            "smoke",
+            "--gpus",
+            "8",
+            "--data-dir",
+            str(real_data),
+            "--storage-path",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
     assert p.returncode == 2
     last = p.stderr.strip().splitlines()[-1]
     assert "asked for 8 GPUs but the cluster has 0 GPU(s)" in last and "Traceback" not in p.stderr
@@ -295,8 +436,26 @@ def test_gpus_on_a_machine_without_any_is_a_clear_error(real_data, tmp_path):
 
 def test_interrupted_search_resumes_without_rerunning_finished_trials(real_data, tmp_path):
     exp = tmp_path / "res" / "sig"
-    cmd = [sys.executable, "-m", "tune_div.search", "smd", "--budget", "smoke", "--samples", "3", "--concurrency", "1",
-           "--epochs", "1", "--data-dir", str(real_data), "--storage-path", str(tmp_path / "res"), "--experiment", "sig"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tune_div.search",
+        "smd",
+        "--budget",
+        "smoke",
+        "--samples",
+        "3",
+        "--concurrency",
+        "1",
+        "--epochs",
+        "1",
+        "--data-dir",
+        str(real_data),
+        "--storage-path",
+        str(tmp_path / "res"),
+        "--experiment",
+        "sig",
+    ]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
     first = None
     for line in p.stdout:
@@ -307,9 +466,18 @@ def test_interrupted_search_resumes_without_rerunning_finished_trials(real_data,
     rest = p.communicate(timeout=300)[0]
     assert first and p.returncode == 130, rest[-2000:]
     assert "--resume" in rest
-    before = {d.name: len((d / "result.json").read_text().splitlines()) for d in exp.iterdir() if (d / "result.json").is_file()}
-    q = subprocess.run([sys.executable, "-m", "tune_div.search", "--resume", str(exp)], capture_output=True, text=True,
-                       cwd=REPO, timeout=600)
+    before = {
+        d.name: len((d / "result.json").read_text().splitlines())
+        for d in exp.iterdir()
+        if (d / "result.json").is_file()
+    }
+    q = subprocess.run(
+        [sys.executable, "-m", "tune_div.search", "--resume", str(exp)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+    )
     assert q.returncode == 0, q.stdout[-2000:] + q.stderr[-2000:]
     rows = read_rows(exp)
     assert len(rows) == 3 and all(r["status"] == "TERMINATED" for r in rows)
@@ -325,21 +493,24 @@ def test_interrupted_search_resumes_without_rerunning_finished_trials(real_data,
         assert steps == sorted(set(steps))  # no epoch logged twice
 
 
-@pytest.mark.parametrize("argv,needle", [
-    (["bogus"], "unknown defense 'bogus'"),
-    (["smd", "--samples", "-1"], "--samples must be at least 1"),
-    (["smd", "--space", "SPACE"], "inverted range"),
-    (["smd", "--data-dir", "/no/such/dir"], "does not exist"),
-    (["smd", "--address", "127.0.0.1:1"], "cannot reach a Ray cluster at 127.0.0.1:1"),
-    (["smd", "--gpus-per-trial", "0.5"], "needs --gpus > 0"),
-    (["smd", "--gpus", "9"], "asked for 9 GPUs but the cluster has 8"),
-    (["smd", "--clean-floor", "97"], "accuracy in [0, 1]"),
-    (["smd", "--sampler", "cmaes"], "invalid choice"),
-    (["smd", "--execution", "fast"], "invalid choice: 'fast'"),
-    (["smd", "--inject-nan-if", "gamma>1"], "not a searched hyperparameter"),
-    (["--resume", "/no/such/experiment"], "not a tune_div experiment folder"),
-    ([], "name the defense"),
-])
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["bogus"], "unknown defense 'bogus'"),
+        (["smd", "--samples", "-1"], "--samples must be at least 1"),
+        (["smd", "--space", "SPACE"], "inverted range"),
+        (["smd", "--data-dir", "/no/such/dir"], "does not exist"),
+        (["smd", "--address", "127.0.0.1:1"], "cannot reach a Ray cluster at 127.0.0.1:1"),
+        (["smd", "--gpus-per-trial", "0.5"], "needs --gpus > 0"),
+        (["smd", "--gpus", "9"], "asked for 9 GPUs but the cluster has 8"),
+        (["smd", "--clean-floor", "97"], "accuracy in [0, 1]"),
+        (["smd", "--sampler", "cmaes"], "invalid choice"),
+        (["smd", "--execution", "fast"], "invalid choice: 'fast'"),
+        (["smd", "--inject-nan-if", "gamma>1"], "not a searched hyperparameter"),
+        (["--resume", "/no/such/experiment"], "not a tune_div experiment folder"),
+        ([], "name the defense"),
+    ],
+)
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(argv, needle, ray_session, tmp_path, capsys, monkeypatch):
     space = tmp_path / "space.yaml"
     space.write_text("defense: smd\nparams:\n  lam: {type: float, low: 2.0, high: 1.0}\n")
@@ -377,9 +548,28 @@ def test_existing_experiment_is_not_overwritten(ray_session, tmp_path, capsys):
 
 
 def test_black_box_objective_uses_one_cached_surrogate(ray_session, real_data, tmp_path, capsys):
-    rc, out = run_search(["smd", "--budget", "smoke", "--samples", "2", "--concurrency", "2", "--epochs", "1",
-                          "--objective", "both", "--data-dir", str(real_data), "--storage-path", str(tmp_path),
-                          "--experiment", "bb"], capsys)
+    rc, out = run_search(
+        [
+            "smd",
+            "--budget",
+            "smoke",
+            "--samples",
+            "2",
+            "--concurrency",
+            "2",
+            "--epochs",
+            "1",
+            "--objective",
+            "both",
+            "--data-dir",
+            str(real_data),
+            "--storage-path",
+            str(tmp_path),
+            "--experiment",
+            "bb",
+        ],
+        capsys,
+    )
     assert rc == 0, out.err
     rows = read_rows(tmp_path / "bb")
     assert all(0.0 <= float(r["val_blackbox_acc"]) <= 1.0 for r in rows)
@@ -409,9 +599,32 @@ def replay_scheduler(exp: Path) -> dict:
 def test_moasha_stops_dominated_trials_at_rungs(ray_session, real_data, tmp_path, capsys):
     space = tmp_path / "lr.yaml"
     space.write_text(LR_SPACE)
-    rc, out = run_search(["naive", "--space", str(space), "--budget", "smoke", "--samples", "6", "--epochs", "4",
-                          "--subset", "2000", "--concurrency", "2", "--audit", "off", "--data-dir", str(real_data),
-                          "--storage-path", str(tmp_path), "--experiment", "asha"], capsys)
+    rc, out = run_search(
+        [
+            "naive",
+            "--space",
+            str(space),
+            "--budget",
+            "smoke",
+            "--samples",
+            "6",
+            "--epochs",
+            "4",
+            "--subset",
+            "2000",
+            "--concurrency",
+            "2",
+            "--audit",
+            "off",
+            "--data-dir",
+            str(real_data),
+            "--storage-path",
+            str(tmp_path),
+            "--experiment",
+            "asha",
+        ],
+        capsys,
+    )
     assert rc == 0, out.err
     exp = tmp_path / "asha"
     doc = replay_scheduler(exp)
@@ -420,8 +633,11 @@ def test_moasha_stops_dominated_trials_at_rungs(ray_session, real_data, tmp_path
     stopped = {t: e for t, e in doc["stopped"].items()}
     assert stopped  # six trials, two rungs: somebody is dominated
     for tid, r in rows.items():
-        epochs = [json.loads(line)["epoch"] for d in exp.glob(f"*{tid}*")
-                  for line in (d / "result.json").read_text().splitlines()]
+        epochs = [
+            json.loads(line)["epoch"]
+            for d in exp.glob(f"*{tid}*")
+            for line in (d / "result.json").read_text().splitlines()
+        ]
         if tid in stopped:
             assert r["status"] == f"STOPPED@{stopped[tid]}" and max(epochs) == stopped[tid]
             assert f"[{tid}] STOPPED@{stopped[tid]}" in out.out
@@ -444,9 +660,32 @@ def test_moasha_resume_after_ctrl_c_keeps_rungs_and_stopped_trials(real_data, tm
     space = tmp_path / "lr.yaml"
     space.write_text(LR_SPACE)
     exp = tmp_path / "res" / "asha"
-    cmd = [sys.executable, "-m", "tune_div.search", "naive", "--space", str(space), "--budget", "smoke", "--samples",
-           "5", "--epochs", "4", "--subset", "2000", "--concurrency", "1", "--audit", "off", "--data-dir",
-           str(real_data), "--storage-path", str(tmp_path / "res"), "--experiment", "asha"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tune_div.search",
+        "naive",
+        "--space",
+        str(space),
+        "--budget",
+        "smoke",
+        "--samples",
+        "5",
+        "--epochs",
+        "4",
+        "--subset",
+        "2000",
+        "--concurrency",
+        "1",
+        "--audit",
+        "off",
+        "--data-dir",
+        str(real_data),
+        "--storage-path",
+        str(tmp_path / "res"),
+        "--experiment",
+        "asha",
+    ]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
     stopped_first = None
     for line in p.stdout:
@@ -459,12 +698,17 @@ def test_moasha_resume_after_ctrl_c_keeps_rungs_and_stopped_trials(real_data, tm
     before = replay_scheduler(exp)
     stopped_dir = next(d for d in exp.iterdir() if stopped_first in d.name)
     lines_before = (stopped_dir / "result.json").read_text()
-    q = subprocess.run([sys.executable, "-m", "tune_div.search", "--resume", str(exp)], capture_output=True, text=True,
-                       cwd=REPO, timeout=600)
+    q = subprocess.run(
+        [sys.executable, "-m", "tune_div.search", "--resume", str(exp)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+    )
     assert q.returncode == 0, q.stdout[-2000:] + q.stderr[-2000:]
     after = replay_scheduler(exp)
     for rung, records in before["records"].items():  # no rung forgotten, no decision changed
-        assert list(after["records"][rung])[:len(records)] == list(records)
+        assert list(after["records"][rung])[: len(records)] == list(records)
     assert set(before["stopped"]).issubset(after["stopped"])
     assert (stopped_dir / "result.json").read_text() == lines_before  # the stopped trial did not run again
     assert f"[{stopped_first}] epoch" not in q.stdout

@@ -7,8 +7,8 @@ import pytest
 import yaml
 
 from tune_div import data, defenses
-from tune_div.search import space as search_space
 from tune_div.errors import UserError
+from tune_div.search import space as search_space
 
 
 @pytest.mark.parametrize("dataset", data.names())
@@ -31,8 +31,9 @@ def test_the_first_trial_starts_from_the_papers_values_for_the_dataset_searched(
 
 
 def test_a_space_file_enables_a_shared_training_parameter_by_name(tmp_path):
-    path = write(tmp_path, {"defense": "smd", "params": {}, "train": {"lr": {"enabled": True},
-                                                                      "adv_attack": {"enabled": True}}})
+    path = write(
+        tmp_path, {"defense": "smd", "params": {}, "train": {"lr": {"enabled": True}, "adv_attack": {"enabled": True}}}
+    )
     space = search_space.load("smd", path, dataset="cifar10")
     assert space.names() == ["train/lr", "train/adv_attack"]
     lr = next(p for p in space.params if p.name == "train/lr")
@@ -41,14 +42,24 @@ def test_a_space_file_enables_a_shared_training_parameter_by_name(tmp_path):
     assert attack.choices == ["none", "fgsm", "pgd"] and attack.paper == "none"
     # CIFAR's objective eps (0.01) lies outside the shared MNIST-scale range: the error says what to do.
     with pytest.raises(UserError, match="start value 0.01 lies outside"):
-        search_space.load("smd", write(tmp_path, {"defense": "smd", "train": {"adv_attack": {"enabled": True},
-                                                                            "adv_eps": {"enabled": True}}}),
-                          dataset="cifar10")
+        search_space.load(
+            "smd",
+            write(
+                tmp_path, {"defense": "smd", "train": {"adv_attack": {"enabled": True}, "adv_eps": {"enabled": True}}}
+            ),
+            dataset="cifar10",
+        )
 
 
 def test_effective_space_round_trips_through_its_yaml(tmp_path):
-    path = write(tmp_path, {"defense": "drelu", "params": {"lam": {"type": "log_float", "low": 1e-4, "high": 1.0}},
-                            "train": {"adv_attack": {"enabled": True}, "adv_ratio": {"enabled": True}}})
+    path = write(
+        tmp_path,
+        {
+            "defense": "drelu",
+            "params": {"lam": {"type": "log_float", "low": 1e-4, "high": 1.0}},
+            "train": {"adv_attack": {"enabled": True}, "adv_ratio": {"enabled": True}},
+        },
+    )
     space = search_space.load("drelu", path, dataset="mnist")
     again = tmp_path / "again.yaml"
     again.write_text(space.to_yaml())
@@ -66,24 +77,37 @@ def write(tmp_path, doc) -> str:
 BASE = {"defense": "smd", "params": {"lam": {"type": "log_float", "low": 0.01, "high": 10.0, "paper": 1.0}}}
 
 
-@pytest.mark.parametrize("change,key,needle", [
-    ({"extra": 1}, "extra", "unknown key"),
-    ({"params": {"lam": {"type": "float", "low": 5.0, "high": 1.0}}}, "params.lam", "inverted range"),
-    ({"params": {"lam": {"type": "log_float", "low": 0.0, "high": 1.0}}}, "params.lam", "positive low bound"),
-    ({"params": {"alpha": {"type": "float", "low": 0.0, "high": 1.0}}}, "params.alpha", "no such hyperparameter"),
-    ({"params": {"lam": {"type": "float", "low": 0.0, "high": 1.0, "paper": 3.0}}}, "params.lam", "outside"),
-    ({"params": {"lam": {"type": "float", "low": 2.0, "high": 9.0}}}, "params.lam", "start value 1.0 lies outside"),
-    ({"params": {"lam": {"type": "float", "low": 0.1, "high": 2.0, "when": {"x": "y"}}}}, "params.lam", "'when' must"),
-    ({"params": ["lam"]}, "params", "expected a mapping"),
-    ({"params": {"lam": {"type": "gaussian", "low": 0.0, "high": 1.0}}}, "params.lam", "type must be"),
-    ({"params": {"lam": {"type": "float", "low": 0.0, "high": 1.0, "scale": 2}}}, "params.lam", "unknown key"),
-    ({"params": {"lam": {"type": "categorical", "choices": []}}}, "params.lam", "non-empty"),
-    ({"train": {"momentum": {"type": "float", "low": 0.0, "high": 1.0, "enabled": True}}}, "train.momentum",
-     "unknown training parameter"),
-    ({"params": {"lam": {"type": "float", "low": 0.1, "high": 1.0, "when": {"gamma": [1]}}}}, "params.lam.when",
-     "not an enabled parameter"),
-    ({"defense": "dropout"}, "defense", "unknown defense"),
-])
+@pytest.mark.parametrize(
+    "change,key,needle",
+    [
+        ({"extra": 1}, "extra", "unknown key"),
+        ({"params": {"lam": {"type": "float", "low": 5.0, "high": 1.0}}}, "params.lam", "inverted range"),
+        ({"params": {"lam": {"type": "log_float", "low": 0.0, "high": 1.0}}}, "params.lam", "positive low bound"),
+        ({"params": {"alpha": {"type": "float", "low": 0.0, "high": 1.0}}}, "params.alpha", "no such hyperparameter"),
+        ({"params": {"lam": {"type": "float", "low": 0.0, "high": 1.0, "paper": 3.0}}}, "params.lam", "outside"),
+        ({"params": {"lam": {"type": "float", "low": 2.0, "high": 9.0}}}, "params.lam", "start value 1.0 lies outside"),
+        (
+            {"params": {"lam": {"type": "float", "low": 0.1, "high": 2.0, "when": {"x": "y"}}}},
+            "params.lam",
+            "'when' must",
+        ),
+        ({"params": ["lam"]}, "params", "expected a mapping"),
+        ({"params": {"lam": {"type": "gaussian", "low": 0.0, "high": 1.0}}}, "params.lam", "type must be"),
+        ({"params": {"lam": {"type": "float", "low": 0.0, "high": 1.0, "scale": 2}}}, "params.lam", "unknown key"),
+        ({"params": {"lam": {"type": "categorical", "choices": []}}}, "params.lam", "non-empty"),
+        (
+            {"train": {"momentum": {"type": "float", "low": 0.0, "high": 1.0, "enabled": True}}},
+            "train.momentum",
+            "unknown training parameter",
+        ),
+        (
+            {"params": {"lam": {"type": "float", "low": 0.1, "high": 1.0, "when": {"gamma": [1]}}}},
+            "params.lam.when",
+            "not an enabled parameter",
+        ),
+        ({"defense": "dropout"}, "defense", "unknown defense"),
+    ],
+)
 def test_bad_space_files(tmp_path, change, key, needle):
     path = write(tmp_path, {**BASE, **change})
     with pytest.raises(UserError) as exc:
@@ -94,10 +118,14 @@ def test_bad_space_files(tmp_path, change, key, needle):
 
 @pytest.mark.parametrize("when", [{"adv_attack": ["pgd"]}, {"adv_attack": {"not": ["none"]}}])
 def test_conditional_parameters_and_paper_point_first(tmp_path, when):
-    doc = {"defense": "smd", "params": {"lam": {"type": "log_float", "low": 0.01, "high": 10.0, "paper": 1.0}},
-           "train": {"adv_attack": {"type": "categorical", "choices": ["none", "pgd"], "paper": "none", "enabled": True},
-                     "adv_eps": {"type": "float", "low": 0.05, "high": 0.3, "paper": 0.1, "enabled": True,
-                                 "when": when}}}
+    doc = {
+        "defense": "smd",
+        "params": {"lam": {"type": "log_float", "low": 0.01, "high": 10.0, "paper": 1.0}},
+        "train": {
+            "adv_attack": {"type": "categorical", "choices": ["none", "pgd"], "paper": "none", "enabled": True},
+            "adv_eps": {"type": "float", "low": 0.05, "high": 0.3, "paper": 0.1, "enabled": True, "when": when},
+        },
+    }
     space = search_space.load("smd", write(tmp_path, doc))
     assert space.paper_point() == {"hparams/lam": 1.0, "train/adv_attack": "none"}
     study = optuna.create_study(directions=["maximize", "maximize"], sampler=optuna.samplers.RandomSampler(seed=0))
@@ -111,5 +139,7 @@ def test_conditional_parameters_and_paper_point_first(tmp_path, when):
     assert seen[0] == {"hparams/lam": 1.0, "train/adv_attack": "none"}
     assert all(("train/adv_eps" in p) == (p["train/adv_attack"] == "pgd") for p in seen)
     assert any("train/adv_eps" in p for p in seen)
-    assert search_space.apply({"train": {"adv_attack": "pgd", "adv_eps": 0.2, "lr": 0.01}}) == \
-        {"lr": 0.01, "adv_train": {"attack": "pgd", "eps": 0.2}}
+    assert search_space.apply({"train": {"adv_attack": "pgd", "adv_eps": 0.2, "lr": 0.01}}) == {
+        "lr": 0.01,
+        "adv_train": {"attack": "pgd", "eps": 0.2},
+    }

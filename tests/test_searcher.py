@@ -14,10 +14,28 @@ FLOOR = 0.9
 
 
 def settings(tmp_path, sampler: str) -> Settings:
-    s = Settings(defense="cldl", dataset="mnist", arch="lenet5", members=3, epochs=1, samples=8, budget="smoke",
-                 sampler=sampler, objective="robust", clean_floor=FLOOR, gpus=0, gpus_per_trial=0, cpus_per_trial=1,
-                 concurrency=None, seed=0, space_file=None, data_dir=None, inject_nan_if=None, experiment="e",
-                 storage_path=str(tmp_path))
+    s = Settings(
+        defense="cldl",
+        dataset="mnist",
+        arch="lenet5",
+        members=3,
+        epochs=1,
+        samples=8,
+        budget="smoke",
+        sampler=sampler,
+        objective="robust",
+        clean_floor=FLOOR,
+        gpus=0,
+        gpus_per_trial=0,
+        cpus_per_trial=1,
+        concurrency=None,
+        seed=0,
+        space_file=None,
+        data_dir=None,
+        inject_nan_if=None,
+        experiment="e",
+        storage_path=str(tmp_path),
+    )
     s.path.mkdir(parents=True)
     return s
 
@@ -42,8 +60,17 @@ def test_sampler_paper_point_first_fail_pruned_and_constraint_reach_the_study(sa
             assert p.low <= hp[p.short] <= p.high
         clean, robust = objectives(hp)
         failed, stopped = i == 3, i in (5, 6)  # a diverged trial; two the scheduler stopped at a rung
-        searcher.on_trial_complete(f"t{i}", {"val_clean_acc": clean, "val_robust_acc": robust, "flags": "",
-                                             "final": not stopped, "epoch": 1 if stopped else 9}, error=failed)
+        searcher.on_trial_complete(
+            f"t{i}",
+            {
+                "val_clean_acc": clean,
+                "val_robust_acc": robust,
+                "flags": "",
+                "final": not stopped,
+                "epoch": 1 if stopped else 9,
+            },
+            error=failed,
+        )
         told[i] = "FAIL" if failed else "PRUNED" if stopped else (clean, robust)
     study = optuna.load_study(study_name="e", storage=f"sqlite:///{s.path / 'optuna.db'}")
     assert len(study.trials) == 8
@@ -63,7 +90,7 @@ def test_sampler_paper_point_first_fail_pruned_and_constraint_reach_the_study(sa
 def test_a_restored_searcher_reattaches_and_closes_each_trial_once(tmp_path):
     """After a killed driver the searcher may be restored from a snapshot older than the study: it finds
     the Optuna trial of a Ray trial by its ``ray_trial_id``, closes it once, and leaves a closed one alone."""
-    from tune_div.search.searcher import RAY_TRIAL_ID, close_trial
+    from tune_div.search.searcher import RAY_TRIAL_ID, close_trial, open_trial
 
     s = settings(tmp_path, "random")
     space = search_space.load("cldl", dataset="mnist")
@@ -83,5 +110,5 @@ def test_a_restored_searcher_reattaches_and_closes_each_trial_once(tmp_path):
     assert by_id["b"].state.name == "COMPLETE" and tuple(by_id["b"].values) == (0.95, 0.4)
     assert by_id["b"].constraints == pytest.approx({"clean_floor": FLOOR - 0.95})
     assert by_id["a"].state.name == "FAIL"
-    handle = optuna.trial.Trial(study, by_id["b"]._trial_id)
+    handle = open_trial(study, by_id["b"])
     assert close_trial(study, handle, s.metrics, None, True, FLOOR) == "COMPLETE"  # already closed: unchanged

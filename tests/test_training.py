@@ -98,8 +98,16 @@ def test_cifar_shaped_training_with_augmentation_and_lr_milestones(tmp_path, mon
     rows, _ = write_cifar10(tmp_path / "cifar-10-batches-py", per_batch=8)
     point_torchvision_md5s_at(monkeypatch, import_torchvision().datasets.CIFAR10, tmp_path / "cifar-10-batches-py")
     monkeypatch.setattr(readers, "MEMO", {})
-    cfg = TrainConfig(defense="gal", dataset="cifar10", data_dir=str(tmp_path), val_size=8, epochs=2,
-                      milestones=[1], batch_size=16, n_members=2)
+    cfg = TrainConfig(
+        defense="gal",
+        dataset="cifar10",
+        data_dir=str(tmp_path),
+        val_size=8,
+        epochs=2,
+        milestones=[1],
+        batch_size=16,
+        n_members=2,
+    )
     trainer = Trainer(cfg)
     assert cfg.arch == "resnet20" and trainer.ensemble.config["in_channels"] == 3
     history = trainer.fit()
@@ -124,11 +132,31 @@ def test_lr_milestones_decay_the_learning_rate(real_data):
 
 # --- CLI ---------------------------------------------------------------------------------------
 
+
 def test_train_cli_writes_model_and_metrics(real_data, tmp_path, capsys):
     out, model = tmp_path / "r.json", tmp_path / "m.pt"
-    rc = train.main(["--defense", "gal", "--data-dir", str(real_data), "--epochs", "1", "--subset", "256",
-                     "--val-subset", "200", "--test-subset", "200", "--hparam", "lam=0.25",
-                     "--save-model", str(model), "--out", str(out)])
+    rc = train.main(
+        [
+            "--defense",
+            "gal",
+            "--data-dir",
+            str(real_data),
+            "--epochs",
+            "1",
+            "--subset",
+            "256",
+            "--val-subset",
+            "200",
+            "--test-subset",
+            "200",
+            "--hparam",
+            "lam=0.25",
+            "--save-model",
+            str(model),
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     assert "epoch   1/1" in printed and "gal=" in printed and "test acc" in printed
@@ -140,33 +168,53 @@ def test_train_cli_writes_model_and_metrics(real_data, tmp_path, capsys):
 
 
 def test_train_cli_from_exported_config(real_data, tmp_path):
-    cfg = {"defense": "smd", "dataset": "mnist", "arch": "lenet5", "n_members": 2, "hparams": {"lam": 0.7},
-           "train": {"epochs": 1, "batch_size": 64, "lr": 0.001, "weight_decay": 0.0001, "seed": 4,
-                     "subset": 128, "val_subset": 100},
-           "objective": {"attack": "pgd", "eps": 0.1, "steps": 10}, "metrics": {}, "source": {}}
+    cfg = {
+        "defense": "smd",
+        "dataset": "mnist",
+        "arch": "lenet5",
+        "n_members": 2,
+        "hparams": {"lam": 0.7},
+        "train": {
+            "epochs": 1,
+            "batch_size": 64,
+            "lr": 0.001,
+            "weight_decay": 0.0001,
+            "seed": 4,
+            "subset": 128,
+            "val_subset": 100,
+        },
+        "objective": {"attack": "pgd", "eps": 0.1, "steps": 10},
+        "metrics": {},
+        "source": {},
+    }
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(cfg))
     out = tmp_path / "r.json"
-    assert train.main(["--config", str(path), "--data-dir", str(real_data), "--test-subset", "100",
-                       "--out", str(out)]) == 0
+    assert (
+        train.main(["--config", str(path), "--data-dir", str(real_data), "--test-subset", "100", "--out", str(out)])
+        == 0
+    )
     got = json.loads(out.read_text())["config"]
     assert (got["defense"], got["n_members"], got["hparams"], got["seed"]) == ("smd", 2, {"lam": 0.7}, 4)
 
 
-@pytest.mark.parametrize("argv,needle", [
-    (["--defense", "bogus"], "unknown defense 'bogus'"),
-    (["--defense", "smd", "--hparam", "lamda=1"], "unknown hyperparameter"),
-    (["--defense", "smd", "--hparam", "lam"], "key=value"),
-    (["--defense", "smd", "--epochs", "0"], "epochs=0 is not valid; expected an integer >= 1"),
-    (["--defense", "smd", "--epochs", "ten"], "invalid int value"),
-    (["--defense", "smd", "--dataset", "svhn"], "unknown dataset"),
-    (["--defense", "smd", "--arch", "vgg"], "unknown architecture"),
-    (["--defense", "smd", "--execution", "fast"], "invalid choice: 'fast'"),
-    (["--defense", "smd", "--data-dir", "/no/such/folder"], "does not exist"),
-    (["--defense", "smd", "--out", "/no/such/folder/r.json"], "cannot write"),
-    (["--config", "/no/such.yaml"], "does not exist"),
-    ([], "--defense is required"),
-])
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["--defense", "bogus"], "unknown defense 'bogus'"),
+        (["--defense", "smd", "--hparam", "lamda=1"], "unknown hyperparameter"),
+        (["--defense", "smd", "--hparam", "lam"], "key=value"),
+        (["--defense", "smd", "--epochs", "0"], "epochs=0 is not valid; expected an integer >= 1"),
+        (["--defense", "smd", "--epochs", "ten"], "invalid int value"),
+        (["--defense", "smd", "--dataset", "svhn"], "unknown dataset"),
+        (["--defense", "smd", "--arch", "vgg"], "unknown architecture"),
+        (["--defense", "smd", "--execution", "fast"], "invalid choice: 'fast'"),
+        (["--defense", "smd", "--data-dir", "/no/such/folder"], "does not exist"),
+        (["--defense", "smd", "--out", "/no/such/folder/r.json"], "cannot write"),
+        (["--config", "/no/such.yaml"], "does not exist"),
+        ([], "--defense is required"),
+    ],
+)
 def test_bad_arguments_are_one_line_errors_with_exit_code_2(argv, needle, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exc:

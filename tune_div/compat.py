@@ -22,9 +22,8 @@ from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import ModuleType
-from typing import Callable
 
 import torch
 
@@ -93,7 +92,7 @@ def import_advertorch(importer: Callable[[str], ModuleType] = importlib.import_m
     _purge("advertorch")
     # `import torch.autograd.gradcheck as m` would bind the function of that name, not the module.
     gradcheck = importlib.import_module("torch.autograd.gradcheck")
-    gradcheck.zero_gradients = zero_gradients
+    gradcheck.zero_gradients = zero_gradients  # type: ignore[attr-defined]  # restored on purpose
     APPLIED.add("advertorch")
     return importer("advertorch.attacks")
 

@@ -8,19 +8,23 @@ meant, ``True`` is not a number), floats must be finite, strings are not numbers
 
 from __future__ import annotations
 
+import abc
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from .errors import UserError
 
 
-class Domain:
+class Domain(abc.ABC):
+    @abc.abstractmethod
     def accepts(self, value: Any) -> bool:
-        raise NotImplementedError
+        """Whether ``value`` is valid."""
 
+    @abc.abstractmethod
     def describe(self) -> str:
-        raise NotImplementedError
+        """What is valid, for an error message ("an integer >= 1")."""
 
 
 def _number(value: Any) -> bool:
@@ -32,11 +36,15 @@ class Int(Domain):
     min: int | None = None
     max: int | None = None
 
-    def accepts(self, value):
-        return (isinstance(value, int) and not isinstance(value, bool) and (self.min is None or value >= self.min)
-                and (self.max is None or value <= self.max))
+    def accepts(self, value: Any) -> bool:
+        return (
+            isinstance(value, int)
+            and not isinstance(value, bool)
+            and (self.min is None or value >= self.min)
+            and (self.max is None or value <= self.max)
+        )
 
-    def describe(self):
+    def describe(self) -> str:
         if self.min is not None and self.max is not None:
             return f"an integer in [{self.min}, {self.max}]"
         if self.min is not None:
@@ -53,14 +61,14 @@ class Float(Domain):
     open_low: bool = False
     open_high: bool = False
 
-    def accepts(self, value):
+    def accepts(self, value: Any) -> bool:
         if not _number(value) or not math.isfinite(value):
             return False
         if self.low is not None and (value < self.low or (self.open_low and value == self.low)):
             return False
         return not (self.high is not None and (value > self.high or (self.open_high and value == self.high)))
 
-    def describe(self):
+    def describe(self) -> str:
         if self.low is None and self.high is None:
             return "a finite number"
         if self.high is None:
@@ -72,21 +80,21 @@ class Float(Domain):
 
 @dataclass(frozen=True)
 class Bool(Domain):
-    def accepts(self, value):
+    def accepts(self, value: Any) -> bool:
         return isinstance(value, bool)
 
-    def describe(self):
+    def describe(self) -> str:
         return "true or false"
 
 
 @dataclass(frozen=True)
 class OneOf(Domain):
-    choices: tuple
+    choices: tuple[Any, ...]
 
-    def accepts(self, value):
+    def accepts(self, value: Any) -> bool:
         return any(value == c and type(value) is type(c) for c in self.choices)
 
-    def describe(self):
+    def describe(self) -> str:
         return "one of " + ", ".join(map(str, self.choices))
 
 
@@ -96,19 +104,19 @@ class Maybe(Domain):
 
     inner: Domain
 
-    def accepts(self, value):
+    def accepts(self, value: Any) -> bool:
         return value is None or self.inner.accepts(value)
 
-    def describe(self):
+    def describe(self) -> str:
         return f"{self.inner.describe()} (or unset)"
 
 
 @dataclass(frozen=True)
 class Text(Domain):
-    def accepts(self, value):
+    def accepts(self, value: Any) -> bool:
         return isinstance(value, str) and bool(value)
 
-    def describe(self):
+    def describe(self) -> str:
         return "a non-empty string"
 
 
@@ -116,10 +124,10 @@ class Text(Domain):
 class ListOf(Domain):
     inner: Domain
 
-    def accepts(self, value):
+    def accepts(self, value: Any) -> bool:
         return isinstance(value, (list, tuple)) and all(self.inner.accepts(v) for v in value)
 
-    def describe(self):
+    def describe(self) -> str:
         return f"a list of {self.inner.describe()}s"
 
 

@@ -1,4 +1,4 @@
-"""``python -m tune_div.evaluate``: the ``evaluate`` command (``tune_div.cli.evaluate``), kept next to ``tune-div evaluate``."""
+"""``python -m tune_div.evaluate``: the ``evaluate`` command (``tune_div.cli.evaluate``), as ``tune-div evaluate``."""
 
 import sys
 

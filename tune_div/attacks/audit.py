@@ -18,8 +18,9 @@ searches, ``standard`` for final reports); any component setting can be overridd
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -39,9 +40,13 @@ def component_options(opts: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The options each component runs with, from resolved audit options."""
     seed = int(opts["seed"])
     apgd = {"steps": int(opts["apgd_steps"]), "seed": seed}
-    return {"pgd_cw_logits": {"steps": int(opts["cw_steps"]), "restarts": int(opts["cw_restarts"])},
-            "apgd_ce": apgd, "apgd_dlr": apgd, "apgd_ce_logits": apgd,
-            "square": {"n_queries": int(opts["square_queries"]), "seed": seed}}
+    return {
+        "pgd_cw_logits": {"steps": int(opts["cw_steps"]), "restarts": int(opts["cw_restarts"])},
+        "apgd_ce": apgd,
+        "apgd_dlr": apgd,
+        "apgd_ce_logits": apgd,
+        "square": {"n_queries": int(opts["square_queries"]), "seed": seed},
+    }
 
 
 @dataclass
@@ -62,12 +67,19 @@ class AuditReport:
         return float(self.robust.float().mean()) if len(self.robust) else 0.0
 
     @classmethod
-    def merge(cls, reports: list["AuditReport"]) -> "AuditReport":
+    def merge(cls, reports: list[AuditReport]) -> AuditReport:
         """One report from the reports of consecutive batches of the same points."""
         n = sum(len(r.robust) for r in reports)
-        per_attack = {k: sum(r.per_attack[k] * len(r.robust) for r in reports) / max(n, 1) for k in reports[0].per_attack}
-        return cls(torch.cat([r.x_adv for r in reports]), torch.cat([r.robust for r in reports]),
-                   [b for r in reports for b in r.broken_by], reports[0].options, per_attack)
+        per_attack = {
+            k: sum(r.per_attack[k] * len(r.robust) for r in reports) / max(n, 1) for k in reports[0].per_attack
+        }
+        return cls(
+            torch.cat([r.x_adv for r in reports]),
+            torch.cat([r.robust for r in reports]),
+            [b for r in reports for b in r.broken_by],
+            reports[0].options,
+            per_attack,
+        )
 
 
 @register_attack("audit")
@@ -75,25 +87,47 @@ class Audit(Attack):
     name = "audit"
     source = "tune_div (advertorch + torchattacks components)"
     iterative = True
-    defaults = {"preset": "fast", "cw_steps": None, "cw_restarts": None, "apgd_steps": None, "square_queries": None,
-                "seed": 0}
-    domains = {"preset": OneOf(tuple(PRESETS)), "cw_steps": Maybe(COUNT), "cw_restarts": Maybe(COUNT),
-               "apgd_steps": Maybe(COUNT), "square_queries": Maybe(COUNT), "seed": SEED}
+    defaults = {
+        "preset": "fast",
+        "cw_steps": None,
+        "cw_restarts": None,
+        "apgd_steps": None,
+        "square_queries": None,
+        "seed": 0,
+    }
+    domains = {
+        "preset": OneOf(tuple(PRESETS)),
+        "cw_steps": Maybe(COUNT),
+        "cw_restarts": Maybe(COUNT),
+        "apgd_steps": Maybe(COUNT),
+        "square_queries": Maybe(COUNT),
+        "seed": SEED,
+    }
 
     def options(self, eps, **options):
         opts = super().options(eps, **options)
         preset = PRESETS[opts["preset"]]
         changed = sorted(k for k in preset if opts[k] is not None and opts[k] != preset[k])
         if changed:
-            warnings.warn(f"audit preset '{opts['preset']}' run with changed settings {changed}: the result is not "
-                          f"comparable with the preset's (see {DOC})", stacklevel=3)
+            warnings.warn(
+                f"audit preset '{opts['preset']}' run with changed settings {changed}: the result is not "
+                f"comparable with the preset's (see {DOC})",
+                stacklevel=3,
+            )
         return {**opts, **{k: v if opts[k] is None else opts[k] for k, v in preset.items()}, "changed": changed}
 
     def perturb(self, model, x, y, eps, **opts):
         return self.run(model, x, y, eps, opts).x_adv
 
-    def report(self, model, x: torch.Tensor, y: torch.Tensor, eps: float,
-               progress: Callable[[str, int], None] | None = None, **options: Any) -> AuditReport:
+    def report(
+        self,
+        model,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        eps: float,
+        progress: Callable[[str, int], None] | None = None,
+        **options: Any,
+    ) -> AuditReport:
         """The audit of ``model`` on ``(x, y)`` at ``eps`` with its per-point and per-component detail;
         ``progress(component, points_done)`` is called as each component finishes."""
         opts = self.options(eps, **options)

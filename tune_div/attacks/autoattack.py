@@ -28,10 +28,22 @@ class AutoAttack(Attack):
     iterative = True
     step_option = "apgd_steps"
     source = "torchattacks"
-    defaults = {"preset": "standard", "apgd_steps": None, "fab_steps": None, "square_queries": None,
-                "n_target_classes": None, "seed": 0}
-    domains = {"preset": OneOf(tuple(PRESETS)), "apgd_steps": Maybe(COUNT), "fab_steps": Maybe(COUNT),
-               "square_queries": Maybe(COUNT), "n_target_classes": Maybe(COUNT), "seed": SEED}
+    defaults = {
+        "preset": "standard",
+        "apgd_steps": None,
+        "fab_steps": None,
+        "square_queries": None,
+        "n_target_classes": None,
+        "seed": 0,
+    }
+    domains = {
+        "preset": OneOf(tuple(PRESETS)),
+        "apgd_steps": Maybe(COUNT),
+        "fab_steps": Maybe(COUNT),
+        "square_queries": Maybe(COUNT),
+        "n_target_classes": Maybe(COUNT),
+        "seed": SEED,
+    }
 
     def options(self, eps, **options):
         opts = super().options(eps, **options)
@@ -43,13 +55,16 @@ class AutoAttack(Attack):
         targets = min(int(n_target_classes), n_classes - 1)
         apgd_t = ta.APGDT(model, norm="Linf", eps=eps, steps=int(apgd_steps), seed=seed, n_classes=n_classes)
         apgd_t.n_target_classes = targets
-        fab_t = ta.FAB(model, norm="Linf", eps=eps, steps=int(fab_steps), seed=seed, multi_targeted=True,
-                       n_classes=n_classes)
+        fab_t = ta.FAB(
+            model, norm="Linf", eps=eps, steps=int(fab_steps), seed=seed, multi_targeted=True, n_classes=n_classes
+        )
         fab_t.n_target_classes = targets
-        cascade = ta.MultiAttack([
-            ta.APGD(model, norm="Linf", eps=eps, steps=int(apgd_steps), seed=seed, loss="ce"),
-            apgd_t,
-            fab_t,
-            ta.Square(model, norm="Linf", eps=eps, n_queries=int(square_queries), seed=seed),
-        ])
+        cascade = ta.MultiAttack(
+            [
+                ta.APGD(model, norm="Linf", eps=eps, steps=int(apgd_steps), seed=seed, loss="ce"),
+                apgd_t,
+                fab_t,
+                ta.Square(model, norm="Linf", eps=eps, n_queries=int(square_queries), seed=seed),
+            ]
+        )
         return cascade(x, y)

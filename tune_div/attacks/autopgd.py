@@ -38,8 +38,9 @@ class APGD(Attack):
     def perturb(self, model, x, y, eps, steps, n_restarts, seed):
         ta = import_torchattacks()
         target = MeanLogits(model) if self.through_logits else model
-        return ta.APGD(target, norm="Linf", eps=eps, steps=int(steps), n_restarts=int(n_restarts), seed=seed,
-                       loss=self.loss)(x, y)
+        return ta.APGD(
+            target, norm="Linf", eps=eps, steps=int(steps), n_restarts=int(n_restarts), seed=seed, loss=self.loss
+        )(x, y)
 
 
 @register_attack("apgd_ce")
@@ -68,5 +69,12 @@ class APGDT(Attack):
 
     def perturb(self, model, x, y, eps, steps, n_restarts, seed):
         ta = import_torchattacks()
-        return ta.APGDT(model, norm="Linf", eps=eps, steps=int(steps), n_restarts=int(n_restarts), seed=seed,
-                        n_classes=n_classes_of(model, x))(x, y)
+        return ta.APGDT(
+            model,
+            norm="Linf",
+            eps=eps,
+            steps=int(steps),
+            n_restarts=int(n_restarts),
+            seed=seed,
+            n_classes=n_classes_of(model, x),
+        )(x, y)

@@ -15,6 +15,7 @@ training examples with ``--adv-train``).
 
 from __future__ import annotations
 
+import abc
 from typing import Any, ClassVar
 
 import torch
@@ -23,11 +24,10 @@ from torch import nn
 from ..domains import Domain, Float, check, check_all
 from ..errors import UserError
 
-
 EPS_DOMAIN = {"linf": Float(0.0, 1.0), "l2": Float(low=0.0)}  # 0 returns the input unchanged
 
 
-class Attack:
+class Attack(abc.ABC):
     name: ClassVar[str] = ""
     norm: ClassVar[str] = "linf"
     defaults: ClassVar[dict[str, Any]] = {}
@@ -52,8 +52,9 @@ class Attack:
             raise UserError(f"unknown option(s) {unknown} for attack '{self.name}'; valid: {valid}")
         return {**self.defaults, **check_all(f"attack '{self.name}'", options, self.domains)}
 
+    @abc.abstractmethod
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, **opts: Any) -> torch.Tensor:
-        raise NotImplementedError
+        """Adversarial examples ``[N, C, H, W]`` of ``x`` with the resolved options ``opts``."""
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, **options: Any) -> torch.Tensor:
         check(f"attack '{self.name}'", "eps", eps, EPS_DOMAIN[self.norm])

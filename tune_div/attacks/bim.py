@@ -22,6 +22,12 @@ class BIM(Attack):
 
     def perturb(self, model, x, y, eps, steps, step):
         at = import_advertorch()
-        return at.LinfBasicIterativeAttack(model, loss_fn=nn.NLLLoss(reduction="sum"), eps=eps, nb_iter=int(steps),
-                                           eps_iter=eps / 5 if step is None else step, clip_min=0.0,
-                                           clip_max=1.0).perturb(x, y)
+        return at.LinfBasicIterativeAttack(
+            model,
+            loss_fn=nn.NLLLoss(reduction="sum"),
+            eps=eps,
+            nb_iter=int(steps),
+            eps_iter=eps / 5 if step is None else step,
+            clip_min=0.0,
+            clip_max=1.0,
+        ).perturb(x, y)

@@ -41,9 +41,16 @@ class PGDCW(Attack):
 
     def perturb(self, model, x, y, eps, steps, step, confidence, rand_init):
         at = import_advertorch()
-        return at.LinfPGDAttack(model, loss_fn=CWHingeLoss(confidence), eps=eps, nb_iter=int(steps),
-                                eps_iter=eps / 5 if step is None else step, rand_init=rand_init, clip_min=0.0,
-                                clip_max=1.0).perturb(x, y)
+        return at.LinfPGDAttack(
+            model,
+            loss_fn=CWHingeLoss(confidence),
+            eps=eps,
+            nb_iter=int(steps),
+            eps_iter=eps / 5 if step is None else step,
+            rand_init=rand_init,
+            clip_min=0.0,
+            clip_max=1.0,
+        ).perturb(x, y)
 
 
 @register_attack("cw_l2")
@@ -60,20 +67,36 @@ class CWL2(Attack):
     step_option = "max_iterations"
     norm = "l2"
     source = "advertorch"
-    defaults = {"confidence": 0.0, "learning_rate": 0.01, "binary_search_steps": 5, "max_iterations": 100,
-                "initial_const": 0.1}
-    domains = {"confidence": NON_NEGATIVE, "learning_rate": POSITIVE, "binary_search_steps": COUNT,
-               "max_iterations": COUNT, "initial_const": POSITIVE}
+    defaults = {
+        "confidence": 0.0,
+        "learning_rate": 0.01,
+        "binary_search_steps": 5,
+        "max_iterations": 100,
+        "initial_const": 0.1,
+    }
+    domains = {
+        "confidence": NON_NEGATIVE,
+        "learning_rate": POSITIVE,
+        "binary_search_steps": COUNT,
+        "max_iterations": COUNT,
+        "initial_const": POSITIVE,
+    }
 
-    def perturb(self, model, x, y, eps, confidence, learning_rate, binary_search_steps, max_iterations,
-                initial_const):
+    def perturb(self, model, x, y, eps, confidence, learning_rate, binary_search_steps, max_iterations, initial_const):
         at = import_advertorch()
         with torch.no_grad():
             num_classes = model(x[:1]).shape[1]
-        x_adv = at.CarliniWagnerL2Attack(model, num_classes, confidence=confidence, learning_rate=learning_rate,
-                                         binary_search_steps=int(binary_search_steps),
-                                         max_iterations=int(max_iterations), initial_const=initial_const,
-                                         clip_min=0.0, clip_max=1.0).perturb(x, y)
+        x_adv = at.CarliniWagnerL2Attack(
+            model,
+            num_classes,
+            confidence=confidence,
+            learning_rate=learning_rate,
+            binary_search_steps=int(binary_search_steps),
+            max_iterations=int(max_iterations),
+            initial_const=initial_const,
+            clip_min=0.0,
+            clip_max=1.0,
+        ).perturb(x, y)
         delta = x_adv - x
         norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (x.dim() - 1))
         return x + delta * torch.clamp(eps / norms, max=1.0)

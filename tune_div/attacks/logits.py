@@ -35,9 +35,16 @@ class PGDCWLogits(Attack):
 
     def perturb(self, model, x, y, eps, steps, step, restarts, confidence):
         at = import_advertorch()
-        attack = at.LinfPGDAttack(MeanLogits(model), loss_fn=CWHingeLoss(confidence), eps=eps, nb_iter=int(steps),
-                                  eps_iter=2.5 * eps / int(steps) if step is None else step, rand_init=True,
-                                  clip_min=0.0, clip_max=1.0)
+        attack = at.LinfPGDAttack(
+            MeanLogits(model),
+            loss_fn=CWHingeLoss(confidence),
+            eps=eps,
+            nb_iter=int(steps),
+            eps_iter=2.5 * eps / int(steps) if step is None else step,
+            rand_init=True,
+            clip_min=0.0,
+            clip_max=1.0,
+        )
         best = x.clone()
         todo = torch.ones(len(x), dtype=torch.bool, device=x.device)
         for _ in range(int(restarts)):

@@ -22,7 +22,13 @@ class MIM(Attack):
 
     def perturb(self, model, x, y, eps, steps, step, decay):
         at = import_advertorch()
-        return at.LinfMomentumIterativeAttack(model, loss_fn=nn.NLLLoss(reduction="sum"), eps=eps,
-                                              nb_iter=int(steps), decay_factor=decay,
-                                              eps_iter=eps / 5 if step is None else step, clip_min=0.0,
-                                              clip_max=1.0).perturb(x, y)
+        return at.LinfMomentumIterativeAttack(
+            model,
+            loss_fn=nn.NLLLoss(reduction="sum"),
+            eps=eps,
+            nb_iter=int(steps),
+            decay_factor=decay,
+            eps_iter=eps / 5 if step is None else step,
+            clip_min=0.0,
+            clip_max=1.0,
+        ).perturb(x, y)

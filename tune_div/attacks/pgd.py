@@ -26,7 +26,14 @@ class PGD(Attack):
 
     def perturb(self, model, x, y, eps, steps, step, rand_init):
         at = import_advertorch()
-        attack = at.LinfPGDAttack(model, loss_fn=nn.NLLLoss(reduction="sum"), eps=eps, nb_iter=int(steps),
-                                  eps_iter=eps / 5 if step is None else step, rand_init=rand_init,
-                                  clip_min=0.0, clip_max=1.0)
+        attack = at.LinfPGDAttack(
+            model,
+            loss_fn=nn.NLLLoss(reduction="sum"),
+            eps=eps,
+            nb_iter=int(steps),
+            eps_iter=eps / 5 if step is None else step,
+            rand_init=rand_init,
+            clip_min=0.0,
+            clip_max=1.0,
+        )
         return attack.perturb(x, y)

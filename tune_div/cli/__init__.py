@@ -26,9 +26,12 @@ COMMANDS = {
 
 def build_parser() -> ArgumentParser:
     listing = "\n".join(f"  {name:<10} {summary}" for name, (_, summary) in COMMANDS.items())
-    p = ArgumentParser(prog="tune-div", formatter_class=argparse.RawDescriptionHelpFormatter,
-                       description="Search, train and evaluate adversarially robust deep-ensemble defenses.",
-                       epilog=f"commands:\n{listing}\n\n`tune-div <command> --help` for a command's options.")
+    p = ArgumentParser(
+        prog="tune-div",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Search, train and evaluate adversarially robust deep-ensemble defenses.",
+        epilog=f"commands:\n{listing}\n\n`tune-div <command> --help` for a command's options.",
+    )
     p.add_argument("command", choices=list(COMMANDS), metavar="command", help="one of: " + ", ".join(COMMANDS))
     return p
 

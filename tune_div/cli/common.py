@@ -31,7 +31,7 @@ def cli_errors(prog: str):
         fail(prog, str(exc))
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
-        raise SystemExit(130)
+        raise SystemExit(130) from None
 
 
 class ArgumentParser(argparse.ArgumentParser):

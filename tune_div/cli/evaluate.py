@@ -27,22 +27,38 @@ def build_parser(prog: str = PROG) -> ArgumentParser:
     p.add_argument("--model", required=True, help="ensemble file written by tune_div.train --save-model")
     p.add_argument("--dataset", required=True, help=f"one of: {', '.join(data.names())}")
     p.add_argument("--attacks", default="pgd", help=f"comma-separated; registered: {', '.join(attacks.names())}")
-    p.add_argument("--eps", help="comma-separated radii (L∞ in [0, 1] pixels; L2 for cw_l2); default: the dataset's "
-                   "objective eps (MNIST-like 0.1, CIFAR 0.01)")
+    p.add_argument(
+        "--eps",
+        help="comma-separated radii (L∞ in [0, 1] pixels; L2 for cw_l2); default: the dataset's "
+        "objective eps (MNIST-like 0.1, CIFAR 0.01)",
+    )
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--n", default=str(DEFAULT_N), help="points of a fixed seeded subset, or 'all'")
     p.add_argument("--seed", type=int, default=0, help="seed of the subset (and of the validation split)")
     p.add_argument("--black-box", action="store_true", help="transfer from a cached naive surrogate ensemble")
     p.add_argument("--no-white-box", action="store_true", help="skip the white-box attacks (e.g. black-box only)")
-    p.add_argument("--surrogate-epochs", type=int, help="default: the evaluated model's own training routine "
-                   "(recorded in its file; else the dataset's paper epochs)")
+    p.add_argument(
+        "--surrogate-epochs",
+        type=int,
+        help="default: the evaluated model's own training routine "
+        "(recorded in its file; else the dataset's paper epochs)",
+    )
     p.add_argument("--transfer-matrix", action="store_true", help="member-to-member transferability (first attack/eps)")
     p.add_argument("--curves", action="store_true", help="robust accuracy over the dataset's eps grid")
-    p.add_argument("--attack-option", action="append", metavar="ATTACK:KEY=VALUE[,KEY=VALUE]",
-                   help="override an attack's option, e.g. pgd:steps=40,step=0.01 (repeatable)")
-    p.add_argument("--audit", nargs="?", const="fast", choices=list(AUDIT_PRESETS),
-                   help="also run the audit, the strong adaptive suite (worst case per point; docs/audit.md): "
-                        "fast (the default when given alone) or standard (for a final report)")
+    p.add_argument(
+        "--attack-option",
+        action="append",
+        metavar="ATTACK:KEY=VALUE[,KEY=VALUE]",
+        help="override an attack's option, e.g. pgd:steps=40,step=0.01 (repeatable)",
+    )
+    p.add_argument(
+        "--audit",
+        nargs="?",
+        const="fast",
+        choices=list(AUDIT_PRESETS),
+        help="also run the audit, the strong adaptive suite (worst case per point; docs/audit.md): "
+        "fast (the default when given alone) or standard (for a final report)",
+    )
     p.add_argument("--no-sanity", action="store_true", help="skip the gradient-masking sanity checks")
     p.add_argument("--data-dir")
     p.add_argument("--out", help="write the JSON result here")
@@ -81,18 +97,32 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
         check("--seed", "seed", args.seed, SEED)
         if args.surrogate_epochs is not None:
             check("--surrogate-epochs", "epochs", args.surrogate_epochs, COUNT)
-        spec = EvalSpec(dataset=args.dataset, attacks=names, eps=eps,
-                        split=args.split, n=n, seed=args.seed, white_box=not args.no_white_box,
-                        black_box=args.black_box, transfer=args.transfer_matrix, curves=args.curves,
-                        sanity=not args.no_sanity, attack_options=options, surrogate_epochs=args.surrogate_epochs,
-                        data_dir=args.data_dir, audit=args.audit)
+        spec = EvalSpec(
+            dataset=args.dataset,
+            attacks=names,
+            eps=eps,
+            split=args.split,
+            n=n,
+            seed=args.seed,
+            white_box=not args.no_white_box,
+            black_box=args.black_box,
+            transfer=args.transfer_matrix,
+            curves=args.curves,
+            sanity=not args.no_sanity,
+            attack_options=options,
+            surrogate_epochs=args.surrogate_epochs,
+            data_dir=args.data_dir,
+            audit=args.audit,
+        )
         for name, opts in options.items():
             attacks.get(name).options(spec.eps[0], **opts)  # unknown attack or option: error now
         ens = models.load_ensemble(args.model)
         if ens.config["in_channels"] != meta.in_channels or ens.config["num_classes"] != meta.num_classes:
-            raise UserError(f"{args.model} takes {ens.config['in_channels']}-channel images with "
-                             f"{ens.config['num_classes']} classes; {args.dataset} has {meta.in_channels} and "
-                             f"{meta.num_classes}")
+            raise UserError(
+                f"{args.model} takes {ens.config['in_channels']}-channel images with "
+                f"{ens.config['num_classes']} classes; {args.dataset} has {meta.in_channels} and "
+                f"{meta.num_classes}"
+            )
         bar = None if args.quiet else Progress()
         result = evaluate(ens, spec, progress=bar, log=lambda s: print(s, flush=True))
         if bar:
@@ -130,8 +160,10 @@ class Progress:
 
 
 def print_summary(r: dict) -> None:
-    print(f"{r['dataset']} {r['split']}, n={r['n']}: clean accuracy {r['clean_acc']:.4f} "
-          f"({r['forward_passes_per_prediction']} forward passes per prediction)")
+    print(
+        f"{r['dataset']} {r['split']}, n={r['n']}: clean accuracy {r['clean_acc']:.4f} "
+        f"({r['forward_passes_per_prediction']} forward passes per prediction)"
+    )
     tm = r["threat_models"]
     for attack, per_eps in tm.get("white_box", {}).items():
         row = "  ".join(f"eps={e}: {a:.4f}" for e, a in per_eps.items())

@@ -18,8 +18,11 @@ def _entries(kind: str, pattern: str | None) -> list[str]:
     if kind == "defenses":
         return [f"{n} {defenses.defaults(n) or ''}".strip() for n in defenses.names(pattern)]
     if kind == "datasets":
-        return [f"{n} ({data.info(n).default_arch}, {data.info(n).epochs} epochs, objective eps {data.info(n).objective_eps})"
-                for n in data.names(pattern)]
+        return [
+            f"{n} ({data.info(n).default_arch}, {data.info(n).epochs} epochs, "
+            f"objective eps {data.info(n).objective_eps})"
+            for n in data.names(pattern)
+        ]
     if kind == "architectures":
         return models.names(pattern)
     if kind == "attacks":

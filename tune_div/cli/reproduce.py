@@ -22,8 +22,7 @@ PROG = "tune-div reproduce"
 
 def build_parser(prog: str = PROG) -> ArgumentParser:
     p = ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="protocol", metavar="protocol", required=True,
-                           parser_class=ArgumentParser)
+    sub = p.add_subparsers(dest="protocol", metavar="protocol", required=True, parser_class=ArgumentParser)
     for name in reproduce.names():
         cls = reproduce.get(name)
         sp = sub.add_parser(name, help=cls.summary, description=cls.summary)
@@ -48,7 +47,8 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
             from .. import tracking
 
             uri = args.tracking_uri or tracking.default_uri(out)
-            if tracking.sqlite_path(uri) is None or tracking.sqlite_path(uri).is_file():
+            db = tracking.sqlite_path(uri)
+            if db is None or db.is_file():
                 tracking.check_store(uri)  # before hours of training, not after
         started = time.perf_counter()
         protocol = reproduce.get(args.protocol)()
@@ -62,6 +62,8 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
         if uri:
             from ..tracking.reproduction import log_reproduction
 
-            run_id = log_reproduction(uri, args.protocol, doc, [stem.with_suffix(e) for e in (".md", ".csv", ".json", ".png")])
+            run_id = log_reproduction(
+                uri, args.protocol, doc, [stem.with_suffix(e) for e in (".md", ".csv", ".json", ".png")]
+            )
             print(f"logged to MLflow ({uri}): experiment reproduce-{args.protocol}, run {run_id}")
     return 0

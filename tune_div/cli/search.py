@@ -30,24 +30,47 @@ def build_parser(prog: str = PROG) -> ArgumentParser:
     p.add_argument("--subset", type=int, help="train each trial on N images (default: the budget's)")
     p.add_argument("--space", help="search-space YAML (default: the defense's shipped space)")
     p.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="tpe (constant liar, default), nsga2, gp, random")
-    p.add_argument("--objective", choices=list(OBJECTIVES), default="robust",
-                   help="robust: white-box proxy (default); blackbox: transfer instead; both: three objectives")
-    p.add_argument("--audit", choices=AUDITS, default="fast",
-                   help="audit every trial's robust accuracy after its last epoch (docs/audit.md): fast (default), "
-                        "standard, or off (the front is then the proxy's, labelled so)")
-    p.add_argument("--scheduler", choices=SCHEDULERS,
-                   help="moasha: stop trials dominated at rungs (default when a trial has >= 4 epochs); fifo: none")
+    p.add_argument(
+        "--objective",
+        choices=list(OBJECTIVES),
+        default="robust",
+        help="robust: white-box proxy (default); blackbox: transfer instead; both: three objectives",
+    )
+    p.add_argument(
+        "--audit",
+        choices=AUDITS,
+        default="fast",
+        help="audit every trial's robust accuracy after its last epoch (docs/audit.md): fast (default), "
+        "standard, or off (the front is then the proxy's, labelled so)",
+    )
+    p.add_argument(
+        "--scheduler",
+        choices=SCHEDULERS,
+        help="moasha: stop trials dominated at rungs (default when a trial has >= 4 epochs); fifo: none",
+    )
     p.add_argument("--grace-period", type=int, default=1, help="first rung, in epochs (default 1)")
     p.add_argument("--reduction-factor", type=int, default=3, help="eta: rungs at grace x eta^k, the top 1/eta go on")
-    p.add_argument("--max-retries", type=int, default=2,
-                   help="retries of a trial whose worker or node is lost, from its last checkpoint (default 2); "
-                        "an error of the trial itself (divergence) is never retried")
+    p.add_argument(
+        "--max-retries",
+        type=int,
+        default=2,
+        help="retries of a trial whose worker or node is lost, from its last checkpoint (default 2); "
+        "an error of the trial itself (divergence) is never retried",
+    )
     p.add_argument("--clean-floor", type=float, help="constraint: trials below this clean accuracy are infeasible")
     p.add_argument("--gpus", type=float, default=0, help="GPUs for the whole search (0: CPU)")
-    p.add_argument("--gpus-per-trial", type=float, help="fractional allowed (default with --gpus: the measured "
-                   "default of tune_div/device_defaults.py, 1 until a device check sets it; else 0)")
-    p.add_argument("--execution", choices=models.EXECUTIONS, help="run each trial's members fused (one batched "
-                   "computation), looped, or auto (default: fused where it is measured faster, the CPU)")
+    p.add_argument(
+        "--gpus-per-trial",
+        type=float,
+        help="fractional allowed (default with --gpus: the measured "
+        "default of tune_div/device_defaults.py, 1 until a device check sets it; else 0)",
+    )
+    p.add_argument(
+        "--execution",
+        choices=models.EXECUTIONS,
+        help="run each trial's members fused (one batched "
+        "computation), looped, or auto (default: fused where it is measured faster, the CPU)",
+    )
     p.add_argument("--cpus-per-trial", type=float, default=1)
     p.add_argument("--concurrency", type=int, help="trials at once (default: what the resources allow)")
     p.add_argument("--address", help="join a running Ray cluster (host:port or auto)")
@@ -57,8 +80,11 @@ def build_parser(prog: str = PROG) -> ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", help="dataset folder (else $TUNE_DIV_DATA)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///<storage-path>/mlflow.db)")
-    p.add_argument("--inject-nan-if", metavar="PARAM>VALUE",
-                   help="fault injection for testing: trials with hparams PARAM above VALUE get a NaN loss in epoch 1")
+    p.add_argument(
+        "--inject-nan-if",
+        metavar="PARAM>VALUE",
+        help="fault injection for testing: trials with hparams PARAM above VALUE get a NaN loss in epoch 1",
+    )
     p.add_argument("--quiet", action="store_true")
     return p
 
@@ -74,15 +100,19 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
         else:
             s = Settings.from_args(args)
             if s.path.exists() and any(s.path.iterdir()):
-                raise UserError(f"experiment folder {s.path} exists already; use --resume {s.path} or another --experiment")
+                raise UserError(
+                    f"experiment folder {s.path} exists already; use --resume {s.path} or another --experiment"
+                )
         result = runner.run(s, args.address, bool(args.resume), args.quiet)
         if result["all_failed"]:
             rows, first = result["rows"], result["all_failed"]
             for r in rows:
                 print(f"  {r['trial_id']}: {r['status']}  {r['error']}")
-            print(f"every trial failed ({len(rows)}), nothing to put on a front; the first: [{first['trial_id']}] "
-                  f"{first['error']}  (all in {s.path / 'trials.csv'}, Ray's log in {s.path / runner.RAY_LOG})",
-                  file=sys.stderr)
+            print(
+                f"every trial failed ({len(rows)}), nothing to put on a front; the first: [{first['trial_id']}] "
+                f"{first['error']}  (all in {s.path / 'trials.csv'}, Ray's log in {s.path / runner.RAY_LOG})",
+                file=sys.stderr,
+            )
             return 1
         print_table(s, result["rows"], result["table"], result["baseline"])
         if result["interrupted"]:

@@ -10,8 +10,8 @@ import signal
 import subprocess
 
 from .. import tracking
-from ..tracking.server import ui_command, wait_until_up
 from ..domains import POSITIVE, Int, check
+from ..tracking.server import ui_command, wait_until_up
 from .common import ArgumentParser, add_store_options, cli_errors, store_uri
 
 PROG = "tune-div ui"
@@ -33,9 +33,11 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
         check("--port", "port", args.port, Int(1, 65535))
         check("--startup-timeout", "seconds", args.startup_timeout, POSITIVE)
         uri = store_uri(args, "run a search first or pass --storage")
-        proc = subprocess.Popen(ui_command(uri, tracking.artifact_root(args.storage), args.host, args.port,
-                                           args.allowed_hosts),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            ui_command(uri, tracking.artifact_root(args.storage), args.host, args.port, args.allowed_hosts),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
         try:
             wait_until_up(url, proc, args.startup_timeout)

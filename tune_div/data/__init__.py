@@ -11,5 +11,18 @@ from .loader import TensorLoader, augment_crop_flip, to_float
 from .readers import cache_dir, resolve_root
 from .splits import DEFAULT_VAL_SIZE, SPLITS, load, split_indices
 
-__all__ = ["DATASETS", "DEFAULT_VAL_SIZE", "DatasetInfo", "SPLITS", "TensorLoader", "augment_crop_flip", "cache_dir",
-           "info", "load", "names", "resolve_root", "split_indices", "to_float"]
+__all__ = [
+    "DATASETS",
+    "DEFAULT_VAL_SIZE",
+    "DatasetInfo",
+    "SPLITS",
+    "TensorLoader",
+    "augment_crop_flip",
+    "cache_dir",
+    "info",
+    "load",
+    "names",
+    "resolve_root",
+    "split_indices",
+    "to_float",
+]

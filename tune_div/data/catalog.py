@@ -8,6 +8,7 @@ read from it everywhere else.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from ..registry import Registry
 
@@ -42,21 +43,77 @@ def register(info: DatasetInfo) -> DatasetInfo:
     return DATASETS.register(info.name)(info)
 
 
-_MNIST_RAW = tuple(f"raw/{n}" for n in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-                                         "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"))
-_MNIST_LIKE = dict(num_classes=10, in_channels=1, image_size=28, augment=False, default_arch="lenet5", epochs=50,
-                   milestones=(), objective_eps=0.1, eps_grid=(0.05, 0.1, 0.15, 0.2, 0.25, 0.3))
-_CIFAR_LIKE = dict(in_channels=3, image_size=32, augment=True, default_arch="resnet20", epochs=200,
-                   milestones=(100, 150), objective_eps=0.01, eps_grid=(0.01, 0.02, 0.03, 0.04, round(8 / 255, 6)))
+_MNIST_RAW = tuple(
+    f"raw/{n}"
+    for n in (
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+    )
+)
+_MNIST_LIKE: dict[str, Any] = dict(
+    num_classes=10,
+    in_channels=1,
+    image_size=28,
+    augment=False,
+    default_arch="lenet5",
+    epochs=50,
+    milestones=(),
+    objective_eps=0.1,
+    eps_grid=(0.05, 0.1, 0.15, 0.2, 0.25, 0.3),
+)
+_CIFAR_LIKE: dict[str, Any] = dict(
+    in_channels=3,
+    image_size=32,
+    augment=True,
+    default_arch="resnet20",
+    epochs=200,
+    milestones=(100, 150),
+    objective_eps=0.01,
+    eps_grid=(0.01, 0.02, 0.03, 0.04, round(8 / 255, 6)),
+)
 
-register(DatasetInfo("mnist", "MNIST", "MNIST", tuple(f"MNIST/{f}" for f in _MNIST_RAW),
-                     mean=(0.1307,), std=(0.3081,), **_MNIST_LIKE))
-register(DatasetInfo("fashion_mnist", "FashionMNIST", "FashionMNIST", tuple(f"FashionMNIST/{f}" for f in _MNIST_RAW),
-                     mean=(0.2860,), std=(0.3530,), **_MNIST_LIKE))
-register(DatasetInfo("cifar10", "CIFAR10", "cifar-10-batches-py", ("cifar-10-python.tar.gz",), num_classes=10,
-                     mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616), **_CIFAR_LIKE))
-register(DatasetInfo("cifar100", "CIFAR100", "cifar-100-python", ("cifar-100-python.tar.gz",), num_classes=100,
-                     mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762), **_CIFAR_LIKE))
+register(
+    DatasetInfo(
+        "mnist", "MNIST", "MNIST", tuple(f"MNIST/{f}" for f in _MNIST_RAW), mean=(0.1307,), std=(0.3081,), **_MNIST_LIKE
+    )
+)
+register(
+    DatasetInfo(
+        "fashion_mnist",
+        "FashionMNIST",
+        "FashionMNIST",
+        tuple(f"FashionMNIST/{f}" for f in _MNIST_RAW),
+        mean=(0.2860,),
+        std=(0.3530,),
+        **_MNIST_LIKE,
+    )
+)
+register(
+    DatasetInfo(
+        "cifar10",
+        "CIFAR10",
+        "cifar-10-batches-py",
+        ("cifar-10-python.tar.gz",),
+        num_classes=10,
+        mean=(0.4914, 0.4822, 0.4465),
+        std=(0.2470, 0.2435, 0.2616),
+        **_CIFAR_LIKE,
+    )
+)
+register(
+    DatasetInfo(
+        "cifar100",
+        "CIFAR100",
+        "cifar-100-python",
+        ("cifar-100-python.tar.gz",),
+        num_classes=100,
+        mean=(0.5071, 0.4865, 0.4409),
+        std=(0.2673, 0.2564, 0.2762),
+        **_CIFAR_LIKE,
+    )
+)
 
 
 def names(pattern: str | None = None) -> list[str]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 
@@ -37,9 +37,17 @@ class TensorLoader:
     Shuffling uses its own generator (seeded per epoch by the caller) so runs are reproducible.
     """
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, shuffle: bool = False,
-                 augment: bool = False, device: str | torch.device = "cpu", drop_last: bool = False,
-                 memory_format: torch.memory_format = torch.contiguous_format):
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        shuffle: bool = False,
+        augment: bool = False,
+        device: str | torch.device = "cpu",
+        drop_last: bool = False,
+        memory_format: torch.memory_format = torch.contiguous_format,
+    ):
         self.images = images.to(device)
         self.labels = labels.to(device)
         self.batch_size = batch_size
@@ -61,7 +69,7 @@ class TensorLoader:
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
         order = order.to(self.images.device)
         for i in range(len(self)):
-            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            idx = order[i * self.batch_size : (i + 1) * self.batch_size]
             x = to_float(self.images[idx])
             if self.augment:
                 x = augment_crop_flip(x, self.generator)

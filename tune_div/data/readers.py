@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,11 +40,13 @@ def _download_allowed() -> bool:
 
 
 def _how_to_provide(meta: DatasetInfo) -> str:
-    return (f"put {', '.join(meta.archives)} under a folder and pass it with --data-dir "
-            "or TUNE_DIV_DATA (e.g. TUNE_DIV_DATA=../shared/data)")
+    return (
+        f"put {', '.join(meta.archives)} under a folder and pass it with --data-dir "
+        "or TUNE_DIV_DATA (e.g. TUNE_DIV_DATA=../shared/data)"
+    )
 
 
-def _open_torchvision(meta: DatasetInfo, root: Path, train: bool, download: bool):
+def _open_torchvision(meta: DatasetInfo, root: Path, train: bool, download: bool) -> Any:
     tv = import_torchvision()
     cls = getattr(tv.datasets, meta.torchvision_class)
     return cls(root=str(root), train=train, download=download)
@@ -71,8 +74,9 @@ def _verify_archives(meta: DatasetInfo, root: Path) -> None:
 
     for rel, md5 in _expected_md5(meta).items():
         if not check_integrity(str(root / rel), md5):
-            raise DataError(f"dataset '{meta.name}': {root / rel} is corrupt (md5 is not {md5}); "
-                            "replace it with the original file")
+            raise DataError(
+                f"dataset '{meta.name}': {root / rel} is corrupt (md5 is not {md5}); replace it with the original file"
+            )
 
 
 def _read_official(name: str, train: bool, root: Path) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,9 +114,7 @@ def _read_official(name: str, train: bool, root: Path) -> tuple[torch.Tensor, to
             f"{_how_to_provide(meta)}"
         ) from None
     if dataset is None:
-        raise DataError(
-            f"dataset '{name}' not found; looked in {', '.join(map(str, looked))}; {_how_to_provide(meta)}"
-        )
+        raise DataError(f"dataset '{name}' not found; looked in {', '.join(map(str, looked))}; {_how_to_provide(meta)}")
     images = dataset.data
     images = torch.from_numpy(np.asarray(images)) if not isinstance(images, torch.Tensor) else images
     if images.ndim == 3:  # MNIST-like [N, H, W]

@@ -25,8 +25,14 @@ def split_indices(n_train: int, val_size: int, seed: int) -> tuple[torch.Tensor,
     return perm[val_size:].sort().values, perm[:val_size].sort().values
 
 
-def load(name: str, split: str, root: str | os.PathLike | None = None, subset: int | None = None,
-         seed: int = 0, val_size: int = DEFAULT_VAL_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
+def load(
+    name: str,
+    split: str,
+    root: str | os.PathLike | None = None,
+    subset: int | None = None,
+    seed: int = 0,
+    val_size: int = DEFAULT_VAL_SIZE,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Images (uint8 ``[N, C, H, W]``) and labels (int64 ``[N]``) of one split.
 
     ``subset=N`` keeps a seeded random N of the split (all of it if N is larger).

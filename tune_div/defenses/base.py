@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 from typing import Any, ClassVar
 
 import torch
@@ -13,7 +14,7 @@ from ..errors import UserError
 from ..models import Ensemble
 
 
-class Defense(nn.Module):
+class Defense(nn.Module, abc.ABC):
     """A training objective for an ensemble (DESIGN.md, "Contracts").
 
     ``loss(ensemble, x, y) -> (total, parts)``: ``x`` ``[B, C, H, W]`` in [0, 1], ``y`` int64 ``[B]``.
@@ -57,8 +58,9 @@ class Defense(nn.Module):
     def start_epoch(self, epoch: int, ensemble: Ensemble) -> None:
         """Called at the start of every epoch, after the RNGs are seeded (hook; DVERGE picks its layer)."""
 
+    @abc.abstractmethod
     def loss(self, ensemble: Ensemble, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        raise NotImplementedError
+        """The total loss and its ``parts`` (the class docstring)."""
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in self.hparams.items())

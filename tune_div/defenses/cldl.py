@@ -88,7 +88,9 @@ class CLDL(Defense):
     def prepare(self, ensemble):
         member = ensemble.members[0]
         device = next(ensemble.parameters()).device
-        self.lcm = LabelConfusionModel(member.num_classes, member.feature_dim, int(self.hparams["embed_dim"])).to(device)
+        self.lcm = LabelConfusionModel(member.num_classes, member.feature_dim, int(self.hparams["embed_dim"])).to(
+            device
+        )
 
     def loss(self, ensemble, x, y):
         if self.lcm is None:  # called without prepare(): build the LCM now (it is then not optimised)

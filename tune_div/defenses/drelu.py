@@ -35,8 +35,13 @@ class DReLU(Defense):
     name = "drelu"
     defaults = {"lam": 0.01, "init_max": 100.0, "width": 256}
     domains = {"lam": NON_NEGATIVE, "init_max": NON_NEGATIVE, "width": COUNT}
-    paper_training = {"schedule": "plateau", "plateau_factor": 0.5, "plateau_patience": 5,
-                      "early_stop_patience": 10, "epochs": 2000}
+    paper_training = {
+        "schedule": "plateau",
+        "plateau_factor": 0.5,
+        "plateau_patience": 5,
+        "early_stop_patience": 10,
+        "epochs": 2000,
+    }
 
     @property
     def model_options(self):

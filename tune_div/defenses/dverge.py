@@ -66,9 +66,18 @@ def count_layers(member, x: torch.Tensor, layer_set: str) -> int:
     return member.num_stages if layer_set == "stages" else member.count_layers(x)
 
 
-def feature_distill(model, source: torch.Tensor, target: torch.Tensor, layer: int, eps: float, step: float,
-                    steps: int, rand_start: bool = False, momentum: float | None = 1.0,
-                    layer_set: str = "all") -> torch.Tensor:
+def feature_distill(
+    model,
+    source: torch.Tensor,
+    target: torch.Tensor,
+    layer: int,
+    eps: float,
+    step: float,
+    steps: int,
+    rand_start: bool = False,
+    momentum: float | None = 1.0,
+    layer_set: str = "all",
+) -> torch.Tensor:
     """Images within ε (L∞) of ``source`` ``[B, C, H, W]`` whose features at ``layer`` approach those of
     ``target`` (same shape).
 
@@ -107,11 +116,24 @@ def feature_distill(model, source: torch.Tensor, target: torch.Tensor, layer: in
 @register_defense("dverge")
 class DVERGE(Defense):
     name = "dverge"
-    defaults = {"distill_eps": 0.07, "distill_step": 0.007, "distill_steps": 10, "distill_rand_start": False,
-                "distill_layers": "all", "distill_momentum": True, "distill_train_mode": True}
-    domains = {"distill_eps": LINF_EPS, "distill_step": POSITIVE, "distill_steps": Int(min=0),
-               "distill_rand_start": Bool(), "distill_layers": OneOf(LAYER_SETS), "distill_momentum": Bool(),
-               "distill_train_mode": Bool()}
+    defaults = {
+        "distill_eps": 0.07,
+        "distill_step": 0.007,
+        "distill_steps": 10,
+        "distill_rand_start": False,
+        "distill_layers": "all",
+        "distill_momentum": True,
+        "distill_train_mode": True,
+    }
+    domains = {
+        "distill_eps": LINF_EPS,
+        "distill_step": POSITIVE,
+        "distill_steps": Int(min=0),
+        "distill_rand_start": Bool(),
+        "distill_layers": OneOf(LAYER_SETS),
+        "distill_momentum": Bool(),
+        "distill_train_mode": Bool(),
+    }
 
     def __init__(self, **hparams):
         super().__init__(**hparams)
@@ -121,8 +143,9 @@ class DVERGE(Defense):
     def prepare(self, ensemble):
         cfg = ensemble.config
         if "in_channels" in cfg and "image_size" in cfg:  # else counted on the first batch
-            probe = torch.zeros(1, cfg["in_channels"], cfg["image_size"], cfg["image_size"],
-                                device=next(ensemble.parameters()).device)
+            probe = torch.zeros(
+                1, cfg["in_channels"], cfg["image_size"], cfg["image_size"], device=next(ensemble.parameters()).device
+            )
             self.n_layers = count_layers(ensemble.members[0], probe, self.hparams["distill_layers"])
 
     def start_epoch(self, epoch, ensemble):
@@ -141,9 +164,18 @@ class DVERGE(Defense):
         ensemble.train(bool(self.hparams["distill_train_mode"]))
         h = self.hparams
         try:
-            out = feature_distill(ensemble, x, target, self.layer, h["distill_eps"], h["distill_step"],
-                                  h["distill_steps"], bool(h["distill_rand_start"]),
-                                  1.0 if h["distill_momentum"] else None, h["distill_layers"])
+            out = feature_distill(
+                ensemble,
+                x,
+                target,
+                self.layer,
+                h["distill_eps"],
+                h["distill_step"],
+                h["distill_steps"],
+                bool(h["distill_rand_start"]),
+                1.0 if h["distill_momentum"] else None,
+                h["distill_layers"],
+            )
         finally:
             ensemble.train(was_training)
         return out
@@ -157,8 +189,7 @@ class DVERGE(Defense):
         # Shift k gives member i the batch distilled from member (i + k) mod M: M - 1 shifts cover every
         # pair j != i, each member's batch norm sees batches of B as in the looped form.
         shift = torch.arange(m, device=distilled.device)
-        terms = [member_ce(ensemble.member_logits(distilled[(shift + k) % m]), y).sum()
-                 for k in range(1, m)]
+        terms = [member_ce(ensemble.member_logits(distilled[(shift + k) % m]), y).sum() for k in range(1, m)]
         return torch.stack(terms).sum()
 
     def loss(self, ensemble, x, y):

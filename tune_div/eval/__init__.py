@@ -11,6 +11,24 @@ from .sanity import FLAGS_DOC, proxy_inflation_flags, sanity_checks, sanity_flag
 from .surrogate import Surrogate, config_key, surrogate_cache_dir, surrogate_config
 from .threat_models import EvalSpec, MemberModel, evaluate, transfer_matrix
 
-__all__ = ["ATTACK_BATCH", "DEFAULT_N", "EvalSpec", "FLAGS_DOC", "MemberModel", "Surrogate", "accuracy", "audit",
-           "config_key", "craft", "eval_subset", "evaluate", "predict", "proxy_inflation_flags", "sanity_checks",
-           "sanity_flags", "surrogate_cache_dir", "surrogate_config", "transfer_matrix"]
+__all__ = [
+    "ATTACK_BATCH",
+    "DEFAULT_N",
+    "EvalSpec",
+    "FLAGS_DOC",
+    "MemberModel",
+    "Surrogate",
+    "accuracy",
+    "audit",
+    "config_key",
+    "craft",
+    "eval_subset",
+    "evaluate",
+    "predict",
+    "proxy_inflation_flags",
+    "sanity_checks",
+    "sanity_flags",
+    "surrogate_cache_dir",
+    "surrogate_config",
+    "transfer_matrix",
+]

@@ -11,7 +11,7 @@ filtered to correctly classified points: every number is plain (robust) accuracy
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -23,8 +23,9 @@ DEFAULT_N = 1000
 ATTACK_BATCH = 500
 
 
-def eval_subset(dataset: str, split: str, n: int | None = DEFAULT_N, seed: int = 0,
-                root: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def eval_subset(
+    dataset: str, split: str, n: int | None = DEFAULT_N, seed: int = 0, root: str | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """A fixed, seeded subset of ``n`` points of ``split`` as float [0, 1] images and labels."""
     if n is not None and n <= 0:
         raise UserError(f"n must be a positive number of points or 'all', got {n}")
@@ -36,7 +37,7 @@ def eval_subset(dataset: str, split: str, n: int | None = DEFAULT_N, seed: int =
 def predict(model: nn.Module, x: torch.Tensor, batch: int = 1000) -> torch.Tensor:
     was = model.training
     model.eval()
-    out = torch.cat([model(x[i:i + batch]).argmax(1) for i in range(0, len(x), batch)])
+    out = torch.cat([model(x[i : i + batch]).argmax(1) for i in range(0, len(x), batch)])
     model.train(was)
     return out
 
@@ -45,27 +46,43 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return float((predict(model, x) == y).float().mean())
 
 
-def craft(attack: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
-          options: dict | None = None, batch: int = ATTACK_BATCH, progress: Callable[[int], None] | None = None
-          ) -> torch.Tensor:
+def craft(
+    attack: str,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    options: dict | None = None,
+    batch: int = ATTACK_BATCH,
+    progress: Callable[[int], None] | None = None,
+) -> torch.Tensor:
     """Adversarial examples of ``x`` against ``model``, in batches."""
     atk = attacks.get(attack)
     out = []
     for i in range(0, len(x), batch):
-        out.append(atk(model, x[i:i + batch], y[i:i + batch], eps, **(options or {})))
+        out.append(atk(model, x[i : i + batch], y[i : i + batch], eps, **(options or {})))
         if progress:
             progress(len(out[-1]))
     return torch.cat(out) if out else x.clone()
 
 
-def audit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, preset: str = "fast",
-          options: dict | None = None, batch: int = ATTACK_BATCH, progress: Callable[[int], None] | None = None
-          ) -> attacks.AuditReport:
+def audit(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    preset: str = "fast",
+    options: dict | None = None,
+    batch: int = ATTACK_BATCH,
+    progress: Callable[[int], None] | None = None,
+) -> attacks.AuditReport:
     """The audit suite (``tune_div.attacks.audit``, docs/audit.md) on ``(x, y)`` at ``eps``, in batches;
     ``progress(k)`` counts points × components as they finish."""
     auditor = attacks.get("audit")
+    assert isinstance(auditor, attacks.audit.Audit)
     step = (lambda component, k: progress(k)) if progress else None
-    reports = [auditor.report(model, x[i:i + batch], y[i:i + batch], eps, progress=step, preset=preset,
-                              **(options or {}))
-               for i in range(0, len(x), batch)]
+    reports = [
+        auditor.report(model, x[i : i + batch], y[i : i + batch], eps, progress=step, preset=preset, **(options or {}))
+        for i in range(0, len(x), batch)
+    ]
     return attacks.AuditReport.merge(reports)

@@ -36,8 +36,8 @@ def vanishing_gradient_share(model: nn.Module, x: torch.Tensor, y: torch.Tensor)
     model.eval()
     shares = []
     for i in range(0, len(x), ATTACK_BATCH):
-        xb = x[i:i + ATTACK_BATCH].clone().requires_grad_(True)
-        yb = y[i:i + ATTACK_BATCH]
+        xb = x[i : i + ATTACK_BATCH].clone().requires_grad_(True)
+        yb = y[i : i + ATTACK_BATCH]
         with torch.enable_grad():
             logp = model(xb)
             true = logp.gather(1, yb[:, None]).squeeze(1)
@@ -52,22 +52,36 @@ def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
     """The numbers behind the flags, on the first SANITY_N points: FGSM and PGD at ``eps``, PGD at
     ``eps/2`` and at LARGE_EPS, and the share of vanishing input gradients."""
     x, y = x[:SANITY_N], y[:SANITY_N]
-    pgd = {e: accuracy(model, craft("pgd", model, x, y, e, {"steps": 20 if e == LARGE_EPS else 10}), y)
-           for e in (eps / 2, eps, LARGE_EPS)}
-    return {"n": len(y), "eps": eps, "fgsm_acc": accuracy(model, craft("fgsm", model, x, y, eps), y),
-            "pgd_acc": pgd[eps], "pgd_curve": {str(e): a for e, a in sorted(pgd.items())},
-            "large_eps": LARGE_EPS, "large_eps_pgd_acc": pgd[LARGE_EPS],
-            "vanishing_gradient_share": vanishing_gradient_share(model, x, y),
-            "thresholds": {"tolerance": TOL, "large_eps_max_acc": LARGE_EPS_MAX_ACC, "proxy_inflation": PROXY_INFLATION,
-                           "vanishing_grad": VANISHING_GRAD, "vanishing_share": VANISHING_SHARE}}
+    pgd = {
+        e: accuracy(model, craft("pgd", model, x, y, e, {"steps": 20 if e == LARGE_EPS else 10}), y)
+        for e in (eps / 2, eps, LARGE_EPS)
+    }
+    return {
+        "n": len(y),
+        "eps": eps,
+        "fgsm_acc": accuracy(model, craft("fgsm", model, x, y, eps), y),
+        "pgd_acc": pgd[eps],
+        "pgd_curve": {str(e): a for e, a in sorted(pgd.items())},
+        "large_eps": LARGE_EPS,
+        "large_eps_pgd_acc": pgd[LARGE_EPS],
+        "vanishing_gradient_share": vanishing_gradient_share(model, x, y),
+        "thresholds": {
+            "tolerance": TOL,
+            "large_eps_max_acc": LARGE_EPS_MAX_ACC,
+            "proxy_inflation": PROXY_INFLATION,
+            "vanishing_grad": VANISHING_GRAD,
+            "vanishing_share": VANISHING_SHARE,
+        },
+    }
 
 
 def make_flag(name: str, message: str, **numbers) -> dict[str, Any]:
     return {"name": name, "message": message, "doc": f"{FLAGS_DOC}#{name}", **numbers}
 
 
-def proxy_inflation_flags(white: dict[str, dict[str, float]] | None,
-                          audit: dict[str, float] | None) -> list[dict[str, Any]]:
+def proxy_inflation_flags(
+    white: dict[str, dict[str, float]] | None, audit: dict[str, float] | None
+) -> list[dict[str, Any]]:
     """``proxy_inflated`` for every attack whose accuracy ``{attack: {str(eps): acc}}`` exceeds the audit's
     robust accuracy ``{str(eps): acc}`` on the same points by more than PROXY_INFLATION."""
     flags = []
@@ -75,14 +89,25 @@ def proxy_inflation_flags(white: dict[str, dict[str, float]] | None,
         for eps, acc in per_eps.items():
             ref = (audit or {}).get(eps)
             if ref is not None and acc > ref + PROXY_INFLATION:
-                flags.append(make_flag(
-                    "proxy_inflated", f"{attack} leaves {acc:.3f} at eps={eps} but the audit leaves {ref:.3f}: "
-                    f"{attack} overstates robustness here", attack=attack, eps=float(eps), acc=acc, audit_acc=ref))
+                flags.append(
+                    make_flag(
+                        "proxy_inflated",
+                        f"{attack} leaves {acc:.3f} at eps={eps} but the audit leaves {ref:.3f}: "
+                        f"{attack} overstates robustness here",
+                        attack=attack,
+                        eps=float(eps),
+                        acc=acc,
+                        audit_acc=ref,
+                    )
+                )
     return flags
 
 
-def sanity_flags(checks: dict[str, Any], white: dict[str, dict[str, float]] | None = None,
-                 black: dict[str, dict[str, float]] | None = None) -> list[dict[str, Any]]:
+def sanity_flags(
+    checks: dict[str, Any],
+    white: dict[str, dict[str, float]] | None = None,
+    black: dict[str, dict[str, float]] | None = None,
+) -> list[dict[str, Any]]:
     """The gradient-masking flags (docs/flags.md), from :func:`sanity_checks` and, where given, the
     white-box and black-box accuracies ``{attack: {str(eps): acc}}`` of an evaluation."""
     flags: list[dict[str, Any]] = []
@@ -92,36 +117,57 @@ def sanity_flags(checks: dict[str, Any], white: dict[str, dict[str, float]] | No
 
     pairs = [("pgd", "fgsm", str(checks["eps"]), checks["pgd_acc"], checks["fgsm_acc"])]
     curves = {"pgd (sanity)": checks["pgd_curve"]}
-    for attack, per_eps in (white or {}).items():
+    white = white or {}
+    for attack, per_eps in white.items():
         single = attacks.ATTACKS.get(attack).single_step if attack in attacks.ATTACKS else None
         if single and single in white:
             pairs += [(attack, single, e, a, white[single][e]) for e, a in per_eps.items() if e in white[single]]
         curves[attack] = per_eps
     for attack, single, eps, acc, ref in pairs:
         if acc > ref + TOL:
-            flag("iterative_weaker_than_single_step",
-                 f"{attack} leaves {acc:.3f} at eps={eps} but one-step {single} leaves {ref:.3f}",
-                 attack=attack, eps=float(eps), acc=acc, single_step_acc=ref)
+            flag(
+                "iterative_weaker_than_single_step",
+                f"{attack} leaves {acc:.3f} at eps={eps} but one-step {single} leaves {ref:.3f}",
+                attack=attack,
+                eps=float(eps),
+                acc=acc,
+                single_step_acc=ref,
+            )
     for attack, per_eps in (white or {}).items():
         for eps, acc in per_eps.items():
             ref = (black or {}).get(attack, {}).get(eps)
             if ref is not None and acc > ref + TOL:
-                flag("white_box_weaker_than_transfer",
-                     f"white-box {attack} leaves {acc:.3f} at eps={eps} but transfer leaves {ref:.3f}",
-                     attack=attack, eps=float(eps), acc=acc, transfer_acc=ref)
+                flag(
+                    "white_box_weaker_than_transfer",
+                    f"white-box {attack} leaves {acc:.3f} at eps={eps} but transfer leaves {ref:.3f}",
+                    attack=attack,
+                    eps=float(eps),
+                    acc=acc,
+                    transfer_acc=ref,
+                )
     for attack, per_eps in curves.items():
         ordered = sorted(per_eps.items(), key=lambda kv: float(kv[0]))
         for (e1, a1), (e2, a2) in zip(ordered, ordered[1:]):
             if a2 > a1 + TOL:
-                flag("accuracy_increases_with_eps",
-                     f"{attack}: accuracy rises from {a1:.3f} at eps={e1} to {a2:.3f} at eps={e2}",
-                     attack=attack, eps=float(e2), acc=a2, previous_acc=a1)
+                flag(
+                    "accuracy_increases_with_eps",
+                    f"{attack}: accuracy rises from {a1:.3f} at eps={e1} to {a2:.3f} at eps={e2}",
+                    attack=attack,
+                    eps=float(e2),
+                    acc=a2,
+                    previous_acc=a1,
+                )
     if checks["large_eps_pgd_acc"] > LARGE_EPS_MAX_ACC:
-        flag("not_zero_at_large_eps",
-             f"PGD at eps={LARGE_EPS} (any image reachable) still leaves {checks['large_eps_pgd_acc']:.3f} accuracy",
-             eps=LARGE_EPS, acc=checks["large_eps_pgd_acc"])
+        flag(
+            "not_zero_at_large_eps",
+            f"PGD at eps={LARGE_EPS} (any image reachable) still leaves {checks['large_eps_pgd_acc']:.3f} accuracy",
+            eps=LARGE_EPS,
+            acc=checks["large_eps_pgd_acc"],
+        )
     if checks["vanishing_gradient_share"] > VANISHING_SHARE:
-        flag("vanishing_input_gradients",
-             f"input gradients vanish for {checks['vanishing_gradient_share']:.0%} of the points",
-             share=checks["vanishing_gradient_share"])
+        flag(
+            "vanishing_input_gradients",
+            f"input gradients vanish for {checks['vanishing_gradient_share']:.0%} of the points",
+            share=checks["vanishing_gradient_share"],
+        )
     return flags

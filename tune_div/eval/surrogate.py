@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -27,22 +28,38 @@ from ..train.config import ROUTINE
 from .points import craft
 
 
-def surrogate_config(target_config: dict[str, Any], dataset: str, epochs: int | None, seed: int,
-                     subset: int | None = None, data_dir: str | None = None,
-                     routine: dict[str, Any] | None = None) -> TrainConfig:
+def surrogate_config(
+    target_config: dict[str, Any],
+    dataset: str,
+    epochs: int | None,
+    seed: int,
+    subset: int | None = None,
+    data_dir: str | None = None,
+    routine: dict[str, Any] | None = None,
+) -> TrainConfig:
     """A naive ensemble with the target's architecture and member count, trained with another seed.
 
     ``routine``: the target's TrainConfig dict, whose training routine the surrogate copies; ``epochs``
     and ``subset``, when given, override it. Without either the dataset's paper epochs apply.
     """
-    same = {k: routine[k] for k in ROUTINE if k in (routine or {})}
+    routine = routine or {}
+    same = {k: routine[k] for k in ROUTINE if k in routine}
     if epochs is not None:
         same["epochs"] = epochs
     if subset is not None:
         same["subset"] = subset
-    return TrainConfig(**{**same, "defense": "naive", "dataset": dataset, "arch": target_config["arch"],
-                          "n_members": int(target_config["n_members"]), "seed": seed,
-                          "activation": target_config.get("activation"), "data_dir": data_dir})
+    return TrainConfig(
+        **{
+            **same,
+            "defense": "naive",
+            "dataset": dataset,
+            "arch": target_config["arch"],
+            "n_members": int(target_config["n_members"]),
+            "seed": seed,
+            "activation": target_config.get("activation"),
+            "data_dir": data_dir,
+        }
+    )
 
 
 def config_key(cfg: TrainConfig) -> str:
@@ -80,17 +97,22 @@ class Surrogate:
         path = self.folder / "model.pt"
         if path.is_file():
             return models.load_ensemble(path)
-        log(f"training the black-box surrogate once ({self.cfg.n_members} x {self.cfg.arch}, naive, seed "
-            f"{self.cfg.seed}, {self.cfg.epochs} epochs); cached in {self.folder}")
+        log(
+            f"training the black-box surrogate once ({self.cfg.n_members} x {self.cfg.arch}, naive, seed "
+            f"{self.cfg.seed}, {self.cfg.epochs} epochs); cached in {self.folder}"
+        )
         trainer = Trainer(self.cfg)
         trainer.fit()
-        models.save_ensemble(trainer.ensemble.cpu(), path, self.cfg.to_dict())  # atomic: a crash never leaves half a model
+        models.save_ensemble(
+            trainer.ensemble.cpu(), path, self.cfg.to_dict()
+        )  # atomic: a crash never leaves half a model
         atomic_write_text(self.folder / "config.json", json.dumps(self.cfg.to_dict(), indent=2))
         self.trained_now = True
         return models.load_ensemble(path)
 
-    def adversarial(self, attack: str, eps: float, options: dict, subset_key: str, x: torch.Tensor,
-                    y: torch.Tensor, progress=None) -> tuple[torch.Tensor, bool]:
+    def adversarial(
+        self, attack: str, eps: float, options: dict, subset_key: str, x: torch.Tensor, y: torch.Tensor, progress=None
+    ) -> tuple[torch.Tensor, bool]:
         """Examples crafted on the surrogate, from the cache when present; returns (x_adv, from_cache)."""
         key = hashlib.sha256(json.dumps([attack, eps, options, subset_key], sort_keys=True).encode()).hexdigest()[:16]
         path = self.folder / "adv" / f"{attack}_{key}.pt"

@@ -15,23 +15,24 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
 
 from .. import attacks, data, models
-from ..errors import UserError
 from ..attacks.audit import COMPONENTS as AUDIT_COMPONENTS
+from ..attacks.audit import PRESETS as AUDIT_PRESETS
+from ..errors import UserError
 from ..train import TrainConfig
 from ..train.config import resolve_memory_format
-from ..attacks.audit import PRESETS as AUDIT_PRESETS
 from .points import ATTACK_BATCH, DEFAULT_N, accuracy, audit, craft, eval_subset
-
-PROGRESS_BATCH = 100  # smaller batches when a progress bar is shown, so it moves
 from .sanity import proxy_inflation_flags, sanity_checks, sanity_flags
 from .surrogate import Surrogate, config_key, surrogate_config
+
+PROGRESS_BATCH = 100  # smaller batches when a progress bar is shown, so it moves
 
 
 class MemberModel(nn.Module):
@@ -45,9 +46,15 @@ class MemberModel(nn.Module):
         return torch.log_softmax(self.member(x), dim=-1)
 
 
-
-def transfer_matrix(ens: models.Ensemble, x: torch.Tensor, y: torch.Tensor, attack: str, eps: float,
-                    options: dict | None = None, progress=None) -> dict[str, Any]:
+def transfer_matrix(
+    ens: models.Ensemble,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    attack: str,
+    eps: float,
+    options: dict | None = None,
+    progress=None,
+) -> dict[str, Any]:
     """``acc[s][t]``: accuracy of target t on examples crafted on source s; sources and targets are the
     members ``m0..m{M-1}`` and the ``ensemble``. The diagonal is each member's white-box accuracy."""
     names = [f"m{i}" for i in range(ens.n_members)] + ["ensemble"]
@@ -89,12 +96,17 @@ class EvalSpec:
             raise UserError(f"unknown audit preset '{self.audit}'; choose one of: {', '.join(AUDIT_PRESETS)}")
 
 
-def evaluate(ens: models.Ensemble, spec: EvalSpec, progress: Callable[[str, int, int], None] | None = None,
-             log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+def evaluate(
+    ens: models.Ensemble,
+    spec: EvalSpec,
+    progress: Callable[[str, int, int], None] | None = None,
+    log: Callable[[str], None] = lambda s: None,
+) -> dict[str, Any]:
     """Everything the spec asks for, as the documented JSON-able dict (see README, Evaluation)."""
     started = time.perf_counter()
     # channels-last on CPU, as in training: input gradients (every attack step) are ~2.7x faster there
-    ens = ens.eval().to(memory_format=resolve_memory_format("auto", next(ens.parameters()).device))
+    fmt = resolve_memory_format("auto", next(ens.parameters()).device)
+    ens = ens.eval().to(memory_format=fmt)  # type: ignore[call-overload]  # documented; not in the stubs
     x, y = eval_subset(spec.dataset, spec.split, spec.n, spec.seed, spec.data_dir)
     subset_key = f"{spec.dataset}/{spec.split}/n={spec.n}/seed={spec.seed}"
 
@@ -107,44 +119,69 @@ def evaluate(ens: models.Ensemble, spec: EvalSpec, progress: Callable[[str, int,
             done[0] += k
             if progress:
                 progress(label, done[0], total)
+
         return step
 
     opts = {a: dict(spec.attack_options.get(a, {})) for a in spec.attacks}
     settings = {a: attacks.get(a).options(max(spec.eps), **opts[a]) for a in spec.attacks}
     result: dict[str, Any] = {
-        "dataset": spec.dataset, "split": spec.split, "n": len(y), "subset_seed": spec.seed,
-        "forward_passes_per_prediction": ens.n_members, "clean_acc": accuracy(ens, x, y),
-        "attacks": {a: {"source": attacks.ATTACKS.get(a).source, "norm": attacks.ATTACKS.get(a).norm,
-                        "options": settings[a]} for a in spec.attacks},
+        "dataset": spec.dataset,
+        "split": spec.split,
+        "n": len(y),
+        "subset_seed": spec.seed,
+        "forward_passes_per_prediction": ens.n_members,
+        "clean_acc": accuracy(ens, x, y),
+        "attacks": {
+            a: {"source": attacks.ATTACKS.get(a).source, "norm": attacks.ATTACKS.get(a).norm, "options": settings[a]}
+            for a in spec.attacks
+        },
         "threat_models": {},
     }
     white: dict[str, dict[str, float]] = {}
     eps_list = sorted(set(spec.eps) | (set(data.info(spec.dataset).eps_grid) if spec.curves else set()))
     for a in spec.attacks if spec.white_box or spec.curves else []:
         white[a] = {}
-        for eps in (eps_list if spec.curves else spec.eps):
-            x_adv = craft(a, ens, x, y, eps, opts[a], progress=bar(f"white-box {a} eps={eps}"),
-                          batch=PROGRESS_BATCH if progress else ATTACK_BATCH)
+        for eps in eps_list if spec.curves else spec.eps:
+            x_adv = craft(
+                a,
+                ens,
+                x,
+                y,
+                eps,
+                opts[a],
+                progress=bar(f"white-box {a} eps={eps}"),
+                batch=PROGRESS_BATCH if progress else ATTACK_BATCH,
+            )
             white[a][str(eps)] = accuracy(ens, x_adv, y)
     if spec.white_box:
         result["threat_models"]["white_box"] = {a: {e: white[a][e] for e in map(str, spec.eps)} for a in white}
     if spec.curves:
         result["curves"] = {a: {"eps": eps_list, "acc": [white[a][str(e)] for e in eps_list]} for a in white}
 
-    black = None
+    black: dict[str, dict[str, float]] | None = None
     if spec.black_box:
         seed = spec.surrogate_seed if spec.surrogate_seed is not None else spec.seed + 1000
         if spec.surrogate_config is not None:
             sur_cfg = TrainConfig.from_dict({**spec.surrogate_config, "data_dir": spec.data_dir})
         else:
             if ens.train_config is None and spec.surrogate_epochs is None:
-                log(f"the model file records no training routine: the surrogate trains {spec.dataset}'s paper "
-                    f"routine ({data.info(spec.dataset).epochs} epochs); pass --surrogate-epochs to change it")
-            sur_cfg = surrogate_config(ens.config, spec.dataset, spec.surrogate_epochs, seed, spec.surrogate_subset,
-                                       spec.data_dir, routine=ens.train_config)
+                log(
+                    f"the model file records no training routine: the surrogate trains {spec.dataset}'s paper "
+                    f"routine ({data.info(spec.dataset).epochs} epochs); pass --surrogate-epochs to change it"
+                )
+            sur_cfg = surrogate_config(
+                ens.config,
+                spec.dataset,
+                spec.surrogate_epochs,
+                seed,
+                spec.surrogate_subset,
+                spec.data_dir,
+                routine=ens.train_config,
+            )
         sur = Surrogate(sur_cfg)
         sur_model = sur.model(log)
-        black, cached = {}, 0
+        black = {}
+        cached = 0
         for a in spec.attacks:
             black[a] = {}
             for eps in spec.eps:
@@ -152,26 +189,41 @@ def evaluate(ens: models.Ensemble, spec: EvalSpec, progress: Callable[[str, int,
                 cached += hit
                 black[a][str(eps)] = accuracy(ens, x_adv, y)
         result["threat_models"]["black_box"] = {
-            "surrogate": {"key": config_key(sur.cfg), "path": str(sur.folder), "config": sur.cfg.to_dict(),
-                          "clean_acc": accuracy(sur_model, x, y), "trained_now": sur.trained_now},
-            "cached_attacks": cached, "acc": black}
+            "surrogate": {
+                "key": config_key(sur.cfg),
+                "path": str(sur.folder),
+                "config": sur.cfg.to_dict(),
+                "clean_acc": accuracy(sur_model, x, y),
+                "trained_now": sur.trained_now,
+            },
+            "cached_attacks": cached,
+            "acc": black,
+        }
     if spec.transfer:
         a = spec.attacks[0]
-        result["threat_models"]["transfer_matrix"] = transfer_matrix(ens, x, y, a, spec.eps[0], opts[a],
-                                                                     progress=bar(f"transfer {a}",
-                                                                                  len(x) * (ens.n_members + 1)))
+        result["threat_models"]["transfer_matrix"] = transfer_matrix(
+            ens, x, y, a, spec.eps[0], opts[a], progress=bar(f"transfer {a}", len(x) * (ens.n_members + 1))
+        )
     if spec.audit:
         result["audit"] = {"preset": spec.audit, "robust_acc": {}, "per_attack": {}}
         for eps in spec.eps:
-            report = audit(ens, x, y, eps, spec.audit,
-                           progress=bar(f"audit ({spec.audit}) eps={eps}", len(x) * len(AUDIT_COMPONENTS)))
+            report = audit(
+                ens,
+                x,
+                y,
+                eps,
+                spec.audit,
+                progress=bar(f"audit ({spec.audit}) eps={eps}", len(x) * len(AUDIT_COMPONENTS)),
+            )
             result["audit"]["robust_acc"][str(eps)] = report.robust_acc
             result["audit"]["per_attack"][str(eps)] = report.per_attack
         result["audit"]["options"] = report.options
     flags: list[dict[str, Any]] = []
     if spec.sanity:
         positive = [e for e in spec.eps if e > 0]
-        result["sanity"] = sanity_checks(ens, x, y, min(positive) if positive else data.info(spec.dataset).objective_eps)
+        result["sanity"] = sanity_checks(
+            ens, x, y, min(positive) if positive else data.info(spec.dataset).objective_eps
+        )
         flags = sanity_flags(result["sanity"], white, black)
     if spec.audit and spec.white_box:
         flags += proxy_inflation_flags(result["threat_models"]["white_box"], result["audit"]["robust_acc"])

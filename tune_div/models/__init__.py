@@ -5,8 +5,13 @@ architectures (``names('resnet*')`` filters with a wildcard). ``fused.py`` runs 
 ensemble as one batched computation (``Ensemble.execution``).
 """
 
-from . import convnets, dense, lenet, resnet  # noqa: F401  (registers the architectures)
-from . import capped  # noqa: F401  (registers the capped_relu head)
+from . import (  # noqa: F401  (registers the architectures)
+    capped,  # noqa: F401  (registers the capped_relu head)
+    convnets,
+    dense,
+    lenet,
+    resnet,
+)
 from .base import Member, Normalize
 from .capped import CappedReLU
 from .ensemble import EXECUTIONS, HEADS, Ensemble, build_ensemble, load_ensemble, log_mean_softmax, save_ensemble
@@ -17,5 +22,18 @@ def names(pattern: str | None = None) -> list[str]:
     return MODELS.names(pattern)
 
 
-__all__ = ["CappedReLU", "EXECUTIONS", "Ensemble", "HEADS", "MODELS", "Member", "Normalize", "build_ensemble", "load_ensemble",
-           "log_mean_softmax", "names", "register_model", "save_ensemble"]
+__all__ = [
+    "CappedReLU",
+    "EXECUTIONS",
+    "Ensemble",
+    "HEADS",
+    "MODELS",
+    "Member",
+    "Normalize",
+    "build_ensemble",
+    "load_ensemble",
+    "log_mean_softmax",
+    "names",
+    "register_model",
+    "save_ensemble",
+]

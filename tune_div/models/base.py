@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -23,6 +23,9 @@ def activation(name: str) -> nn.Module:
 
 class Normalize(nn.Module):
     """(x - mean) / std per channel, for inputs in [0, 1]; lives in the member so attacks see pixels."""
+
+    mean: torch.Tensor  # buffers [1, C, 1, 1]
+    std: torch.Tensor
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]):
         super().__init__()
@@ -54,8 +57,14 @@ class Member(nn.Module):
     features to logits and may be replaced (D-ReLU inserts a capped dense layer before it).
     """
 
-    def __init__(self, stages: Sequence[nn.Module], feature_dim: int, num_classes: int,
-                 mean: Sequence[float], std: Sequence[float]):
+    def __init__(
+        self,
+        stages: Sequence[nn.Module],
+        feature_dim: int,
+        num_classes: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+    ):
         super().__init__()
         self.normalize = Normalize(mean, std)
         self.stages = nn.ModuleList(stages)

@@ -54,11 +54,15 @@ def _fused_capped(mods, h, ctx):
 
 
 @HEADS.register("capped_relu")
-def capped_relu_head(feature_dim: int, num_classes: int, width: int = 256, init_max: float = 100.0,
-                     learnable: bool = True) -> nn.Module:
+def capped_relu_head(
+    feature_dim: int, num_classes: int, width: int = 256, init_max: float = 100.0, learnable: bool = True
+) -> nn.Module:
     """features ``[B, feature_dim]`` -> Linear(width) -> CappedReLU -> Linear(num_classes) logits."""
-    return nn.Sequential(nn.Linear(feature_dim, int(width)), CappedReLU(int(width), init_max, learnable),
-                         nn.Linear(int(width), num_classes))
+    return nn.Sequential(
+        nn.Linear(feature_dim, int(width)),
+        CappedReLU(int(width), init_max, learnable),
+        nn.Linear(int(width), num_classes),
+    )
 
 
 def caps(module: nn.Module) -> list[torch.Tensor]:

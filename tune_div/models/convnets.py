@@ -12,7 +12,9 @@ from .registry import register_model
 
 
 def _conv_net(plan: list, num_classes, in_channels, image_size, activation_name, mean, std) -> Member:
-    stages, block, c = [], [], in_channels
+    stages: list[nn.Module] = []
+    block: list[nn.Module] = []
+    c = in_channels
     for item in plan:
         if item == "M":
             block.append(nn.MaxPool2d(2))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -49,8 +49,12 @@ class Ensemble(nn.Module):
     def n_members(self) -> int:
         return len(self.members)
 
+    def member_list(self) -> list[Member]:
+        """The members as a typed list (``self.members`` is the ``nn.ModuleList`` that registers them)."""
+        return cast(list[Member], list(self.members))
+
     # -- execution path ------------------------------------------------------------------------------
-    def set_execution(self, execution: str) -> "Ensemble":
+    def set_execution(self, execution: str) -> Ensemble:
         """``auto`` | ``fused`` | ``looped``; ``fused`` on members it cannot run raises a UserError."""
         if execution not in EXECUTIONS:
             raise UserError(f"unknown execution {execution!r}; choose one of: {', '.join(EXECUTIONS)}")
@@ -61,8 +65,9 @@ class Ensemble(nn.Module):
     def fused_unsupported(self) -> str | None:
         """Why the fused path cannot run these members (None: it can)."""
         if self._structure_unsupported is False:
-            self._structure_unsupported = fused.structure_unsupported(list(self.members))
-        return self._structure_unsupported or fused.has_hooks(list(self.members))
+            self._structure_unsupported = fused.structure_unsupported(self.member_list())
+        checked = self._structure_unsupported
+        return checked if isinstance(checked, str) else fused.has_hooks(self.member_list())
 
     def uses_fused(self) -> bool:
         """Whether the ``member_*`` methods run fused now."""
@@ -71,8 +76,7 @@ class Ensemble(nn.Module):
         reason = self.fused_unsupported()
         if self.execution == "fused":
             if reason:
-                raise UserError(f"execution 'fused' cannot run this ensemble: {reason}; use execution auto or "
-                                "looped")
+                raise UserError(f"execution 'fused' cannot run this ensemble: {reason}; use execution auto or looped")
             return True
         if reason:
             return False
@@ -102,24 +106,24 @@ class Ensemble(nn.Module):
     def member_logits(self, x: torch.Tensor, with_features: bool = False):
         """Logits ``[M, B, classes]``; with ``with_features``, also the penultimate features ``[M, B, F]``."""
         if self.uses_fused():
-            return fused.member_logits(list(self.members), x, with_features)
+            return fused.member_logits(self.member_list(), x, with_features)
         xs = self._inputs(x)
         if not with_features:
-            return torch.stack([m(xi) for m, xi in zip(self.members, xs)])
-        feats = [m.features(xi) for m, xi in zip(self.members, xs)]
-        return torch.stack([m.head(f) for m, f in zip(self.members, feats)]), torch.stack(feats)
+            return torch.stack([m(xi) for m, xi in zip(self.member_list(), xs)])
+        feats = [m.features(xi) for m, xi in zip(self.member_list(), xs)]
+        return torch.stack([m.head(f) for m, f in zip(self.member_list(), feats)]), torch.stack(feats)
 
     def member_intermediate(self, x: torch.Tensor, stage: int) -> torch.Tensor:
         """Every member's :meth:`Member.intermediate` output of stage ``stage``, ``[M, B, ...]``."""
         if self.uses_fused():
-            return fused.member_intermediate(list(self.members), x, stage)
-        return torch.stack([m.intermediate(xi, stage) for m, xi in zip(self.members, self._inputs(x))])
+            return fused.member_intermediate(self.member_list(), x, stage)
+        return torch.stack([m.intermediate(xi, stage) for m, xi in zip(self.member_list(), self._inputs(x))])
 
     def member_layer_features(self, x: torch.Tensor, layer: int) -> torch.Tensor:
         """Every member's :meth:`Member.layer_features` (DVERGE's layer ``layer``), ``[M, B, ...]``."""
         if self.uses_fused():
-            return fused.member_layer_features(list(self.members), x, layer)
-        return torch.stack([m.layer_features(xi, layer) for m, xi in zip(self.members, self._inputs(x))])
+            return fused.member_layer_features(self.member_list(), x, layer)
+        return torch.stack([m.layer_features(xi, layer) for m, xi in zip(self.member_list(), self._inputs(x))])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return log_mean_softmax(self.member_logits(x))
@@ -152,14 +156,29 @@ def build_ensemble(arch: str, n_members: int, num_classes: int, in_channels: int
     mean = [float(v) for v in options.get("mean", [0.0] * in_channels)]
     std = [float(v) for v in options.get("std", [1.0] * in_channels)]
     head = options.get("head")
-    config = dict(arch=arch, n_members=n_members, num_classes=num_classes, in_channels=in_channels,
-                  activation=act, image_size=image_size, mean=mean, std=std, head=head)
+    config = dict(
+        arch=arch,
+        n_members=n_members,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        activation=act,
+        image_size=image_size,
+        mean=mean,
+        std=std,
+        head=head,
+    )
     if "seed" in options:
         torch.manual_seed(int(options["seed"]))
     members = []
     for _ in range(n_members):
-        m = factory(num_classes=num_classes, in_channels=in_channels, image_size=image_size,
-                    activation_name=act, mean=mean, std=std)
+        m = factory(
+            num_classes=num_classes,
+            in_channels=in_channels,
+            image_size=image_size,
+            activation_name=act,
+            mean=mean,
+            std=std,
+        )
         if head:
             head_opts = {k: v for k, v in head.items() if k != "type"}
             m.head = HEADS.get(head["type"])(m.feature_dim, num_classes, **head_opts)
@@ -185,17 +204,26 @@ def load_ensemble(path: str | os.PathLike, map_location: str | torch.device = "c
     except FileNotFoundError:
         raise MissingFileError(f"no saved ensemble at {path}; pass a file written by --save-model") from None
     except Exception as exc:  # a text file, a truncated copy, a pickle with code in it
-        raise UserError(f"{path} cannot be read as a tune_div ensemble (damaged, cut short, or not a torch file: "
-                        f"{type(exc).__name__}); pass a file written by --save-model") from None
+        raise UserError(
+            f"{path} cannot be read as a tune_div ensemble (damaged, cut short, or not a torch file: "
+            f"{type(exc).__name__}); pass a file written by --save-model"
+        ) from None
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise UserError(f"{path} is not a tune_div ensemble file (expected format {FORMAT})")
     try:
         cfg = dict(blob["config"])
-        ens = build_ensemble(cfg.pop("arch"), cfg.pop("n_members"), cfg.pop("num_classes"), cfg.pop("in_channels"),
-                             **{k: v for k, v in cfg.items() if v is not None})
+        ens = build_ensemble(
+            cfg.pop("arch"),
+            cfg.pop("n_members"),
+            cfg.pop("num_classes"),
+            cfg.pop("in_channels"),
+            **{k: v for k, v in cfg.items() if v is not None},
+        )
         ens.load_state_dict(blob["state_dict"])
         ens.train_config = dict(blob["train_config"]) if blob.get("train_config") else None
     except (KeyError, TypeError, RuntimeError, UserError) as exc:  # a version this code cannot rebuild
-        raise UserError(f"{path} is a tune_div ensemble this version cannot rebuild ({type(exc).__name__}); "
-                        "retrain it with this version") from None
+        raise UserError(
+            f"{path} is a tune_div ensemble this version cannot rebuild ({type(exc).__name__}); "
+            "retrain it with this version"
+        ) from None
     return ens

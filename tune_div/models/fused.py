@@ -22,8 +22,8 @@ looped path. Numerically it matches the looped path to float tolerance (``tests/
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -135,6 +135,7 @@ def fused_op(*types: type):
         for t in types:
             FUSED_OPS[t] = fn
         return fn
+
     return deco
 
 
@@ -242,8 +243,9 @@ def _sequential(mods, h, ctx):
     while i < len(children[0]):
         layer = [c[i] for c in children]
         nxt = children[0][i + 1] if i + 1 < len(children[0]) else None
-        if (isinstance(nxt, nn.MaxPool2d) and _commutes_with_max_pool(layer[0])
-                and ctx.tap != ctx.seen + 1):  # the tapped layer is the activation's unpooled input
+        if (
+            isinstance(nxt, nn.MaxPool2d) and _commutes_with_max_pool(layer[0]) and ctx.tap != ctx.seen + 1
+        ):  # the tapped layer is the activation's unpooled input
             ctx.seen += 1
             pooled = run_module([c[i + 1] for c in children], h, ctx)
             h = Act(layer[0](pooled.value), pooled.layout)
@@ -267,8 +269,14 @@ def structure_unsupported(members: Sequence[nn.Module]) -> str | None:
     for method in ("forward", "features", "intermediate"):
         if any(getattr(type(m), method) is not getattr(Member, method) for m in members):
             return f"a member overrides Member.{method}"
-    shapes = [[(type(mod), tuple(p.shape) if p is not None else None, repr(mod) if not list(mod.children()) else "")
-               for mod in m.modules() for p in [getattr(mod, "weight", None)]] for m in members]
+    shapes = [
+        [
+            (type(mod), tuple(p.shape) if p is not None else None, repr(mod) if not list(mod.children()) else "")
+            for mod in m.modules()
+            for p in [getattr(mod, "weight", None)]
+        ]
+        for m in members
+    ]
     if any(s != shapes[0] for s in shapes[1:]):
         return "the members differ in architecture"
     for mod in members[0].modules():

@@ -35,6 +35,7 @@ class BasicBlock(nn.Module):
 @fused_op(BasicBlock)
 def _fused_basic_block(mods, h, ctx):
     """The block of every member at once (models/fused.py), in the order of ``BasicBlock.forward``."""
+
     def sub(name, a):
         return run_module([getattr(m, name) for m in mods], a, ctx)
 
@@ -44,8 +45,9 @@ def _fused_basic_block(mods, h, ctx):
 
 
 def _resnet(n: int, num_classes, in_channels, activation_name, mean, std) -> Member:
-    stem = nn.Sequential(nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16),
-                         activation(activation_name))
+    stem = nn.Sequential(
+        nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), activation(activation_name)
+    )
     stages: list[nn.Module] = [stem]
     c = 16
     for i, width in enumerate((16, 32, 64)):

@@ -8,11 +8,14 @@ with more methods or seeds trains and measures only what is new.
 
 from __future__ import annotations
 
+import abc
+import argparse
 import hashlib
 import json
 import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, ClassVar
 
 from .. import models
 from ..eval import EvalSpec, evaluate
@@ -27,7 +30,7 @@ register_protocol = PROTOCOLS.register
 Log = Callable[[str], None]
 
 
-class Protocol:
+class Protocol(abc.ABC):
     """A paper's experiment. Subclasses set ``name``, ``summary`` and implement ``add_arguments`` (its
     options on the ``reproduce`` command's parser) and ``run(args, out, log) -> result``, which writes
     its files under ``out`` and returns a JSON-able dict."""
@@ -36,11 +39,13 @@ class Protocol:
     summary: ClassVar[str] = ""
 
     @classmethod
-    def add_arguments(cls, parser) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """Add the protocol's options to its ``reproduce`` subcommand."""
 
-    def run(self, args, out: Path, log: Log) -> dict[str, Any]:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def run(self, args: argparse.Namespace, out: Path, log: Log) -> dict[str, Any]:
+        """Train and measure what the table needs, write it under ``out``, return the JSON-able result."""
 
 
 def reproduce_cache() -> Path:
@@ -61,8 +66,10 @@ def train_cached(cfg: TrainConfig, log: Log, root: Path | None = None) -> tuple[
         if not seen[0] and m["epoch"] > 1:
             log(f"  {cfg.defense} seed {cfg.seed}: resumed from the checkpoint of epoch {m['epoch'] - 1}")
         seen[0] = True
-        log(f"  {cfg.defense} seed {cfg.seed} epoch {m['epoch']}/{cfg.epochs}: loss {m['train_loss']:.4f}, "
-            f"val acc {m['val_clean_acc']:.4f}, {m['epoch_time_s']:.1f}s")
+        log(
+            f"  {cfg.defense} seed {cfg.seed} epoch {m['epoch']}/{cfg.epochs}: loss {m['train_loss']:.4f}, "
+            f"val acc {m['val_clean_acc']:.4f}, {m['epoch_time_s']:.1f}s"
+        )
 
     history = trainer.fit(callback=report, checkpoint_path=folder / "checkpoint.pt")
     models.save_ensemble(trainer.ensemble.cpu(), model_path)
@@ -72,8 +79,9 @@ def train_cached(cfg: TrainConfig, log: Log, root: Path | None = None) -> tuple[
     return trainer.ensemble.eval(), history, False
 
 
-def evaluate_cached(ens: models.Ensemble, cfg: TrainConfig, spec: EvalSpec, log: Log,
-                    root: Path | None = None) -> tuple[dict[str, Any], bool]:
+def evaluate_cached(
+    ens: models.Ensemble, cfg: TrainConfig, spec: EvalSpec, log: Log, root: Path | None = None
+) -> tuple[dict[str, Any], bool]:
     """``evaluate(ens, spec)``, cached next to the model ``cfg`` trained; returns (result, from_cache)."""
     key_doc = {k: v for k, v in vars(spec).items() if k != "data_dir"}
     key = hashlib.sha256(json.dumps(key_doc, sort_keys=True, default=str).encode()).hexdigest()[:16]

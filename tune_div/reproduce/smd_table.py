@@ -39,42 +39,74 @@ METHODS = ("naive", "adp", "gal", "dverge", "smd", "smd_plus")
 LABELS = {"naive": "Naive", "adp": "ADP", "gal": "GAL", "dverge": "DVERGE", "smd": "SMD", "smd_plus": "SMD+"}
 ATTACKS = ("fgsm", "rfgsm", "pgd", "bim", "mim")
 ATTACK_LABELS = {"clean": "clean", "fgsm": "FGSM", "rfgsm": "R-FGSM", "pgd": "PGD", "bim": "BIM", "mim": "MIM"}
-THREATS = {"white_box": "Table 1: white-box attacks on the whole ensemble",
-           "black_box": "Table 2: black-box attacks transferred from a surrogate ensemble"}
+THREATS = {
+    "white_box": "Table 1: white-box attacks on the whole ensemble",
+    "black_box": "Table 2: black-box attacks transferred from a surrogate ensemble",
+}
 SURROGATE_SEED = 1000
 
 # The paper's Tables 1 and 2 (accuracy in %, mean of 5 runs): clean, FGSM, R-FGSM, PGD, BIM, MIM.
 PAPER: dict[str, dict[str, dict[str, tuple[float, ...]]]] = {
     "white_box": {
-        "mnist": {"naive": (99.3, 20.3, 73.5, 2.9, 4.2, 5.5), "adp": (98.8, 43.8, 89.6, 10.4, 19.6, 14.8),
-                  "gal": (99.3, 72.7, 89.0, 14.4, 28.2, 38.9), "dverge": (99.4, 44.2, 85.5, 10.6, 16.0, 20.6),
-                  "smd": (99.3, 70.7, 91.3, 21.4, 34.3, 43.8), "smd_plus": (99.4, 83.4, 93.8, 54.7, 68.0, 71.0)},
-        "fashion_mnist": {"naive": (91.9, 15.7, 33.6, 5.5, 7.2, 6.6), "adp": (91.4, 18.3, 34.8, 5.8, 8.8, 7.5),
-                          "gal": (91.4, 35.8, 51.2, 7.4, 10.8, 12.2), "dverge": (91.8, 27.3, 44.6, 7.3, 10.7, 9.9),
-                          "smd": (91.1, 38.2, 52.0, 11.0, 14.9, 16.4),
-                          "smd_plus": (91.6, 42.9, 51.9, 13.3, 20.5, 20.5)},
-        "cifar10": {"naive": (91.4, 10.5, 2.8, 1.0, 3.2, 2.9), "adp": (91.7, 11.4, 3.7, 0.8, 3.6, 3.4),
-                    "gal": (91.4, 11.2, 9.7, 1.0, 1.8, 2.8), "dverge": (91.0, 11.2, 6.3, 1.1, 5.5, 4.4),
-                    "smd": (90.1, 12.0, 12.0, 2.3, 3.2, 3.9), "smd_plus": (90.5, 12.1, 5.8, 1.2, 5.9, 5.2)},
+        "mnist": {
+            "naive": (99.3, 20.3, 73.5, 2.9, 4.2, 5.5),
+            "adp": (98.8, 43.8, 89.6, 10.4, 19.6, 14.8),
+            "gal": (99.3, 72.7, 89.0, 14.4, 28.2, 38.9),
+            "dverge": (99.4, 44.2, 85.5, 10.6, 16.0, 20.6),
+            "smd": (99.3, 70.7, 91.3, 21.4, 34.3, 43.8),
+            "smd_plus": (99.4, 83.4, 93.8, 54.7, 68.0, 71.0),
+        },
+        "fashion_mnist": {
+            "naive": (91.9, 15.7, 33.6, 5.5, 7.2, 6.6),
+            "adp": (91.4, 18.3, 34.8, 5.8, 8.8, 7.5),
+            "gal": (91.4, 35.8, 51.2, 7.4, 10.8, 12.2),
+            "dverge": (91.8, 27.3, 44.6, 7.3, 10.7, 9.9),
+            "smd": (91.1, 38.2, 52.0, 11.0, 14.9, 16.4),
+            "smd_plus": (91.6, 42.9, 51.9, 13.3, 20.5, 20.5),
+        },
+        "cifar10": {
+            "naive": (91.4, 10.5, 2.8, 1.0, 3.2, 2.9),
+            "adp": (91.7, 11.4, 3.7, 0.8, 3.6, 3.4),
+            "gal": (91.4, 11.2, 9.7, 1.0, 1.8, 2.8),
+            "dverge": (91.0, 11.2, 6.3, 1.1, 5.5, 4.4),
+            "smd": (90.1, 12.0, 12.0, 2.3, 3.2, 3.9),
+            "smd_plus": (90.5, 12.1, 5.8, 1.2, 5.9, 5.2),
+        },
     },
     "black_box": {
-        "mnist": {"naive": (99.3, 32.2, 84.2, 21.7, 20.7, 14.5), "adp": (98.8, 26.6, 70.9, 27.3, 26.5, 19.4),
-                  "gal": (99.3, 38.5, 85.2, 32.7, 31.2, 22.3), "dverge": (99.4, 42.2, 89.1, 34.5, 32.2, 22.0),
-                  "smd": (99.3, 38.6, 85.8, 33.4, 31.6, 22.6), "smd_plus": (99.4, 42.0, 89.1, 36.3, 34.7, 24.3)},
-        "fashion_mnist": {"naive": (91.9, 23.8, 47.5, 33.1, 31.5, 15.2), "adp": (91.4, 22.3, 49.5, 33.0, 33.2, 16.3),
-                          "gal": (91.4, 29.8, 55.5, 44.0, 41.4, 21.9), "dverge": (91.8, 30.7, 55.7, 44.7, 42.3, 21.4),
-                          "smd": (91.1, 31.0, 56.8, 45.4, 42.4, 23.2),
-                          "smd_plus": (91.6, 31.9, 57.7, 47.1, 44.4, 23.3)},
-        "cifar10": {"naive": (91.4, 10.6, 5.8, 1.3, 3.7, 3.3), "adp": (91.7, 11.6, 5.5, 1.2, 3.8, 3.4),
-                    "gal": (91.4, 11.0, 8.3, 4.2, 3.8, 4.4), "dverge": (91.0, 10.1, 8.4, 6.8, 5.8, 4.0),
-                    "smd": (90.1, 10.4, 7.8, 3.9, 3.8, 3.5), "smd_plus": (90.5, 9.9, 8.7, 7.8, 8.6, 4.1)},
+        "mnist": {
+            "naive": (99.3, 32.2, 84.2, 21.7, 20.7, 14.5),
+            "adp": (98.8, 26.6, 70.9, 27.3, 26.5, 19.4),
+            "gal": (99.3, 38.5, 85.2, 32.7, 31.2, 22.3),
+            "dverge": (99.4, 42.2, 89.1, 34.5, 32.2, 22.0),
+            "smd": (99.3, 38.6, 85.8, 33.4, 31.6, 22.6),
+            "smd_plus": (99.4, 42.0, 89.1, 36.3, 34.7, 24.3),
+        },
+        "fashion_mnist": {
+            "naive": (91.9, 23.8, 47.5, 33.1, 31.5, 15.2),
+            "adp": (91.4, 22.3, 49.5, 33.0, 33.2, 16.3),
+            "gal": (91.4, 29.8, 55.5, 44.0, 41.4, 21.9),
+            "dverge": (91.8, 30.7, 55.7, 44.7, 42.3, 21.4),
+            "smd": (91.1, 31.0, 56.8, 45.4, 42.4, 23.2),
+            "smd_plus": (91.6, 31.9, 57.7, 47.1, 44.4, 23.3),
+        },
+        "cifar10": {
+            "naive": (91.4, 10.6, 5.8, 1.3, 3.7, 3.3),
+            "adp": (91.7, 11.6, 5.5, 1.2, 3.8, 3.4),
+            "gal": (91.4, 11.0, 8.3, 4.2, 3.8, 4.4),
+            "dverge": (91.0, 10.1, 8.4, 6.8, 5.8, 4.0),
+            "smd": (90.1, 10.4, 7.8, 3.9, 3.8, 3.5),
+            "smd_plus": (90.5, 9.9, 8.7, 7.8, 8.6, 4.1),
+        },
     },
 }
 COLUMNS = ("clean",) + ATTACKS  # the order of the paper's columns
 
 # smoke: a minute of CPU, for tests and for trying the command; full: the paper's protocol.
-BUDGETS = {"smoke": {"epochs": 1, "subset": 1000, "val_subset": 200, "n": 50},
-           "full": {"epochs": None, "subset": None, "val_subset": None, "n": 1000}}
+BUDGETS: dict[str, dict[str, Any]] = {
+    "smoke": {"epochs": 1, "subset": 1000, "val_subset": 200, "n": 50},
+    "full": {"epochs": None, "subset": None, "val_subset": None, "n": 1000},
+}
 
 
 def paper_value(threat: str, dataset: str, method: str, column: str) -> float:
@@ -92,48 +124,81 @@ class SMDTable(Protocol):
         p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of: {', '.join(METHODS)}")
         p.add_argument("--seeds", type=int, default=1, help="independent trainings per method (the paper uses 5)")
         p.add_argument("--epochs", type=int, help="default: the budget's (full: the dataset's paper epochs)")
-        p.add_argument("--epochs-for", action="append", metavar="METHOD=N",
-                       help="train METHOD for N epochs instead (repeatable; e.g. dverge=10 where time is short); "
-                            "the table says so")
-        p.add_argument("--budget", default="full", choices=list(BUDGETS),
-                       help="smoke: 1 epoch on 1000 images, 50 test points; full: the paper's protocol, 1000 points")
+        p.add_argument(
+            "--epochs-for",
+            action="append",
+            metavar="METHOD=N",
+            help="train METHOD for N epochs instead (repeatable; e.g. dverge=10 where time is short); "
+            "the table says so",
+        )
+        p.add_argument(
+            "--budget",
+            default="full",
+            choices=list(BUDGETS),
+            help="smoke: 1 epoch on 1000 images, 50 test points; full: the paper's protocol, 1000 points",
+        )
         p.add_argument("--n", type=int, help="test points the attacks run on (default: the budget's)")
-        p.add_argument("--audit", default="fast", choices=["fast", "standard", "off"],
-                       help="audit every white-box eps with this preset (docs/audit.md), or not")
+        p.add_argument(
+            "--audit",
+            default="fast",
+            choices=["fast", "standard", "off"],
+            help="audit every white-box eps with this preset (docs/audit.md), or not",
+        )
 
     def settings(self, args) -> dict[str, Any]:
         from ..domains import COUNT, check
 
         if args.dataset not in PAPER["white_box"]:
-            raise UserError(f"smd-table has the paper's numbers for {', '.join(PAPER['white_box'])}, not "
-                            f"{args.dataset!r}; pass --dataset with one of them")
+            raise UserError(
+                f"smd-table has the paper's numbers for {', '.join(PAPER['white_box'])}, not "
+                f"{args.dataset!r}; pass --dataset with one of them"
+            )
         methods = [m for m in args.methods.split(",") if m]
         unknown = [m for m in methods if m not in METHODS]
         if unknown or not methods:
             raise UserError(f"--methods: unknown method(s) {unknown or methods}; choose from {', '.join(METHODS)}")
         budget = BUDGETS[args.budget]
         meta = data.info(args.dataset)
-        s = {"dataset": args.dataset, "methods": [m for m in METHODS if m in methods], "seeds": args.seeds,
-             "epochs": args.epochs or budget["epochs"] or meta.epochs, "budget": args.budget,
-             "n": args.n or budget["n"], "subset": budget["subset"], "val_subset": budget["val_subset"],
-             "audit": None if args.audit == "off" else args.audit, "arch": meta.default_arch,
-             "eps": list(meta.eps_grid), "data_dir": args.data_dir}
+        s: dict[str, Any] = {
+            "dataset": args.dataset,
+            "methods": [m for m in METHODS if m in methods],
+            "seeds": args.seeds,
+            "epochs": args.epochs or budget["epochs"] or meta.epochs,
+            "budget": args.budget,
+            "n": args.n or budget["n"],
+            "subset": budget["subset"],
+            "val_subset": budget["val_subset"],
+            "audit": None if args.audit == "off" else args.audit,
+            "arch": meta.default_arch,
+            "eps": list(meta.eps_grid),
+            "data_dir": args.data_dir,
+        }
         for key in ("seeds", "epochs", "n"):
             check(f"--{key}", key, s[key], COUNT)
         s["epochs_for"] = {}
         for item in args.epochs_for or []:
             method, _, n = item.partition("=")
             if method not in METHODS or not n.isdigit() or int(n) < 1:
-                raise UserError(f"--epochs-for expects METHOD=N with a method of {', '.join(METHODS)} and N >= 1, "
-                                f"got {item!r}")
+                raise UserError(
+                    f"--epochs-for expects METHOD=N with a method of {', '.join(METHODS)} and N >= 1, got {item!r}"
+                )
             if method in s["methods"]:
                 s["epochs_for"][method] = int(n)
         return s
 
     def train_config(self, s: dict[str, Any], method: str, seed: int) -> TrainConfig:
         epochs = s["epochs_for"].get(method, s["epochs"])
-        return TrainConfig(defense=method, dataset=s["dataset"], arch=s["arch"], n_members=3, epochs=epochs,
-                           subset=s["subset"], val_subset=s["val_subset"], seed=seed, data_dir=s["data_dir"])
+        return TrainConfig(
+            defense=method,
+            dataset=s["dataset"],
+            arch=s["arch"],
+            n_members=3,
+            epochs=epochs,
+            subset=s["subset"],
+            val_subset=s["val_subset"],
+            seed=seed,
+            data_dir=s["data_dir"],
+        )
 
     def run(self, args, out: Path, log: Log) -> dict[str, Any]:
         s = self.settings(args)
@@ -157,28 +222,52 @@ class SMDTable(Protocol):
                     break
                 if cached:
                     log("  trained ensemble from the cache")
-                spec = EvalSpec(dataset=s["dataset"], attacks=list(ATTACKS), eps=s["eps"], n=s["n"], seed=0,
-                                white_box=True, black_box=True, surrogate_config=sur_cfg, data_dir=s["data_dir"],
-                                audit=s["audit"])
+                spec = EvalSpec(
+                    dataset=s["dataset"],
+                    attacks=list(ATTACKS),
+                    eps=s["eps"],
+                    n=s["n"],
+                    seed=0,
+                    white_box=True,
+                    black_box=True,
+                    surrogate_config=sur_cfg,
+                    data_dir=s["data_dir"],
+                    audit=s["audit"],
+                )
                 result, cached = evaluate_cached(ens, cfg, spec, log)
-                log(f"  evaluated{' (from the cache)' if cached else ''}: {len(ATTACKS)} attacks x {len(s['eps'])} eps, "
-                    f"white-box and black-box{', audited' if s['audit'] else ''}, n={result['n']}")
+                log(
+                    f"  evaluated{' (from the cache)' if cached else ''}: "
+                    f"{len(ATTACKS)} attacks x {len(s['eps'])} eps, "
+                    f"white-box and black-box{', audited' if s['audit'] else ''}, n={result['n']}"
+                )
                 clean, _ = ensemble_and_member_accuracy(ens, test_loader)
-                runs.setdefault(method, []).append({
-                    "seed": seed, "clean": clean, "white_box": result["threat_models"]["white_box"],
-                    "black_box": result["threat_models"]["black_box"]["acc"],
-                    "surrogate_clean": result["threat_models"]["black_box"]["surrogate"]["clean_acc"],
-                    "audit": (result.get("audit") or {}).get("robust_acc"),
-                    "flags": sorted({f["name"] for f in result["flags"]}),
-                    "train_s": sum(h.get("epoch_time_s", 0.0) for h in history), "epochs_trained": len(history)})
+                runs.setdefault(method, []).append(
+                    {
+                        "seed": seed,
+                        "clean": clean,
+                        "white_box": result["threat_models"]["white_box"],
+                        "black_box": result["threat_models"]["black_box"]["acc"],
+                        "surrogate_clean": result["threat_models"]["black_box"]["surrogate"]["clean_acc"],
+                        "audit": (result.get("audit") or {}).get("robust_acc"),
+                        "flags": sorted({f["name"] for f in result["flags"]}),
+                        "train_s": sum(h.get("epoch_time_s", 0.0) for h in history),
+                        "epochs_trained": len(history),
+                    }
+                )
         s["methods"] = [m for m in s["methods"] if m in runs]
         if not s["methods"]:
             raise DivergenceError("every method diverged: " + "; ".join(f"{m} {r}" for m, r in diverged.items()))
         table = aggregate(s, runs)
-        doc = {"protocol": self.name, "settings": {k: v for k, v in s.items() if k != "data_dir"},
-               "diverged": diverged,
-               "machine": machine(), "seconds": time.time() - started, "command": getattr(args, "command_line", ""),
-               **table, "runs": runs}
+        doc = {
+            "protocol": self.name,
+            "settings": {k: v for k, v in s.items() if k != "data_dir"},
+            "diverged": diverged,
+            "machine": machine(),
+            "seconds": time.time() - started,
+            "command": getattr(args, "command_line", ""),
+            **table,
+            "runs": runs,
+        }
         write_outputs(doc, out)
         return doc
 
@@ -186,7 +275,8 @@ class SMDTable(Protocol):
 def aggregate(s: dict[str, Any], runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     """Mean ± std over seeds (in %) per threat, ε, method and column, the paper's value beside it, and
     Kendall's τ of the methods' ranking against the paper's per threat, ε and attack."""
-    rows, taus = [], {}
+    rows: list[dict[str, Any]] = []
+    taus: dict[str, dict[str, dict[str, float | None]]] = {}
     for threat in THREATS:
         taus[threat] = {}
         for eps in s["eps"]:
@@ -198,23 +288,42 @@ def aggregate(s: dict[str, Any], runs: dict[str, list[dict[str, Any]]]) -> dict[
                     else:
                         values = [r[threat][column][key] for r in runs[method]]
                     mean, std = mean_std([100 * v for v in values])
-                    rows.append({"threat": threat, "eps": eps, "method": method, "column": column, "measured": mean,
-                                 "std": std, "seeds": len(values),
-                                 "paper": paper_value(threat, s["dataset"], method, column)})
+                    rows.append(
+                        {
+                            "threat": threat,
+                            "eps": eps,
+                            "method": method,
+                            "column": column,
+                            "measured": mean,
+                            "std": std,
+                            "seeds": len(values),
+                            "paper": paper_value(threat, s["dataset"], method, column),
+                        }
+                    )
                 if threat == "white_box" and s["audit"]:
                     mean, std = mean_std([100 * r["audit"][key] for r in runs[method]])
-                    rows.append({"threat": threat, "eps": eps, "method": method, "column": "audit", "measured": mean,
-                                 "std": std, "seeds": len(runs[method]), "paper": None})
+                    rows.append(
+                        {
+                            "threat": threat,
+                            "eps": eps,
+                            "method": method,
+                            "column": "audit",
+                            "measured": mean,
+                            "std": std,
+                            "seeds": len(runs[method]),
+                            "paper": None,
+                        }
+                    )
             taus[threat][key] = {}
             for attack in ATTACKS:
                 picked = [r for r in rows if r["threat"] == threat and r["eps"] == eps and r["column"] == attack]
                 taus[threat][key][attack] = kendall_tau([r["measured"] for r in picked], [r["paper"] for r in picked])
-    best = {}
+    best: dict[str, dict[str, Any] | None] = {}
     for threat, per_eps in taus.items():
         means = {e: mean_of([t for t in per_attack.values() if t is not None]) for e, per_attack in per_eps.items()}
         scored = {e: m for e, m in means.items() if m is not None}
-        best[threat] = {"eps": max(scored, key=scored.get), "mean_tau": scored[max(scored, key=scored.get)]} \
-            if scored else None
+        top = max(scored, key=lambda e: scored[e]) if scored else None
+        best[threat] = None if top is None else {"eps": top, "mean_tau": scored[top]}
     return {"rows": rows, "kendall_tau": taus, "best_agreement": best}
 
 
@@ -227,8 +336,9 @@ def machine() -> str:
 
     import torch
 
-    return f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, " + \
-        (torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU")
+    return f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, " + (
+        torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    )
 
 
 def write_outputs(doc: dict[str, Any], out: Path) -> None:
@@ -257,38 +367,59 @@ def cell(row: dict[str, Any] | None, with_paper: bool = True) -> str:
 def markdown(doc: dict[str, Any]) -> str:
     s = doc["settings"]
     names = ", ".join(LABELS[m] for m in s["methods"])
-    lines = [f"# SMD paper, Tables 1-2, on {s['dataset']}: measured (paper)", "",
-             f"- methods: {names}; 3 x {s['arch']}; {s['epochs']} epochs"
-             + "".join(f" ({LABELS[m]}: {n} epochs)" for m, n in s["epochs_for"].items()) + "; "
-             f"{s['seeds']} seed(s) (mean ±std); budget `{s['budget']}`"
-             + (f" (train subset {s['subset']}, validation subset {s['val_subset']})" if s["subset"] else ""),
-             f"- robust accuracy on {s['n']} test points (fixed seeded subset), clean accuracy on the whole test split",
-             (f"- audit: {s['audit']} preset (worst case of five attacks per point, docs/audit.md)" if s["audit"] else
-              "- audit: off. NOT AUDITED: the attacks' accuracies are upper bounds on robust accuracy (docs/audit.md)"),
-             f"- machine: {doc['machine']}; {doc['seconds'] / 60:.1f} min"
-             + (f"; command: `{doc['command']}`" if doc.get("command") else ""),
-             "- the paper's ε for these tables is lost in our copy: every ε of its grid is shown, and Kendall's τ "
-             "compares the methods' ranking per attack with the paper's (1: same order, -1: reversed)", ""]
+    lines = [
+        f"# SMD paper, Tables 1-2, on {s['dataset']}: measured (paper)",
+        "",
+        f"- methods: {names}; 3 x {s['arch']}; {s['epochs']} epochs"
+        + "".join(f" ({LABELS[m]}: {n} epochs)" for m, n in s["epochs_for"].items())
+        + "; "
+        f"{s['seeds']} seed(s) (mean ±std); budget `{s['budget']}`"
+        + (f" (train subset {s['subset']}, validation subset {s['val_subset']})" if s["subset"] else ""),
+        f"- robust accuracy on {s['n']} test points (fixed seeded subset), clean accuracy on the whole test split",
+        (
+            f"- audit: {s['audit']} preset (worst case of five attacks per point, docs/audit.md)"
+            if s["audit"]
+            else "- audit: off. NOT AUDITED: the attacks' accuracies are upper bounds on robust accuracy "
+            "(docs/audit.md)"
+        ),
+        f"- machine: {doc['machine']}; {doc['seconds'] / 60:.1f} min"
+        + (f"; command: `{doc['command']}`" if doc.get("command") else ""),
+        "- the paper's ε for these tables is lost in our copy: every ε of its grid is shown, and Kendall's τ "
+        "compares the methods' ranking per attack with the paper's (1: same order, -1: reversed)",
+        "",
+    ]
     by = {(r["threat"], r["eps"], r["method"], r["column"]): r for r in doc["rows"]}
     for threat, title in THREATS.items():
         lines += [f"## {title}", ""]
         best = doc["best_agreement"][threat]
-        lines += ["Kendall τ against the paper's ranking:", "",
-                  "| ε | " + " | ".join(ATTACK_LABELS[a] for a in ATTACKS) + " | mean |",
-                  "|---|" + "---|" * (len(ATTACKS) + 1)]
+        lines += [
+            "Kendall τ against the paper's ranking:",
+            "",
+            "| ε | " + " | ".join(ATTACK_LABELS[a] for a in ATTACKS) + " | mean |",
+            "|---|" + "---|" * (len(ATTACKS) + 1),
+        ]
         for eps in s["eps"]:
             taus = doc["kendall_tau"][threat][str(eps)]
             valid = [t for t in taus.values() if t is not None]
-            lines.append(f"| {eps} | " + " | ".join("—" if taus[a] is None else f"{taus[a]:+.2f}" for a in ATTACKS)
-                         + f" | {'—' if not valid else f'{sum(valid) / len(valid):+.2f}'} |")
+            lines.append(
+                f"| {eps} | "
+                + " | ".join("—" if taus[a] is None else f"{taus[a]:+.2f}" for a in ATTACKS)
+                + f" | {'—' if not valid else f'{sum(valid) / len(valid):+.2f}'} |"
+            )
         lines.append("")
         if best:
-            lines += [f"Best agreement with the paper's ranking at ε = {best['eps']} (mean τ {best['mean_tau']:+.2f}).", ""]
+            lines += [
+                f"Best agreement with the paper's ranking at ε = {best['eps']} (mean τ {best['mean_tau']:+.2f}).",
+                "",
+            ]
         audit = threat == "white_box" and s["audit"]
         for eps in s["eps"]:
-            lines += [f"### ε = {eps}", "",
-                      "| method | " + " | ".join(ATTACK_LABELS[c] for c in COLUMNS) + (" | audit |" if audit else " |"),
-                      "|---|" + "---|" * (len(COLUMNS) + bool(audit))]
+            lines += [
+                f"### ε = {eps}",
+                "",
+                "| method | " + " | ".join(ATTACK_LABELS[c] for c in COLUMNS) + (" | audit |" if audit else " |"),
+                "|---|" + "---|" * (len(COLUMNS) + bool(audit)),
+            ]
             for m in s["methods"]:
                 cells = [cell(by.get((threat, eps, m, c))) for c in COLUMNS]
                 if audit:
@@ -300,7 +431,10 @@ def markdown(doc: dict[str, Any]) -> str:
     flagged = {m: sorted({f for r in rs for f in r["flags"]}) for m, rs in doc["runs"].items()}
     flagged = {m: f for m, f in flagged.items() if f}
     if flagged:
-        lines += ["Sanity flags (docs/flags.md): " + "; ".join(f"{LABELS[m]}: {', '.join(f)}" for m, f in flagged.items()), ""]
+        lines += [
+            "Sanity flags (docs/flags.md): " + "; ".join(f"{LABELS[m]}: {', '.join(f)}" for m, f in flagged.items()),
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -316,14 +450,17 @@ def plot(doc: dict[str, Any], path: Path) -> None:
     for ax, threat in zip(axes, THREATS):
         for i, m in enumerate(s["methods"]):
             color = f"C{i}"
-            ax.plot(s["eps"], [by[(threat, e, m, "pgd")]["measured"] for e in s["eps"]], "o-", color=color,
-                    label=LABELS[m])
+            ax.plot(
+                s["eps"], [by[(threat, e, m, "pgd")]["measured"] for e in s["eps"]], "o-", color=color, label=LABELS[m]
+            )
             if threat == "white_box" and s["audit"]:
-                ax.plot(s["eps"], [by[(threat, e, m, "audit")]["measured"] for e in s["eps"]], "--", color=color,
-                        alpha=0.7)
+                ax.plot(
+                    s["eps"], [by[(threat, e, m, "audit")]["measured"] for e in s["eps"]], "--", color=color, alpha=0.7
+                )
             ax.axhline(paper_value(threat, s["dataset"], m, "pgd"), color=color, linestyle=":", alpha=0.6)
-        ax.set_title(("white-box PGD (dashed: audit)" if threat == "white_box" else "black-box PGD")
-                     + "; dotted: paper")
+        ax.set_title(
+            ("white-box PGD (dashed: audit)" if threat == "white_box" else "black-box PGD") + "; dotted: paper"
+        )
         ax.set_xlabel("ε (L∞)")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("accuracy (%)")

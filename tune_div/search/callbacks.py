@@ -20,10 +20,11 @@ from .trainable import ERROR_KEY, train_config
 
 def trial_doc(s: Settings, trial_id: str, config: dict[str, Any], parent_run_id: str, run_id: str) -> dict[str, Any]:
     """The trial in the exported-config format (what ``tune-div train --config`` retrains)."""
-    return config_file.document(train_config(config),
-                                objective={**(config.get("objective") or {}), "test_n": config.get("test_n")},
-                                source=config_file.provenance(s.mlflow_experiment, parent_run_id, run_id, trial_id,
-                                                              s.mlflow_uri))
+    return config_file.document(
+        train_config(config),
+        objective={**(config.get("objective") or {}), "test_n": config.get("test_n")},
+        source=config_file.provenance(s.mlflow_experiment, parent_run_id, run_id, trial_id, s.mlflow_uri),
+    )
 
 
 def stop_status(result: dict | None) -> str | None:
@@ -62,12 +63,17 @@ class TrialProgress(tune.Callback):
         if self.quiet or ERROR_KEY in result or "epoch" not in result:
             return
         hp = hparams_text({**trial.config.get("hparams", {}), **trial.config.get("train", {})})
-        extra = "".join(f"  {label} {result[key]:.4f}" for label, key in
-                        (("proxy", "val_proxy_acc"), ("bb", "val_blackbox_acc"), ("audit", "val_audit_acc"))
-                        if key in result)
+        extra = "".join(
+            f"  {label} {result[key]:.4f}"
+            for label, key in (("proxy", "val_proxy_acc"), ("bb", "val_blackbox_acc"), ("audit", "val_audit_acc"))
+            if key in result
+        )
         flags = f"  FLAGS {result['flags']}" if result.get("flags") else ""
-        print(f"[{trial.trial_id}] {hp}  epoch {result['epoch']}/{self.epochs}  clean {result['val_clean_acc']:.4f}"
-              f"{extra}  {result['epoch_time_s']:.1f}s{flags}", flush=True)
+        print(
+            f"[{trial.trial_id}] {hp}  epoch {result['epoch']}/{self.epochs}  clean {result['val_clean_acc']:.4f}"
+            f"{extra}  {result['epoch_time_s']:.1f}s{flags}",
+            flush=True,
+        )
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         if not self.quiet:
@@ -79,9 +85,12 @@ class TrialProgress(tune.Callback):
     def on_trial_recover(self, iteration, trials, trial, **info):
         registered = trial.latest_checkpoint_result  # what Ray restores from, not the last result seen
         epoch = registered.metrics.get("epoch") if registered is not None else None
-        print(f"[{trial.trial_id}] worker lost ({trial_error(trial)}); retry "
-              f"{trial.run_metadata.num_failures}/{trial.max_failures} from "
-              f"{f'the checkpoint of epoch {epoch}' if epoch else 'the start'}", flush=True)
+        print(
+            f"[{trial.trial_id}] worker lost ({trial_error(trial)}); retry "
+            f"{trial.run_metadata.num_failures}/{trial.max_failures} from "
+            f"{f'the checkpoint of epoch {epoch}' if epoch else 'the start'}",
+            flush=True,
+        )
 
 
 class MLflowLogger(tune.Callback):
@@ -97,8 +106,9 @@ class MLflowLogger(tune.Callback):
 
     def on_trial_start(self, iteration, trials, trial, **info):
         s, parent = self.settings, self.tracker.parent_run_id
-        self.tracker.child(trial.trial_id, trial.config,
-                           lambda run_id: trial_doc(s, trial.trial_id, trial.config, parent, run_id))
+        self.tracker.child(
+            trial.trial_id, trial.config, lambda run_id: trial_doc(s, trial.trial_id, trial.config, parent, run_id)
+        )
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if ERROR_KEY in result:
@@ -124,7 +134,13 @@ class MLflowLogger(tune.Callback):
         for t in trials:
             m = self.last.get(t.trial_id) or t.last_result or {}
             status = self.status.get(t.trial_id) or ("TERMINATED" if m.get(FINAL) else str(t.status))
-            rows.append({"trial_id": t.trial_id, "status": status, "flags": m.get("flags", ""),
-                         **{k: m.get(k) for k in metrics}})
+            rows.append(
+                {
+                    "trial_id": t.trial_id,
+                    "status": status,
+                    "flags": m.get("flags", ""),
+                    **{k: m.get(k) for k in metrics},
+                }
+            )
         table = pareto.pareto_table(rows, objectives=(metrics[0], metrics[1]), clean_floor=self.settings.clean_floor)
         self.tracker.log_front(rows, table, [])

@@ -18,7 +18,8 @@ EAF/hypervolume literature, C-backed); the knee and the eligibility rules are ou
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import moocore
 import numpy as np
@@ -90,9 +91,13 @@ def eligible(row: dict[str, Any], clean_floor: float | None = None, include_flag
     return True, "ok"
 
 
-def pareto_table(rows: list[dict[str, Any]], objectives: tuple[str, str] = ("val_clean_acc", "val_robust_acc"),
-                 clean_floor: float | None = None, include_flagged: bool = False,
-                 reference: Point = REFERENCE) -> dict[str, Any]:
+def pareto_table(
+    rows: list[dict[str, Any]],
+    objectives: tuple[str, str] = ("val_clean_acc", "val_robust_acc"),
+    clean_floor: float | None = None,
+    include_flagged: bool = False,
+    reference: Point = REFERENCE,
+) -> dict[str, Any]:
     """Mark each row ``pareto`` (and ``knee``), give each its ``eligibility``; return front and hypervolume."""
     ok = []
     for r in rows:
@@ -109,5 +114,10 @@ def pareto_table(rows: list[dict[str, Any]], objectives: tuple[str, str] = ("val
     k = knee(points)
     if k is not None:
         ok[k]["knee"] = True
-    return {"front": members, "hypervolume": hypervolume([points[i] for i in front(points)], reference),
-            "reference": list(reference), "knee": ok[k] if k is not None else None, "objectives": list(objectives)}
+    return {
+        "front": members,
+        "hypervolume": hypervolume([points[i] for i in front(points)], reference),
+        "reference": list(reference),
+        "knee": ok[k] if k is not None else None,
+        "objectives": list(objectives),
+    }

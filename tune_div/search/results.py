@@ -23,8 +23,19 @@ from ..tracking.tracker import FINAL_METRICS as METRICS
 from .baseline import BASELINE_ID
 from .settings import FINAL, Settings
 
-COLUMNS = ["trial_id", "status", "pareto", "knee", "eligibility", *METRICS, "audit_lift_over_naive", "flags", "hparams",
-           "train", "error"]
+COLUMNS = [
+    "trial_id",
+    "status",
+    "pareto",
+    "knee",
+    "eligibility",
+    *METRICS,
+    "audit_lift_over_naive",
+    "flags",
+    "hparams",
+    "train",
+    "error",
+]
 
 
 def hparams_text(hparams: dict[str, Any]) -> str:
@@ -55,12 +66,23 @@ def collect(grid, stopped: dict[str, int] | None = None) -> list[dict[str, Any]]
         # Ray reports a trial stopped before its first result as a FileNotFoundError about its result files
         never_reported = isinstance(r.error, FileNotFoundError) and not m
         status = "ERROR" if r.error and not never_reported else ("TERMINATED" if m.get(FINAL) else "UNFINISHED")
-        if status == "UNFINISHED" and tid in (stopped or {}):
+        if status == "UNFINISHED" and stopped and tid in stopped:
             status = f"STOPPED@{stopped[tid]}"
-        rows.append({"trial_id": tid, "status": status, "error": trial_error(r) if status == "ERROR" else "",
-                     "hparams": dict(config.get("hparams") or {}), "train": dict(config.get("train") or {}),
-                     "epoch": m.get("epoch"), "flags": m.get("flags", ""), **{k: m.get(k) for k in METRICS},
-                     "path": r.path, "config": config, "checkpoint": r.checkpoint})
+        rows.append(
+            {
+                "trial_id": tid,
+                "status": status,
+                "error": trial_error(r) if status == "ERROR" else "",
+                "hparams": dict(config.get("hparams") or {}),
+                "train": dict(config.get("train") or {}),
+                "epoch": m.get("epoch"),
+                "flags": m.get("flags", ""),
+                **{k: m.get(k) for k in METRICS},
+                "path": r.path,
+                "config": config,
+                "checkpoint": r.checkpoint,
+            }
+        )
     return sorted(rows, key=lambda row: str(row["trial_id"]))
 
 
@@ -78,54 +100,78 @@ def robust_label(s: Settings) -> str:
     return f"audited ({s.audit} preset, docs/audit.md)" if s.audit != "off" else "PROXY, not audited (--audit off)"
 
 
-def write_results(s: Settings, rows: list[dict[str, Any]], table: dict[str, Any],
-                  base: dict[str, Any] | None = None) -> list[Path]:
+def write_results(
+    s: Settings, rows: list[dict[str, Any]], table: dict[str, Any], base: dict[str, Any] | None = None
+) -> list[Path]:
     """``trials.csv`` (every trial), ``pareto.csv`` and ``pareto.json`` (the front, the naive baseline),
     written atomically."""
-    doc = {"settings": asdict(s), "objectives": table["objectives"], "robust": robust_label(s),
-           "hypervolume": table["hypervolume"], "reference": table["reference"],
-           "knee": table["knee"]["trial_id"] if table["knee"] else None,
-           "front": [{k: r.get(k) for k in COLUMNS} for r in table["front"]], "naive_baseline": base}
-    return [atomic_write_text(s.path / "trials.csv", _csv(rows)),
-            atomic_write_text(s.path / "pareto.csv", _csv(table["front"])),
-            atomic_write_text(s.path / "pareto.json", json.dumps(doc, indent=2, default=str))]
+    doc = {
+        "settings": asdict(s),
+        "objectives": table["objectives"],
+        "robust": robust_label(s),
+        "hypervolume": table["hypervolume"],
+        "reference": table["reference"],
+        "knee": table["knee"]["trial_id"] if table["knee"] else None,
+        "front": [{k: r.get(k) for k in COLUMNS} for r in table["front"]],
+        "naive_baseline": base,
+    }
+    return [
+        atomic_write_text(s.path / "trials.csv", _csv(rows)),
+        atomic_write_text(s.path / "pareto.csv", _csv(table["front"])),
+        atomic_write_text(s.path / "pareto.json", json.dumps(doc, indent=2, default=str)),
+    ]
 
 
 def _fmt(v) -> str:
     return f"{v:.4f}" if isinstance(v, (int, float)) and math.isfinite(v) else "-"
 
 
-def print_table(s: Settings, rows: list[dict[str, Any]], table: dict[str, Any],
-                base: dict[str, Any] | None = None) -> None:
+def print_table(
+    s: Settings, rows: list[dict[str, Any]], table: dict[str, Any], base: dict[str, Any] | None = None
+) -> None:
     failed = [r for r in rows if r["status"] == "ERROR"]
     n_stopped = sum(str(r["status"]).startswith("STOPPED@") for r in rows)
-    print(f"\n{len(rows)} trials: {sum(r['status'] == 'TERMINATED' for r in rows)} finished, "
-          f"{n_stopped} stopped at a rung, {len(failed)} failed, "
-          f"{sum(r['eligibility'] == 'flagged' for r in rows)} flagged, "
-          f"{sum(r['eligibility'] == 'infeasible' for r in rows)} infeasible")
+    print(
+        f"\n{len(rows)} trials: {sum(r['status'] == 'TERMINATED' for r in rows)} finished, "
+        f"{n_stopped} stopped at a rung, {len(failed)} failed, "
+        f"{sum(r['eligibility'] == 'flagged' for r in rows)} flagged, "
+        f"{sum(r['eligibility'] == 'infeasible' for r in rows)} infeasible"
+    )
     for r in failed:
         print(f"  failed {r['trial_id']}: {r['error']}")
     for r in rows:
         if r["eligibility"] == "flagged":
             print(f"  flagged {r['trial_id']}: {r['flags']} (docs/flags.md)")
     x, y = table["objectives"]
-    print(f"Pareto front ({x} vs {y}; robust accuracy {robust_label(s)}), hypervolume {table['hypervolume']:.4f} "
-          f"(reference {tuple(table['reference'])}):")
-    print(f"  {'trial':<15} {'clean':>7} {'robust':>7} {'proxy':>7} {'test clean':>10} {'test robust':>11} "
-          f"{'lift':>7}  hyperparameters")
+    print(
+        f"Pareto front ({x} vs {y}; robust accuracy {robust_label(s)}), hypervolume {table['hypervolume']:.4f} "
+        f"(reference {tuple(table['reference'])}):"
+    )
+    print(
+        f"  {'trial':<15} {'clean':>7} {'robust':>7} {'proxy':>7} {'test clean':>10} {'test robust':>11} "
+        f"{'lift':>7}  hyperparameters"
+    )
 
     def line(tid, r, tail):
         lift = r.get("audit_lift_over_naive")
-        print(f"  {str(tid):<15} {_fmt(r.get(x)):>7} {_fmt(r.get(y)):>7} {_fmt(r.get('val_proxy_acc')):>7} "
-              f"{_fmt(r.get('test_clean_acc')):>10} {_fmt(r.get('test_robust_acc')):>11} "
-              f"{'-' if lift is None else f'{lift:+.4f}':>7}  {tail}")
+        print(
+            f"  {str(tid):<15} {_fmt(r.get(x)):>7} {_fmt(r.get(y)):>7} {_fmt(r.get('val_proxy_acc')):>7} "
+            f"{_fmt(r.get('test_clean_acc')):>10} {_fmt(r.get('test_robust_acc')):>11} "
+            f"{'-' if lift is None else f'{lift:+.4f}':>7}  {tail}"
+        )
 
     for r in table["front"]:
         line(r["trial_id"], r, hparams_text({**r["hparams"], **r["train"]}) + ("  <- knee" if r["knee"] else ""))
     if base:
-        line(BASELINE_ID, base, "undefended ensemble, same budget (reference; lift = robust minus its robust)"
-             + (f"  FLAGS {base['flags']}" if base.get("flags") else ""))
+        line(
+            BASELINE_ID,
+            base,
+            "undefended ensemble, same budget (reference; lift = robust minus its robust)"
+            + (f"  FLAGS {base['flags']}" if base.get("flags") else ""),
+        )
     else:
         print("  (no naive baseline: the search was interrupted or the baseline failed)")
-    print(f"written: {s.path / 'pareto.csv'}, {s.path / 'pareto.json'}, {s.path / 'trials.csv'}, "
-          f"Optuna study {s.path / 'optuna.db'}")
+    print(
+        f"written: {s.path / 'pareto.csv'}, {s.path / 'pareto.json'}, {s.path / 'trials.csv'}, "
+        f"Optuna study {s.path / 'optuna.db'}"
+    )

@@ -1,4 +1,4 @@
-"""Running a search: join or start Ray, build the Tuner, run it, publish the front.
+r"""Running a search: join or start Ray, build the Tuner, run it, publish the front.
 
 Order matters for "nothing written on bad input" and for resume: the inputs (dataset, search space,
 storage, MLflow store) are checked before Ray starts, the cluster's resources before anything is
@@ -26,8 +26,10 @@ from .results import collect, write_results
 from .settings import FINAL, Settings, base_config
 
 RAY_LOG = "ray.log"  # Ray's own log lines and tracebacks, kept out of the terminal
-LOST = ("lost: the driver was killed after this trial was created and before Ray recorded it; "
-        "Ray runs its replacement instead")
+LOST = (
+    "lost: the driver was killed after this trial was created and before Ray recorded it; "
+    "Ray runs its replacement instead"
+)
 
 
 def quiet_ray(log_file: Path | None = None) -> None:
@@ -35,8 +37,9 @@ def quiet_ray(log_file: Path | None = None) -> None:
     the trial's one-line reason is printed by the search's own callbacks. Before the experiment folder
     exists (nothing may be written yet) they are dropped. Optuna's and MLflow's info lines too."""
     ray_logger = logging.getLogger("ray")
-    for lg in [ray_logger] + [logging.getLogger(n) for n in list(logging.root.manager.loggerDict)
-                              if n.startswith("ray.")]:
+    for lg in [ray_logger] + [
+        logging.getLogger(n) for n in list(logging.root.manager.loggerDict) if n.startswith("ray.")
+    ]:
         for h in list(getattr(lg, "handlers", [])):
             lg.removeHandler(h)
     ray_logger.propagate = False
@@ -60,19 +63,23 @@ def connect(s: Settings, address: str | None) -> dict[str, float]:
         try:
             socket.create_connection((host or address, int(port or 6379)), timeout=5).close()
         except (OSError, ValueError):
-            raise UserError(f"cannot reach a Ray cluster at {address}; start one with `ray start --head` "
-                            "or check the address") from None
+            raise UserError(
+                f"cannot reach a Ray cluster at {address}; start one with `ray start --head` or check the address"
+            ) from None
     if not ray.is_initialized():
+        # a local Ray counts the machine's GPUs itself (num_gpus=None); a cluster already knows its own
+        local: dict[str, Any] = {} if address else {"num_gpus": None}
         try:
-            ray.init(address=address, include_dashboard=False, configure_logging=False, log_to_driver=False,
-                     **({} if address else {"num_gpus": None}))
+            ray.init(address=address, include_dashboard=False, configure_logging=False, log_to_driver=False, **local)
         except ConnectionError as exc:
             raise UserError(f"cannot join the Ray cluster at {address}: {str(exc).splitlines()[0]}") from None
     res = ray.cluster_resources()
     have_gpu, have_cpu = float(res.get("GPU", 0)), float(res.get("CPU", 0))
     if s.gpus > have_gpu:
-        raise UserError(f"asked for {s.gpus:g} GPUs but the cluster has {have_gpu:g} GPU(s) and {have_cpu:g} CPU(s); "
-                        "use --gpus 0 for CPU")
+        raise UserError(
+            f"asked for {s.gpus:g} GPUs but the cluster has {have_gpu:g} GPU(s) and {have_cpu:g} CPU(s); "
+            "use --gpus 0 for CPU"
+        )
     if s.cpus_per_trial > have_cpu:
         raise UserError(f"--cpus-per-trial {s.cpus_per_trial:g} is more than the cluster's {have_cpu:g} CPUs")
     return {"GPU": have_gpu, "CPU": have_cpu}
@@ -84,8 +91,10 @@ def check_writable(path: Path) -> None:
     while not p.exists() and p != p.parent:
         p = p.parent
     if not p.is_dir() or not os.access(p, os.W_OK | os.X_OK):
-        raise UserError(f"cannot write the results under {path}: {p} is not a writable folder; "
-                        "pass --storage-path a folder you can write (shared by all nodes on a cluster)")
+        raise UserError(
+            f"cannot write the results under {path}: {p} is not a writable folder; "
+            "pass --storage-path a folder you can write (shared by all nodes on a cluster)"
+        )
 
 
 def check_data(s: Settings) -> None:
@@ -110,13 +119,17 @@ def preflight(s: Settings, resume: bool) -> None:
     from ray import tune
 
     if not tune.Tuner.can_restore(str(s.path)):
-        raise UserError(f"{s.path} holds no Ray experiment state to resume (it was never started, or it was "
-                        "moved without its files)")
+        raise UserError(
+            f"{s.path} holds no Ray experiment state to resume (it was never started, or it was "
+            "moved without its files)"
+        )
     try:
         optuna.load_study(study_name=s.experiment, storage=f"sqlite:///{s.path / 'optuna.db'}")
     except Exception as exc:
-        raise UserError(f"the Optuna study {s.path / 'optuna.db'} cannot be read ({type(exc).__name__}); it is "
-                        "damaged or not this search's") from None
+        raise UserError(
+            f"the Optuna study {s.path / 'optuna.db'} cannot be read ({type(exc).__name__}); it is "
+            "damaged or not this search's"
+        ) from None
 
 
 def concurrency(s: Settings, res: dict[str, float]) -> int:
@@ -132,16 +145,20 @@ def prepare_surrogate(s: Settings, param_space: dict[str, Any], quiet: bool) -> 
     from ..eval import Surrogate, surrogate_config
 
     base = param_space["base"]
-    sur = Surrogate(surrogate_config({"arch": s.arch, "n_members": s.members}, s.dataset, s.epochs, s.seed + 1000,
-                                     base["subset"], s.data_dir))
+    sur = Surrogate(
+        surrogate_config(
+            {"arch": s.arch, "n_members": s.members}, s.dataset, s.epochs, s.seed + 1000, base["subset"], s.data_dir
+        )
+    )
     sur.model(log=(lambda m: None) if quiet else (lambda m: print(m, flush=True)))
     return {"config": sur.cfg.to_dict(), "root": str(sur.root)}
 
 
 def tracker_for(s: Settings) -> tracking.SearchTracker:
     # a sqlite store keeps artifacts beside it; a server (on a cluster) keeps its own
-    return tracking.SearchTracker(s.mlflow_uri, s.mlflow_experiment, tracking.artifact_root_for(s.mlflow_uri),
-                                  s.parent_run_id)
+    return tracking.SearchTracker(
+        s.mlflow_uri, s.mlflow_experiment, tracking.artifact_root_for(s.mlflow_uri), s.parent_run_id
+    )
 
 
 def run(s: Settings, address: str | None, resume: bool, quiet: bool) -> dict[str, Any]:
@@ -171,33 +188,61 @@ def run(s: Settings, address: str | None, resume: bool, quiet: bool) -> dict[str
     conc = concurrency(s, res)
     tracker = tracker_for(s)
     s.parent_run_id = tracker.start_parent(
-        s.experiment, {k: v for k, v in vars(s).items() if k != "parent_run_id"},
-        {"defense": s.defense, "dataset": s.dataset, "arch": s.arch, "sampler": s.sampler,
-         "objectives": ",".join(s.metrics), "budget": s.budget, "tune_div.experiment_dir": str(s.path)})
+        s.experiment,
+        {k: v for k, v in vars(s).items() if k != "parent_run_id"},
+        {
+            "defense": s.defense,
+            "dataset": s.dataset,
+            "arch": s.arch,
+            "sampler": s.sampler,
+            "objectives": ",".join(s.metrics),
+            "budget": s.budget,
+            "tune_div.experiment_dir": str(s.path),
+        },
+    )
     if not resume:
         s.save()
     quiet_ray(s.path / RAY_LOG)
     if not quiet:
-        print(f"{'resuming' if resume else 'searching'} {s.defense} on {s.dataset} ({s.members} x {s.arch}, "
-              f"{s.epochs} epochs, {s.samples} trials, budget {s.budget}), sampler {s.sampler}, objectives "
-              f"{', '.join(s.metrics)}; {conc} at once on {res['CPU']:g} CPU / {res['GPU']:g} GPU; "
-              f"results in {s.path}", flush=True)
+        print(
+            f"{'resuming' if resume else 'searching'} {s.defense} on {s.dataset} ({s.members} x {s.arch}, "
+            f"{s.epochs} epochs, {s.samples} trials, budget {s.budget}), sampler {s.sampler}, objectives "
+            f"{', '.join(s.metrics)}; {conc} at once on {res['CPU']:g} CPU / {res['GPU']:g} GPU; "
+            f"results in {s.path}",
+            flush=True,
+        )
     naive = start_baseline(s, param_space) if spare_slot(s, res, conc) else None
     fn = tune.with_resources(trainable, {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial})
     if resume:
-        tuner = tune.Tuner.restore(str(s.path), trainable=fn, resume_unfinished=True, resume_errored=False,
-                                   restart_errored=False)
+        tuner = tune.Tuner.restore(
+            str(s.path), trainable=fn, resume_unfinished=True, resume_errored=False, restart_errored=False
+        )
         reconcile(s, tuner, tracker, quiet)
     else:
-        run_config = tune.RunConfig(name=s.experiment, storage_path=s.storage_path, verbose=0,
-                                    callbacks=[RetryPolicy(), TrialProgress(s.epochs, quiet), MLflowLogger(s, tracker)],
-                                    failure_config=tune.FailureConfig(max_failures=s.max_retries),
-                                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
-        scheduler = (MOASHA(s.metrics[:2], s.epochs, s.grace_period, s.reduction_factor, record_dir=s.path)
-                     if s.scheduler == "moasha" else None)  # at rungs val_robust_acc is the proxy
-        tuner = tune.Tuner(fn, param_space=param_space, run_config=run_config,
-                           tune_config=tune.TuneConfig(search_alg=make_searcher(s, space), scheduler=scheduler,
-                                                       num_samples=s.samples, max_concurrent_trials=conc))
+        run_config = tune.RunConfig(
+            name=s.experiment,
+            storage_path=s.storage_path,
+            verbose=0,
+            callbacks=[RetryPolicy(), TrialProgress(s.epochs, quiet), MLflowLogger(s, tracker)],
+            failure_config=tune.FailureConfig(max_failures=s.max_retries),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        )
+        scheduler = (
+            MOASHA(s.metrics[:2], s.epochs, s.grace_period, s.reduction_factor, record_dir=s.path)
+            if s.scheduler == "moasha"
+            else None
+        )  # at rungs val_robust_acc is the proxy
+        tuner = tune.Tuner(
+            fn,
+            param_space=param_space,
+            run_config=run_config,
+            tune_config=tune.TuneConfig(
+                search_alg=make_searcher(s, space),
+                scheduler=scheduler,
+                num_samples=s.samples,
+                max_concurrent_trials=conc,
+            ),
+        )
     rows = collect(tuner.fit(), stopped_trials(s.path))
     tracker.attach_children()  # the callback may be a restored copy: read the child runs back from MLflow
     interrupted = len(rows) < s.samples or any(r["status"] == "UNFINISHED" for r in rows)
@@ -207,8 +252,13 @@ def run(s: Settings, address: str | None, resume: bool, quiet: bool) -> dict[str
         write_results(s, rows, table, None)
         tracker.end_parent("FAILED")
         failed = sorted((r for r in rows if r["status"] == "ERROR"), key=creation_order)
-        return {"rows": rows, "table": table, "interrupted": False, "baseline": None,
-                "all_failed": failed[0] if failed else {"trial_id": "-", "error": "no trial ran to its last epoch"}}
+        return {
+            "rows": rows,
+            "table": table,
+            "interrupted": False,
+            "baseline": None,
+            "all_failed": failed[0] if failed else {"trial_id": "-", "error": "no trial ran to its last epoch"},
+        }
     if naive is None and not interrupted:
         naive = start_baseline(s, param_space)
     table = pareto.pareto_table(rows, objectives=(s.metrics[0], s.metrics[1]), clean_floor=s.clean_floor)
@@ -238,13 +288,18 @@ def reconcile(s: Settings, tuner, tracker: tracking.SearchTracker, quiet: bool) 
     Optuna and its MLflow run, which belongs to no trial, is deleted (lifecycle ``deleted``)."""
     import optuna
 
-    from .searcher import RAY_TRIAL_ID, close_trial
+    from .searcher import RAY_TRIAL_ID, close_trial, open_trial
 
     rows = {str(r["trial_id"]): r for r in collect(tuner.get_results(), stopped_trials(s.path))}
 
     def result_of(r):
-        return {**{k: r.get(k) for k in s.metrics}, "val_clean_acc": r.get("val_clean_acc"), "flags": r["flags"],
-                "epoch": r["epoch"], FINAL: r["status"] == "TERMINATED"}
+        return {
+            **{k: r.get(k) for k in s.metrics},
+            "val_clean_acc": r.get("val_clean_acc"),
+            "flags": r["flags"],
+            "epoch": r["epoch"],
+            FINAL: r["status"] == "TERMINATED",
+        }
 
     study = optuna.load_study(study_name=s.experiment, storage=f"sqlite:///{s.path / 'optuna.db'}")
     lost = 0
@@ -252,17 +307,26 @@ def reconcile(s: Settings, tuner, tracker: tracking.SearchTracker, quiet: bool) 
         r = rows.get(str(t.user_attrs.get(RAY_TRIAL_ID)))
         if r is not None and r["status"] == "UNFINISHED":
             continue
-        ot = optuna.trial.Trial(study, t._trial_id)  # Optuna has no public handle on an open trial by number
+        ot = open_trial(study, t)
         if r is None:
             ot.set_user_attr("lost", LOST)
             lost += 1
-        close_trial(study, ot, s.metrics, None if r is None else result_of(r), r is None or r["status"] == "ERROR",
-                    s.clean_floor)
+        close_trial(
+            study,
+            ot,
+            s.metrics,
+            None if r is None else result_of(r),
+            r is None or r["status"] == "ERROR",
+            s.clean_floor,
+        )
     ends = {tid: (r["status"], result_of(r), r["error"]) for tid, r in rows.items()}
     deleted = tracker.reconcile(ends, LOST)
     if not quiet and (lost or deleted):
-        print(f"closed what the killed driver left: {lost} Optuna trial(s) FAIL, {len(deleted)} MLflow run(s) "
-              "of trials Ray never recorded deleted", flush=True)
+        print(
+            f"closed what the killed driver left: {lost} Optuna trial(s) FAIL, {len(deleted)} MLflow run(s) "
+            "of trials Ray never recorded deleted",
+            flush=True,
+        )
 
 
 def stopped_trials(path: Path) -> dict[str, int]:
@@ -275,8 +339,9 @@ def stopped_trials(path: Path) -> dict[str, int]:
     return {k: int(v) for k, v in yaml.safe_load(f.read_text())["stopped"].items()} if f.is_file() else {}
 
 
-def report_front_on_test(s: Settings, front: list[dict[str, Any]], tracker: tracking.SearchTracker,
-                         quiet: bool) -> None:
+def report_front_on_test(
+    s: Settings, front: list[dict[str, Any]], tracker: tracking.SearchTracker, quiet: bool
+) -> None:
     """The final report of the front: each member's test split (clean, proxy, audit) measured from its
     last checkpoint, in Ray tasks with a trial's resources; the numbers go into the rows and onto the
     members' child runs."""
@@ -294,7 +359,8 @@ def report_front_on_test(s: Settings, front: list[dict[str, Any]], tracker: trac
     refs = [task.remote(r["config"], r["checkpoint"]) for r in todo]
     for r, ref in zip(todo, refs):
         try:
-            r.update(ray.get(ref))
+            report: dict[str, float] = ray.get(ref)
+            r.update(report)
         except Exception as exc:  # the member stays on the front (chosen on validation), its test numbers blank
             print(f"[{r['trial_id']}] test-split report failed: {str(exc).strip().splitlines()[-1]}", flush=True)
             continue
@@ -334,16 +400,24 @@ def finish_baseline(ref, interrupted: bool, quiet: bool) -> dict[str, Any] | Non
         return None
 
 
-def publish(s: Settings, tracker: tracking.SearchTracker, space, rows, table, files: list[Path],
-            base: dict[str, Any] | None) -> None:
+def publish(
+    s: Settings, tracker: tracking.SearchTracker, space, rows, table, files: list[Path], base: dict[str, Any] | None
+) -> None:
     """Parent artifacts: the Pareto table and plot (with the naive baseline), every trial, the effective
     search space, the exports; the baseline's metrics on the parent."""
-    plot = tracking.pareto_plot(rows, table, s.path / "pareto.png", f"{s.defense} on {s.dataset}: {s.experiment}",
-                                baseline=base, robust_note="audited" if s.audit != "off" else "proxy, not audited")
+    plot = tracking.pareto_plot(
+        rows,
+        table,
+        s.path / "pareto.png",
+        f"{s.defense} on {s.dataset}: {s.experiment}",
+        baseline=base,
+        robust_note="audited" if s.audit != "off" else "proxy, not audited",
+    )
     space_file = atomic_write_text(s.path / "search_space.yaml", space.to_yaml())
     exported = s.path / "exported"
-    tracking.export_from_tracking(s.mlflow_uri, parent_run_id=tracker.parent_run_id, out=exported,
-                                  clean_floor=s.clean_floor)
+    tracking.export_from_tracking(
+        s.mlflow_uri, parent_run_id=tracker.parent_run_id, out=exported, clean_floor=s.clean_floor
+    )
     tracker.log_front(rows, table, [*files, plot, space_file, exported])
     if base:
         tracker.log_parent_metrics({f"baseline_{k}": v for k, v in base.items() if isinstance(v, float)})

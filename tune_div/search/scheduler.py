@@ -20,8 +20,9 @@ Ctrl-C or ``kill -9`` of the driver) neither forgets a rung nor restarts a stopp
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import yaml
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
@@ -61,10 +62,10 @@ def selection_order(points: Sequence[tuple[float, float]]) -> list[int]:
     return order
 
 
-def promoted(candidate: str, records: dict[str, tuple[float, float]], reduction_factor: int) -> bool:
+def promoted(candidate: str, records: dict[str, list[float]], reduction_factor: int) -> bool:
     """Whether ``candidate`` (recorded in ``records``) is in the top ``max(1, ⌈n/η⌉)`` of the rung."""
     ids = sorted(records)
-    order = selection_order([tuple(records[t]) for t in ids])
+    order = selection_order([(records[t][0], records[t][1]) for t in ids])
     keep = max(1, math.ceil(len(ids) / reduction_factor))
     return candidate in {ids[i] for i in order[:keep]}
 
@@ -72,8 +73,15 @@ def promoted(candidate: str, records: dict[str, tuple[float, float]], reduction_
 class MOASHA(FIFOScheduler):
     """Ray Tune scheduler; ``objectives`` are two result keys, both maximised."""
 
-    def __init__(self, objectives: Sequence[str], epochs: int, grace_period: int = 1, reduction_factor: int = 3,
-                 record_dir: str | Path | None = None, time_attr: str = "epoch"):
+    def __init__(
+        self,
+        objectives: Sequence[str],
+        epochs: int,
+        grace_period: int = 1,
+        reduction_factor: int = 3,
+        record_dir: str | Path | None = None,
+        time_attr: str = "epoch",
+    ):
         super().__init__()
         self.objectives = list(objectives)
         self.rungs = rung_epochs(epochs, grace_period, reduction_factor)
@@ -94,9 +102,20 @@ class MOASHA(FIFOScheduler):
 
     def _save(self) -> None:
         if self.record_path:
-            atomic_write_text(self.record_path, yaml.safe_dump(
-                {"rungs": self.rungs, "reduction_factor": self.reduction_factor, "objectives": self.objectives,
-                 "records": self.records, "decisions": self.decisions, "stopped": self.stopped}, sort_keys=False))
+            atomic_write_text(
+                self.record_path,
+                yaml.safe_dump(
+                    {
+                        "rungs": self.rungs,
+                        "reduction_factor": self.reduction_factor,
+                        "objectives": self.objectives,
+                        "records": self.records,
+                        "decisions": self.decisions,
+                        "stopped": self.stopped,
+                    },
+                    sort_keys=False,
+                ),
+            )
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -117,8 +136,9 @@ class MOASHA(FIFOScheduler):
         if any(result.get(k) is None or not math.isfinite(result[k]) for k in self.objectives):
             return TrialScheduler.CONTINUE  # nothing to compare: decided at the next rung
         self.records[rung][tid] = [float(result[k]) for k in self.objectives]
-        decision = (TrialScheduler.CONTINUE if promoted(tid, self.records[rung], self.reduction_factor)
-                    else TrialScheduler.STOP)
+        decision = (
+            TrialScheduler.CONTINUE if promoted(tid, self.records[rung], self.reduction_factor) else TrialScheduler.STOP
+        )
         self.decisions.setdefault(tid, {})[rung] = decision
         if decision == TrialScheduler.STOP:
             self.stopped[tid] = int(epoch)

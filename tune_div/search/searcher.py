@@ -39,8 +39,16 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
 RAY_TRIAL_ID = "ray_trial_id"  # user attribute: the Ray trial an Optuna trial belongs to, set when asked
 
 
-def close_trial(study: optuna.Study, ot_trial, metrics: list[str], result: dict | None, error: bool,
-                clean_floor: float | None) -> str:
+def open_trial(study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> optuna.trial.Trial:
+    """A handle on a still-open trial of ``study``, to set attributes and tell it. Optuna has no public
+    way to get one from a stored trial: ``FrozenTrial._trial_id`` (the storage's id, read from optuna
+    5.0.0) is what ``Trial`` is built from."""
+    return optuna.trial.Trial(study, frozen._trial_id)
+
+
+def close_trial(
+    study: optuna.Study, ot_trial, metrics: list[str], result: dict | None, error: bool, clean_floor: float | None
+) -> str:
     """Tell ``study`` how a trial ended; returns the Optuna state's name. A result of the last epoch is
     COMPLETE (with the clean-floor constraint and the flags), an earlier one was stopped at a rung (PRUNED:
     partial values), an error or no result is FAIL. A trial Optuna has closed already is left alone."""
@@ -48,7 +56,7 @@ def close_trial(study: optuna.Study, ot_trial, metrics: list[str], result: dict 
     frozen = study.get_trials(deepcopy=False)[number]
     if frozen.state.is_finished():
         return frozen.state.name
-    values = [result.get(m) for m in metrics] if result else None
+    values = [result.get(m) for m in metrics] if result else []
     if error or not result or any(v is None for v in values):
         study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
         return "FAIL"
@@ -61,7 +69,7 @@ def close_trial(study: optuna.Study, ot_trial, metrics: list[str], result: dict 
     if clean_floor is not None:
         ot_trial.set_constraint(CLEAN_FLOOR, float(clean_floor - result.get("val_clean_acc", 0.0)))
     ot_trial.set_user_attr("flags", result.get("flags", ""))
-    study.tell(ot_trial, values=[float(v) for v in values], state=optuna.trial.TrialState.COMPLETE)
+    study.tell(ot_trial, values=[float(v) for v in values if v is not None], state=optuna.trial.TrialState.COMPLETE)
     return "COMPLETE"
 
 
@@ -75,35 +83,63 @@ class ParetoOptunaSearch(OptunaSearch):
         super().__init__(*args, **kwargs)
         self._clean_floor = clean_floor
 
+    # -- the one adapter onto OptunaSearch's internals, read from ray 2.60.0
+    # (ray/tune/search/optuna/optuna_search.py); nothing else in tune_div touches them.
+    @property
+    def study(self) -> optuna.Study:
+        study = self._ot_study  # the optuna.Study, set by OptunaSearch._setup_study
+        assert study is not None, "the searcher has no study before Ray sets it up"
+        return study
+
+    @property
+    def open_trials(self) -> dict[str, optuna.trial.Trial]:
+        return self._ot_trials  # Ray trial id -> the Optuna trial asked for it
+
+    @property
+    def completed(self) -> set[str]:
+        return self._completed_trials  # Ray trial ids already told to Optuna
+
+    @property
+    def metrics(self) -> list[str]:
+        return list(self.metric) if isinstance(self.metric, list) else [str(self.metric)]
+
+    # --
     def suggest(self, trial_id: str) -> dict | None:
         config = super().suggest(trial_id)
         if config is not None:
-            self._ot_trials[trial_id].set_user_attr(RAY_TRIAL_ID, trial_id)
+            self.open_trials[trial_id].set_user_attr(RAY_TRIAL_ID, trial_id)
         return config
 
-    def _find(self, trial_id: str):
+    def _find(self, trial_id: str) -> optuna.trial.Trial | None:
         """The Optuna trial of Ray trial ``trial_id``: known, or re-attached from the study by its id."""
-        if trial_id not in self._ot_trials:
-            for t in self._ot_study.get_trials(deepcopy=False):
+        if trial_id not in self.open_trials:
+            for t in self.study.get_trials(deepcopy=False):
                 if t.user_attrs.get(RAY_TRIAL_ID) == trial_id:
-                    self._ot_trials[trial_id] = optuna.trial.Trial(self._ot_study, t._trial_id)
+                    self.open_trials[trial_id] = open_trial(self.study, t)
                     break
-        return self._ot_trials.get(trial_id)
+        return self.open_trials.get(trial_id)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        if trial_id in self._completed_trials:
+        if trial_id in self.completed:
             return
         ot_trial = self._find(trial_id)
         if ot_trial is not None:
-            close_trial(self._ot_study, ot_trial, self.metric, None if error else result, error, self._clean_floor)
-        self._completed_trials.add(trial_id)
+            close_trial(self.study, ot_trial, self.metrics, None if error else result, error, self._clean_floor)
+        self.completed.add(trial_id)
 
 
 def make_searcher(s: Settings, space) -> ParetoOptunaSearch:
     """The searcher of a search: study ``<experiment>/optuna.db``, the paper point evaluated first."""
     storage = optuna.storages.RDBStorage(f"sqlite:///{s.path / 'optuna.db'}")
     paper = space.paper_point()
-    return ParetoOptunaSearch(space=space.define_by_run, metric=s.metrics, mode=["max"] * len(s.metrics),
-                              points_to_evaluate=[paper] if paper else None,
-                              sampler=make_sampler(s.sampler, s.seed),
-                              study_name=s.experiment, storage=storage, seed=s.seed, clean_floor=s.clean_floor)
+    return ParetoOptunaSearch(
+        space=space.define_by_run,
+        metric=s.metrics,
+        mode=["max"] * len(s.metrics),
+        points_to_evaluate=[paper] if paper else None,
+        sampler=make_sampler(s.sampler, s.seed),
+        study_name=s.experiment,
+        storage=storage,
+        seed=s.seed,
+        clean_floor=s.clean_floor,
+    )

@@ -15,17 +15,31 @@ from typing import Any
 
 from .. import attacks, data, defenses, device_defaults, models
 from ..attacks.audit import PRESETS as AUDIT_PRESETS
-from ..domains import (COUNT, LINF_EPS, NON_NEGATIVE, POSITIVE, PROBABILITY, SEED, Int, Maybe, OneOf, Text, check,
-                       check_all)
+from ..domains import (
+    COUNT,
+    LINF_EPS,
+    NON_NEGATIVE,
+    POSITIVE,
+    PROBABILITY,
+    SEED,
+    Int,
+    Maybe,
+    OneOf,
+    Text,
+    check,
+    check_all,
+)
 from ..errors import UserError
 from ..files import atomic_write_text
 from ..tracking import uri as tracking_uri
 from . import space as search_space
 
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
-OBJECTIVES = {"robust": ["val_clean_acc", "val_robust_acc"],
-              "blackbox": ["val_clean_acc", "val_blackbox_acc"],
-              "both": ["val_clean_acc", "val_robust_acc", "val_blackbox_acc"]}
+OBJECTIVES = {
+    "robust": ["val_clean_acc", "val_robust_acc"],
+    "blackbox": ["val_clean_acc", "val_blackbox_acc"],
+    "both": ["val_clean_acc", "val_robust_acc", "val_blackbox_acc"],
+}
 # The proxy objective: PGD-10 on the CW margin of the mean member logits, at the dataset's objective eps,
 # on a fixed, seeded validation subset; audited after a trial's last epoch (docs/audit.md).
 OBJECTIVE_DEFAULTS = {"attack": "pgd_cw_logits", "steps": 10, "n": 500, "seed": 0, "audit": "fast"}
@@ -36,24 +50,66 @@ SETTINGS_FILE = "search.json"
 
 # Budgets: smoke finishes on a 2-core CPU in a few minutes; paper uses the papers' epochs, full data.
 BUDGETS: dict[str, dict[str, Any]] = {
-    "smoke": {"samples": 4, "epochs": 2, "subset": 5000, "val_subset": 1000, "objective_n": 200, "sanity_n": 100,
-              "test_n": 500},
-    "small": {"samples": 16, "epochs": 5, "subset": 10000, "val_subset": 2000, "objective_n": 500, "sanity_n": 200,
-              "test_n": 1000},
-    "paper": {"samples": 32, "epochs": None, "subset": None, "val_subset": None, "objective_n": 1000, "sanity_n": 200,
-              "test_n": None},
+    "smoke": {
+        "samples": 4,
+        "epochs": 2,
+        "subset": 5000,
+        "val_subset": 1000,
+        "objective_n": 200,
+        "sanity_n": 100,
+        "test_n": 500,
+    },
+    "small": {
+        "samples": 16,
+        "epochs": 5,
+        "subset": 10000,
+        "val_subset": 2000,
+        "objective_n": 500,
+        "sanity_n": 200,
+        "test_n": 1000,
+    },
+    "paper": {
+        "samples": 32,
+        "epochs": None,
+        "subset": None,
+        "val_subset": None,
+        "objective_n": 1000,
+        "sanity_n": 200,
+        "test_n": None,
+    },
 }
 
 
 SETTINGS_DOMAINS = {
-    "defense": Text(), "dataset": Text(), "arch": Text(), "members": COUNT, "epochs": COUNT, "samples": COUNT,
-    "budget": OneOf(tuple(BUDGETS)), "sampler": OneOf(SAMPLERS), "objective": OneOf(tuple(OBJECTIVES)),
-    "clean_floor": Maybe(PROBABILITY), "gpus": NON_NEGATIVE, "gpus_per_trial": NON_NEGATIVE, "cpus_per_trial": POSITIVE,
-    "concurrency": Maybe(COUNT), "seed": SEED, "space_file": Maybe(Text()), "data_dir": Maybe(Text()),
-    "inject_nan_if": Maybe(Text()), "experiment": Text(), "storage_path": Text(), "subset": Maybe(COUNT),
-    "tracking_uri": Maybe(Text()), "parent_run_id": Maybe(Text()), "audit": OneOf(AUDITS),
-    "scheduler": OneOf(SCHEDULERS), "grace_period": COUNT, "reduction_factor": Int(min=2),
-    "max_retries": Int(min=0), "execution": OneOf(models.EXECUTIONS),
+    "defense": Text(),
+    "dataset": Text(),
+    "arch": Text(),
+    "members": COUNT,
+    "epochs": COUNT,
+    "samples": COUNT,
+    "budget": OneOf(tuple(BUDGETS)),
+    "sampler": OneOf(SAMPLERS),
+    "objective": OneOf(tuple(OBJECTIVES)),
+    "clean_floor": Maybe(PROBABILITY),
+    "gpus": NON_NEGATIVE,
+    "gpus_per_trial": NON_NEGATIVE,
+    "cpus_per_trial": POSITIVE,
+    "concurrency": Maybe(COUNT),
+    "seed": SEED,
+    "space_file": Maybe(Text()),
+    "data_dir": Maybe(Text()),
+    "inject_nan_if": Maybe(Text()),
+    "experiment": Text(),
+    "storage_path": Text(),
+    "subset": Maybe(COUNT),
+    "tracking_uri": Maybe(Text()),
+    "parent_run_id": Maybe(Text()),
+    "audit": OneOf(AUDITS),
+    "scheduler": OneOf(SCHEDULERS),
+    "grace_period": COUNT,
+    "reduction_factor": Int(min=2),
+    "max_retries": Int(min=0),
+    "execution": OneOf(models.EXECUTIONS),
 }
 
 
@@ -109,7 +165,7 @@ class Settings:
         atomic_write_text(self.path / SETTINGS_FILE, json.dumps(asdict(self), indent=2))
 
     @classmethod
-    def load(cls, folder: str | os.PathLike) -> "Settings":
+    def load(cls, folder: str | os.PathLike) -> Settings:
         """The settings of the experiment in ``folder`` (``--resume``), moved along with its folder."""
         folder = Path(folder).expanduser().resolve()
         path = folder / SETTINGS_FILE
@@ -119,8 +175,9 @@ class Settings:
             doc = json.loads(path.read_text())
             s = cls(**{f.name: doc[f.name] for f in fields(cls) if f.name in doc})
         except (ValueError, TypeError, KeyError, UnicodeDecodeError) as exc:
-            raise UserError(f"{path} is damaged or from another version ({type(exc).__name__}); "
-                            "it cannot be resumed") from None
+            raise UserError(
+                f"{path} is damaged or from another version ({type(exc).__name__}); it cannot be resumed"
+            ) from None
         s.storage_path, s.experiment = str(folder.parent), folder.name
         try:
             s.check()
@@ -137,7 +194,7 @@ class Settings:
         models.MODELS.get(self.arch)
 
     @classmethod
-    def from_args(cls, args) -> "Settings":
+    def from_args(cls, args) -> Settings:
         """Validated settings from the parsed command line; nothing is written."""
         if not args.defense:
             raise UserError(f"name the defense to search, one of: {', '.join(defenses.names())}")
@@ -153,8 +210,11 @@ class Settings:
                 raise UserError(f"{name} must be at least 1, got {value}")
         if args.gpus < 0 or args.cpus_per_trial <= 0:
             raise UserError("--gpus must be >= 0 and --cpus-per-trial > 0")
-        gpt = args.gpus_per_trial if args.gpus_per_trial is not None else (
-            min(float(args.gpus), device_defaults.gpus_per_trial()) if args.gpus > 0 else 0.0)
+        gpt = (
+            args.gpus_per_trial
+            if args.gpus_per_trial is not None
+            else (min(float(args.gpus), device_defaults.gpus_per_trial()) if args.gpus > 0 else 0.0)
+        )
         if gpt < 0 or (gpt > 0 and args.gpus == 0):
             raise UserError(f"--gpus-per-trial {gpt} needs --gpus > 0 (the GPUs the whole search may use)")
         if gpt > args.gpus > 0:
@@ -178,13 +238,36 @@ class Settings:
         check("--experiment", "name", experiment, Text())
         if "/" in experiment or experiment in (".", ".."):
             raise UserError(f"--experiment {experiment!r} must be a folder name, not a path")
-        s = cls(args.defense, args.dataset, arch, args.members, epochs, samples, args.budget, args.sampler,
-                args.objective, args.clean_floor, args.gpus, gpt, args.cpus_per_trial, args.concurrency,
-                args.seed, str(Path(args.space).resolve()) if args.space else None, data_dir, args.inject_nan_if,
-                experiment, str(Path(args.storage_path).expanduser().resolve()), args.subset, args.tracking_uri,
-                audit=args.audit, scheduler=args.scheduler or ("moasha" if epochs >= 4 else "fifo"),
-                grace_period=args.grace_period, reduction_factor=args.reduction_factor, max_retries=args.max_retries,
-                execution=args.execution or "auto")
+        s = cls(
+            args.defense,
+            args.dataset,
+            arch,
+            args.members,
+            epochs,
+            samples,
+            args.budget,
+            args.sampler,
+            args.objective,
+            args.clean_floor,
+            args.gpus,
+            gpt,
+            args.cpus_per_trial,
+            args.concurrency,
+            args.seed,
+            str(Path(args.space).resolve()) if args.space else None,
+            data_dir,
+            args.inject_nan_if,
+            experiment,
+            str(Path(args.storage_path).expanduser().resolve()),
+            args.subset,
+            args.tracking_uri,
+            audit=args.audit,
+            scheduler=args.scheduler or ("moasha" if epochs >= 4 else "fifo"),
+            grace_period=args.grace_period,
+            reduction_factor=args.reduction_factor,
+            max_retries=args.max_retries,
+            execution=args.execution or "auto",
+        )
         s.check()
         return s
 
@@ -197,8 +280,15 @@ class Settings:
         return search_space.load(self.defense, self.space_file, self.dataset)
 
 
-OBJECTIVE_DOMAINS = {"attack": Text(), "eps": LINF_EPS, "steps": Maybe(COUNT), "n": Maybe(COUNT), "seed": SEED,
-                     "audit": Maybe(OneOf(tuple(AUDIT_PRESETS))), "test_n": Maybe(COUNT)}
+OBJECTIVE_DOMAINS = {
+    "attack": Text(),
+    "eps": LINF_EPS,
+    "steps": Maybe(COUNT),
+    "n": Maybe(COUNT),
+    "seed": SEED,
+    "audit": Maybe(OneOf(tuple(AUDIT_PRESETS))),
+    "test_n": Maybe(COUNT),
+}
 
 
 def check_objective(spec: Any) -> dict[str, Any]:
@@ -236,8 +326,13 @@ def parse_injection(text: str, space=None) -> tuple[str, float]:
 
 def objective_spec(s: Settings, n: int) -> dict[str, Any]:
     """How the proxy robust accuracy is measured: the attack, its steps, ε, the subset size and seed."""
-    return {**OBJECTIVE_DEFAULTS, "eps": data.info(s.dataset).objective_eps, "n": n, "seed": s.seed,
-            "audit": None if s.audit == "off" else s.audit}
+    return {
+        **OBJECTIVE_DEFAULTS,
+        "eps": data.info(s.dataset).objective_eps,
+        "n": n,
+        "seed": s.seed,
+        "audit": None if s.audit == "off" else s.audit,
+    }
 
 
 def base_config(s: Settings) -> dict[str, Any]:
@@ -247,11 +342,21 @@ def base_config(s: Settings) -> dict[str, Any]:
         budget["subset"] = s.subset
     return {
         "defense": s.defense,
-        "base": {"dataset": s.dataset, "arch": s.arch, "n_members": s.members, "epochs": s.epochs, "seed": s.seed,
-                 "subset": budget["subset"], "val_subset": budget["val_subset"], "data_dir": s.data_dir,
-                 "num_threads": max(1, int(s.cpus_per_trial)), "execution": s.execution},
+        "base": {
+            "dataset": s.dataset,
+            "arch": s.arch,
+            "n_members": s.members,
+            "epochs": s.epochs,
+            "seed": s.seed,
+            "subset": budget["subset"],
+            "val_subset": budget["val_subset"],
+            "data_dir": s.data_dir,
+            "num_threads": max(1, int(s.cpus_per_trial)),
+            "execution": s.execution,
+        },
         "objective": objective_spec(s, budget["objective_n"]),
-        "sanity_n": budget["sanity_n"], "test_n": budget["test_n"],
+        "sanity_n": budget["sanity_n"],
+        "test_n": budget["test_n"],
         "rungs": s.rungs,
         "inject_nan_if": list(parse_injection(s.inject_nan_if)) if s.inject_nan_if else None,
     }

@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 
@@ -115,25 +115,37 @@ class SearchSpace:
     def to_yaml(self) -> str:
         """The effective space (shared block merged, start values resolved for the dataset), loadable
         again with ``--space``."""
-        doc = {"defense": self.defense, "description": f"effective space for {self.dataset}, from {self.source}",
-               "params": {p.short: p.to_dict() for p in self.params if p.name.startswith("hparams/")},
-               "train": {p.short: p.to_dict() for p in self.params if p.name.startswith("train/")}}
+        doc = {
+            "defense": self.defense,
+            "description": f"effective space for {self.dataset}, from {self.source}",
+            "params": {p.short: p.to_dict() for p in self.params if p.name.startswith("hparams/")},
+            "train": {p.short: p.to_dict() for p in self.params if p.name.startswith("train/")},
+        }
         return yaml.safe_dump(doc, sort_keys=False)
 
 
-TRAIN_DOMAINS = {"lr": POSITIVE, "weight_decay": NON_NEGATIVE, "adv_eps": LINF_EPS,
-                 "adv_ratio": Float(0.0, 1.0, open_low=True),
-                 "adv_attack": OneOf(("none", *attacks.names(adversarial_training=True)))}
+TRAIN_DOMAINS = {
+    "lr": POSITIVE,
+    "weight_decay": NON_NEGATIVE,
+    "adv_eps": LINF_EPS,
+    "adv_ratio": Float(0.0, 1.0, open_low=True),
+    "adv_attack": OneOf(("none", *attacks.names(adversarial_training=True))),
+}
 
 
 def train_start_values(dataset: str) -> dict[str, Any]:
     """Start values of the shared training parameters: the code's defaults for ``dataset``."""
     cfg = TrainConfig(dataset=dataset)
-    return {"lr": cfg.lr, "weight_decay": cfg.weight_decay, "adv_attack": "none",
-            "adv_eps": data.info(dataset).objective_eps, "adv_ratio": ADV_TRAIN_DEFAULTS["ratio"]}
+    return {
+        "lr": cfg.lr,
+        "weight_decay": cfg.weight_decay,
+        "adv_attack": "none",
+        "adv_eps": data.info(dataset).objective_eps,
+        "adv_ratio": ADV_TRAIN_DEFAULTS["ratio"],
+    }
 
 
-def _fail(source: str, key: str, message: str) -> None:
+def _fail(source: str, key: str, message: str) -> NoReturn:
     raise UserError(f"{source}: {key if str(key).isprintable() else repr(key)}: {message}")
 
 
@@ -152,26 +164,44 @@ def _param(source: str, section: str, name: str, spec: Any, start: Any, domain: 
     choices = spec.get("choices")
     if name == "adv_attack" and choices is None:
         choices = ["none", *attacks.names(adversarial_training=True)]
-    p = Param(f"{'hparams' if section == 'params' else 'train'}/{name}", kind, spec.get("low"), spec.get("high"),
-              choices, spec.get("paper", start), spec.get("when"))
+    p = Param(
+        f"{'hparams' if section == 'params' else 'train'}/{name}",
+        kind,
+        spec.get("low"),
+        spec.get("high"),
+        choices,
+        spec.get("paper", start),
+        spec.get("when"),
+    )
+    values: list[Any]
     if kind == "categorical":
         if not isinstance(p.choices, list) or not p.choices:
             _fail(source, key, "a categorical parameter needs a non-empty 'choices' list")
         if p.paper is not None and p.paper not in p.choices:
             _fail(source, key, f"start value {p.paper!r} is not among the choices {p.choices}")
+        values = p.choices
     else:
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (p.low, p.high)):
+        low, high = p.low, p.high
+        if (
+            not (isinstance(low, (int, float)) and isinstance(high, (int, float)))
+            or isinstance(low, bool)
+            or isinstance(high, bool)
+        ):
             _fail(source, key, "'low' and 'high' must be numbers")
-        if p.low >= p.high:
-            _fail(source, key, f"inverted range: low {p.low} must be below high {p.high}")
-        if kind.startswith("log") and p.low <= 0:
+        if low >= high:
+            _fail(source, key, f"inverted range: low {low} must be below high {high}")
+        if kind.startswith("log") and low <= 0:
             _fail(source, key, f"a log range needs a positive low bound, got {p.low}")
         if p.paper is not None and not domain.accepts(p.paper):
             _fail(source, key, f"start value {p.paper!r} is not what '{name}' takes: {domain.describe()}")
-        if p.paper is not None and not p.low <= p.paper <= p.high:
-            _fail(source, key, f"start value {p.paper} lies outside [{p.low}, {p.high}]; set 'paper:' or widen the "
-                               "range for this dataset")
-    values = p.choices if kind == "categorical" else [p.low, p.high]
+        if p.paper is not None and not low <= p.paper <= high:
+            _fail(
+                source,
+                key,
+                f"start value {p.paper} lies outside [{p.low}, {p.high}]; set 'paper:' or widen the "
+                "range for this dataset",
+            )
+        values = [low, high]
     bad = [v for v in values if not domain.accepts(v)]
     if bad:
         _fail(source, key, f"{bad[0]!r} is outside what '{name}' takes: {domain.describe()}")
@@ -182,7 +212,8 @@ def _param(source: str, section: str, name: str, spec: Any, start: Any, domain: 
     if p.when is not None:
         ok = isinstance(p.when, dict) and all(
             isinstance(v, list) or (isinstance(v, dict) and set(v) == {"not"} and isinstance(v["not"], list))
-            for v in p.when.values())
+            for v in p.when.values()
+        )
         if not ok:
             _fail(source, key, "'when' must map a parameter name to a list of values or to {not: [values]}")
     return p
@@ -210,10 +241,16 @@ def parse(doc: Any, source: str, defense: str | None = None, dataset: str = "mni
             _fail(source, section, "expected a mapping of parameter names to specs")
     for pname, spec in (doc.get("params") or {}).items():
         if pname not in start:
-            _fail(source, f"params.{pname}", f"'{name}' has no such hyperparameter; valid: {', '.join(sorted(start)) or 'none'}")
-        params.append(_param(source, "params", pname, spec, start[pname], defenses.DEFENSES.get(name).domains[pname]))
+            _fail(
+                source,
+                f"params.{pname}",
+                f"'{name}' has no such hyperparameter; valid: {', '.join(sorted(start)) or 'none'}",
+            )
+        param = _param(source, "params", pname, spec, start[pname], defenses.DEFENSES.get(name).domains[pname])
+        if param is not None:  # a hyperparameter is always enabled; only training parameters can be off
+            params.append(param)
     shared, train_start = _shared_train(), train_start_values(dataset)
-    for pname, spec in (doc.get("train") or {}).items():
+    for pname in doc.get("train") or {}:
         if pname not in shared:
             _fail(source, f"train.{pname}", f"unknown training parameter; valid: {', '.join(sorted(shared))}")
     for pname, spec in shared.items():
@@ -224,7 +261,7 @@ def parse(doc: Any, source: str, defense: str | None = None, dataset: str = "mni
             params.append(p)
     short = {p.short for p in params}
     for p in params:
-        for dep in (p.when or {}):
+        for dep in p.when or {}:
             if dep not in short:
                 section = "params" if p.name.startswith("hparams/") else "train"
                 _fail(source, f"{section}.{p.short}.when", f"refers to '{dep}', which is not an enabled parameter")

@@ -83,7 +83,7 @@ class ProxyObjective:
 class TransferObjective:
     """Accuracy on examples transferred from the search's cached surrogate (crafted once, then cached)."""
 
-    def __init__(self, spec: dict[str, Any], proxy: "ProxyObjective", subset_key: str):
+    def __init__(self, spec: dict[str, Any], proxy: ProxyObjective, subset_key: str):
         self.surrogate = Surrogate(TrainConfig.from_dict(spec["config"]), root=Path(spec["root"]))
         self.proxy, self.key = proxy, subset_key
 
@@ -135,8 +135,11 @@ def objective_metrics(trainer: Trainer, objective: dict) -> dict[str, float]:
     model = trainer.ensemble.eval()
     val = ProxyObjective(trainer.cfg, objective)
     _, proxy = val(model)
-    return {"val_proxy_acc": proxy, **final_metrics(model, objective, val, proxy),
-            **test_metrics(model, trainer.cfg, objective)}
+    return {
+        "val_proxy_acc": proxy,
+        **final_metrics(model, objective, val, proxy),
+        **test_metrics(model, trainer.cfg, objective),
+    }
 
 
 def run_trial(config: dict[str, Any], report, checkpoint_dir: str | None = None) -> dict[str, Any]:
@@ -159,8 +162,11 @@ def run_trial(config: dict[str, Any], report, checkpoint_dir: str | None = None)
     objective = ProxyObjective(cfg, spec)
     transfer = None
     if config.get("blackbox"):
-        transfer = TransferObjective(config["blackbox"], objective,
-                                     f"{cfg.dataset}/val/n={spec['n']}/seed={spec['seed']}/val_size={cfg.val_size}")
+        transfer = TransferObjective(
+            config["blackbox"],
+            objective,
+            f"{cfg.dataset}/val/n={spec['n']}/seed={spec['seed']}/val_size={cfg.val_size}",
+        )
     sanity_n = int(config.get("sanity_n", 100))
     rungs = set(config.get("rungs") or [])
     inject = config.get("inject_nan_if")  # fault injection for tests: [param, threshold]
@@ -171,7 +177,7 @@ def run_trial(config: dict[str, Any], report, checkpoint_dir: str | None = None)
             total, parts = real_loss(ens, x, y)
             return total * float("nan"), parts
 
-        trainer.defense.loss = poisoned
+        trainer.defense.loss = poisoned  # type: ignore[method-assign]  # fault injection for tests
     flags = {"flags": last.get("flags", ""), "flagged": last.get("flagged", 0)}  # carried between evaluations
     while not trainer.done:
         metrics = trainer.train_epoch()  # DivergenceError fails this trial with its reason
@@ -187,8 +193,14 @@ def run_trial(config: dict[str, Any], report, checkpoint_dir: str | None = None)
     return last
 
 
-def epoch_metrics(model, spec: dict[str, Any], objective: ProxyObjective, transfer: TransferObjective | None,
-                  sanity_n: int, final: bool) -> dict[str, Any]:
+def epoch_metrics(
+    model,
+    spec: dict[str, Any],
+    objective: ProxyObjective,
+    transfer: TransferObjective | None,
+    sanity_n: int,
+    final: bool,
+) -> dict[str, Any]:
     """The evaluation after a rung epoch or the ``final`` one: the proxy (and transfer); after the final
     epoch also the sanity flags and the audit (:func:`final_metrics`), with ``proxy_inflated`` if the
     proxy overstates the audit."""

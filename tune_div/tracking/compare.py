@@ -32,8 +32,16 @@ def compare(uri: str, experiments: list[str], out: Path, clean_floor: float | No
         t = pareto.pareto_table(rows, tuple(objectives), clean_floor=clean_floor)
         defense = parent.data.tags.get("defense", name)
         fronts.append((defense, [(r[objectives[0]], r[objectives[1]]) for r in t["front"]], t["hypervolume"]))
-        table.append({"experiment": name, "defense": defense, "parent_run_id": parent.info.run_id, "trials": len(rows),
-                      "front_size": len(t["front"]), "hypervolume": round(t["hypervolume"], 6)})
+        table.append(
+            {
+                "experiment": name,
+                "defense": defense,
+                "parent_run_id": parent.info.run_id,
+                "trials": len(rows),
+                "front_size": len(t["front"]),
+                "hypervolume": round(t["hypervolume"], 6),
+            }
+        )
     title = "Pareto fronts" + (f" (clean floor {clean_floor})" if clean_floor is not None else "")
     plot = fronts_plot(fronts, out / "fronts.png", title)
     buf = io.StringIO()
@@ -42,11 +50,15 @@ def compare(uri: str, experiments: list[str], out: Path, clean_floor: float | No
     w.writerows(table)
     csv_path = atomic_write_text(out / "hypervolumes.csv", buf.getvalue())
     exp_id = get_or_create_experiment(client, "comparisons", artifact_root_for(uri))
-    run = client.create_run(exp_id, run_name="compare-" + "-".join(experiments),
-                            tags={"tune_div.role": COMPARISON_ROLE, "compared": ",".join(experiments)})
+    run = client.create_run(
+        exp_id,
+        run_name="compare-" + "-".join(experiments),
+        tags={"tune_div.role": COMPARISON_ROLE, "compared": ",".join(experiments)},
+    )
     ts = int(time.time() * 1000)
-    client.log_batch(run.info.run_id, metrics=[metric(f"hypervolume_{r['defense']}", r["hypervolume"], 0, ts)
-                                               for r in table])
+    client.log_batch(
+        run.info.run_id, metrics=[metric(f"hypervolume_{r['defense']}", r["hypervolume"], 0, ts) for r in table]
+    )
     for f in (plot, csv_path):
         client.log_artifact(run.info.run_id, str(f))
     client.set_terminated(run.info.run_id, "FINISHED")

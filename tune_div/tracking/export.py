@@ -41,25 +41,36 @@ def find_parent(client, experiment: str | None, run_id: str | None):
     if exp is None:
         names = [e.name for e in client.search_experiments()]
         raise UserError(f"no MLflow experiment '{experiment}'; experiments here: {', '.join(names) or 'none'}")
-    runs = client.search_runs([exp.experiment_id], f"tags.`tune_div.role` = '{PARENT_ROLE}'",
-                              order_by=["attributes.start_time DESC"], max_results=1)
+    runs = client.search_runs(
+        [exp.experiment_id],
+        f"tags.`tune_div.role` = '{PARENT_ROLE}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
     if not runs:
         raise UserError(f"experiment '{experiment}' has no tune_div search runs")
     return runs[0]
 
 
 def trial_rows(client, parent) -> list[dict[str, Any]]:
-    runs = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
-                              max_results=5000)
+    runs = client.search_runs(
+        [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'", max_results=5000
+    )
     rows = []
     for r in runs:
         m = r.data.metrics
         status = STATUS.get(r.info.status, r.info.status)
         if STOPPED_TAG in r.data.tags:
             status = f"STOPPED@{r.data.tags[STOPPED_TAG]}"
-        rows.append({"trial_id": r.data.tags.get("tune_div.trial_id"), "run_id": r.info.run_id,
-                     "status": status, "flags": r.data.tags.get("flags", ""),
-                     **{k: m.get(f"final_{k}", m.get(k)) for k in METRICS}})
+        rows.append(
+            {
+                "trial_id": r.data.tags.get("tune_div.trial_id"),
+                "run_id": r.info.run_id,
+                "status": status,
+                "flags": r.data.tags.get("flags", ""),
+                **{k: m.get(f"final_{k}", m.get(k)) for k in METRICS},
+            }
+        )
     return sorted(rows, key=lambda row: str(row["trial_id"]))
 
 
@@ -74,8 +85,13 @@ def config_doc(client, row: dict[str, Any], parent, uri: str) -> dict[str, Any]:
     return doc
 
 
-def export_from_tracking(uri: str, out: str | Path, experiment: str | None = None, parent_run_id: str | None = None,
-                         clean_floor: float | None = None) -> dict[str, Any]:
+def export_from_tracking(
+    uri: str,
+    out: str | Path,
+    experiment: str | None = None,
+    parent_run_id: str | None = None,
+    clean_floor: float | None = None,
+) -> dict[str, Any]:
     """Write the exported configs; returns ``{"front": [...], "best_robust": path, "knee": path}``."""
     client = client_for(uri)
     parent = find_parent(client, experiment, parent_run_id)
@@ -83,18 +99,23 @@ def export_from_tracking(uri: str, out: str | Path, experiment: str | None = Non
     objectives = (parent.data.tags.get("objectives") or "val_clean_acc,val_robust_acc").split(",")[:2]
     table = pareto.pareto_table(rows, objectives=tuple(objectives), clean_floor=clean_floor)
     if not table["front"]:
-        raise UserError(f"search {parent.info.run_id} has no finished, feasible, unflagged trial to export"
-                        + (f" at --clean-floor {clean_floor}" if clean_floor is not None else ""))
+        raise UserError(
+            f"search {parent.info.run_id} has no finished, feasible, unflagged trial to export"
+            + (f" at --clean-floor {clean_floor}" if clean_floor is not None else "")
+        )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, Any] = {"front": []}
     for row in table["front"]:
-        path = atomic_write_text(out / f"pareto_{row['trial_id']}.yaml",
-                                 yaml.safe_dump(config_doc(client, row, parent, uri), sort_keys=False))
+        path = atomic_write_text(
+            out / f"pareto_{row['trial_id']}.yaml",
+            yaml.safe_dump(config_doc(client, row, parent, uri), sort_keys=False),
+        )
         written["front"].append(str(path))
     best = max(table["front"], key=lambda r: (r[objectives[1]], r[objectives[0]]))
     for name, row in (("best_robust", best), ("knee", table["knee"])):
-        path = atomic_write_text(out / f"{name}.yaml", yaml.safe_dump(config_doc(client, row, parent, uri),
-                                                                       sort_keys=False))
+        path = atomic_write_text(
+            out / f"{name}.yaml", yaml.safe_dump(config_doc(client, row, parent, uri), sort_keys=False)
+        )
         written[name] = str(path)
     return written

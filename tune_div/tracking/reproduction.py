@@ -24,20 +24,33 @@ def log_reproduction(uri: str, protocol: str, doc: dict[str, Any], files: list[P
     client = client_for(uri)
     exp_id = get_or_create_experiment(client, f"reproduce-{protocol}", artifact_root_for(uri))
     s = doc["settings"]
-    run = client.create_run(exp_id, run_name=f"{s['dataset']}-{s['budget']}-{s['epochs']}ep-{s['seeds']}seeds",
-                            tags={"tune_div.role": REPRODUCTION_ROLE, "protocol": protocol, "dataset": s["dataset"],
-                                  "machine": doc["machine"], "command": doc.get("command", "")})
+    run = client.create_run(
+        exp_id,
+        run_name=f"{s['dataset']}-{s['budget']}-{s['epochs']}ep-{s['seeds']}seeds",
+        tags={
+            "tune_div.role": REPRODUCTION_ROLE,
+            "protocol": protocol,
+            "dataset": s["dataset"],
+            "machine": doc["machine"],
+            "command": doc.get("command", ""),
+        },
+    )
     run_id = run.info.run_id
     ts = int(time.time() * 1000)
     params = flat_params("", {k: ",".join(map(str, v)) if isinstance(v, list) else v for k, v in s.items()})
     metrics = [metric(metric_key(r), r["measured"] / 100, 0, ts) for r in doc["rows"]]
-    metrics += [metric(f"kendall_tau/{threat}/{attack}/eps_{eps}", tau, 0, ts)
-                for threat, per_eps in doc["kendall_tau"].items() for eps, per_attack in per_eps.items()
-                for attack, tau in per_attack.items() if tau is not None]
-    client.log_batch(run_id, params=[param(k, v) for k, v in params.items()],
-                     tags=[tag("tune_div.seconds", f"{doc['seconds']:.0f}")])
+    metrics += [
+        metric(f"kendall_tau/{threat}/{attack}/eps_{eps}", tau, 0, ts)
+        for threat, per_eps in doc["kendall_tau"].items()
+        for eps, per_attack in per_eps.items()
+        for attack, tau in per_attack.items()
+        if tau is not None
+    ]
+    client.log_batch(
+        run_id, params=[param(k, v) for k, v in params.items()], tags=[tag("tune_div.seconds", f"{doc['seconds']:.0f}")]
+    )
     for i in range(0, len(metrics), 1000):  # MLflow's limit per batch
-        client.log_batch(run_id, metrics=metrics[i:i + 1000])
+        client.log_batch(run_id, metrics=metrics[i : i + 1000])
     for f in files:
         client.log_artifact(run_id, str(f))
     client.set_terminated(run_id, "FINISHED")

@@ -14,8 +14,20 @@ def ui_command(uri: str, artifact_root: str, host: str, port: int, allowed_hosts
     """``mlflow ui`` for the store ``uri`` (artifacts under ``artifact_root``, a folder)."""
     from pathlib import Path
 
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port),
-           "--default-artifact-root", Path(artifact_root).resolve().as_uri()]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--default-artifact-root",
+        Path(artifact_root).resolve().as_uri(),
+    ]
     if allowed_hosts:
         cmd += ["--allowed-hosts", allowed_hosts]
     return cmd
@@ -26,8 +38,9 @@ def wait_until_up(url: str, proc: subprocess.Popen, timeout: float) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise UserError(f"the MLflow server exited with code {proc.returncode}; is port {url.rsplit(':', 1)[1]} "
-                            "in use?")
+            raise UserError(
+                f"the MLflow server exited with code {proc.returncode}; is port {url.rsplit(':', 1)[1]} in use?"
+            )
         try:
             with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
                 if r.status == 200:

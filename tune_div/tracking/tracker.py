@@ -18,8 +18,9 @@ from __future__ import annotations
 import math
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -31,12 +32,31 @@ RETRAIN_ROLE = "retrain"
 # A trial's final metrics (logged as ``final_<name>`` on its child run; read back by export).
 # val_robust_acc / test_robust_acc are the robust objective (the audit, or the proxy with --audit off):
 # final only, never per epoch, where they would mix proxy and audit in one curve.
-FINAL_METRICS = ("val_clean_acc", "val_robust_acc", "val_proxy_acc", "val_audit_acc", "val_blackbox_acc",
-                 "test_clean_acc", "test_robust_acc", "test_proxy_acc", "test_audit_acc")
+FINAL_METRICS = (
+    "val_clean_acc",
+    "val_robust_acc",
+    "val_proxy_acc",
+    "val_audit_acc",
+    "val_blackbox_acc",
+    "test_clean_acc",
+    "test_robust_acc",
+    "test_proxy_acc",
+    "test_audit_acc",
+)
 FINAL_ONLY = ("val_robust_acc", "test_robust_acc")
 STOPPED_TAG = "tune_div.stopped_at"  # the rung epoch a trial was stopped at
-LOGGED_METRICS_PREFIXES = ("val_", "test_", "part_", "train_loss", "epoch_time_s", "eval_time_s", "audit_time_s",
-                           "proxy_", "lr", "flagged")
+LOGGED_METRICS_PREFIXES = (
+    "val_",
+    "test_",
+    "part_",
+    "train_loss",
+    "epoch_time_s",
+    "eval_time_s",
+    "audit_time_s",
+    "proxy_",
+    "lr",
+    "flagged",
+)
 
 
 def flat_params(prefix: str, d: dict[str, Any]) -> dict[str, str]:
@@ -59,9 +79,14 @@ def metric(key, value, step, ts):
 
 def numeric(metrics: dict[str, Any], prefixes: tuple[str, ...] | None = LOGGED_METRICS_PREFIXES) -> dict[str, float]:
     """The finite numeric entries of ``metrics`` (whose keys start with one of ``prefixes``, if given)."""
-    return {k: float(v) for k, v in metrics.items()
-            if (prefixes is None or k.startswith(prefixes)) and isinstance(v, (int, float)) and not isinstance(v, bool)
-            and math.isfinite(float(v))}
+    return {
+        k: float(v)
+        for k, v in metrics.items()
+        if (prefixes is None or k.startswith(prefixes))
+        and isinstance(v, (int, float))
+        and not isinstance(v, bool)
+        and math.isfinite(float(v))
+    }
 
 
 class SearchTracker:
@@ -97,8 +122,7 @@ class SearchTracker:
     # -- parent ------------------------------------------------------------------------------------
     def start_parent(self, name: str, params: dict[str, Any], tags: dict[str, str]) -> str:
         if self.parent_run_id is None:
-            run = self.client.create_run(self.experiment_id, run_name=name,
-                                         tags={"tune_div.role": PARENT_ROLE, **tags})
+            run = self.client.create_run(self.experiment_id, run_name=name, tags={"tune_div.role": PARENT_ROLE, **tags})
             self.parent_run_id = run.info.run_id
             self.client.log_batch(self.parent_run_id, params=[param(k, v) for k, v in flat_params("", params).items()])
         else:  # resume: the same parent continues
@@ -134,8 +158,9 @@ class SearchTracker:
         return deleted
 
     def child_runs(self):
-        return self.client.search_runs([self.experiment_id], f"tags.mlflow.parentRunId = '{self.parent_run_id}'",
-                                       max_results=5000)
+        return self.client.search_runs(
+            [self.experiment_id], f"tags.mlflow.parentRunId = '{self.parent_run_id}'", max_results=5000
+        )
 
     def end_parent(self, status: str) -> None:
         for run_id in self.children.values():
@@ -145,23 +170,36 @@ class SearchTracker:
 
     def log_parent_metrics(self, metrics: dict[str, float]) -> None:
         ts = int(time.time() * 1000)
-        self.client.log_batch(self.parent_run_id, metrics=[metric(k, v, 0, ts) for k, v in numeric(metrics, None).items()])
+        self.client.log_batch(
+            self.parent_run_id, metrics=[metric(k, v, 0, ts) for k, v in numeric(metrics, None).items()]
+        )
 
     def log_front(self, rows: list[dict[str, Any]], table: dict[str, Any], files: list[Path]) -> None:
         """Parent metrics and artifacts, the ``pareto`` tag of every child and, once the naive baseline is
         known, each child's ``final_audit_lift_over_naive``."""
-        self.log_parent_metrics({"hypervolume": table["hypervolume"], "front_size": len(table["front"]),
-                                 "trials_finished": sum(r["status"] == "TERMINATED" for r in rows)})
+        self.log_parent_metrics(
+            {
+                "hypervolume": table["hypervolume"],
+                "front_size": len(table["front"]),
+                "trials_finished": sum(r["status"] == "TERMINATED" for r in rows),
+            }
+        )
         ts = int(time.time() * 1000)
         for r in rows:  # only tags that changed: this runs at every trial end, over every trial
             run_id = self.children.get(str(r["trial_id"]))
             if run_id and r.get("audit_lift_over_naive") is not None:
-                self.client.log_batch(run_id, metrics=[metric("final_audit_lift_over_naive",
-                                                              r["audit_lift_over_naive"], 0, ts)])
-            tags = ("true" if r.get("pareto") else "false", r.get("eligibility", ""), "true" if r.get("knee") else "false")
+                self.client.log_batch(
+                    run_id, metrics=[metric("final_audit_lift_over_naive", r["audit_lift_over_naive"], 0, ts)]
+                )
+            tags = (
+                "true" if r.get("pareto") else "false",
+                r.get("eligibility", ""),
+                "true" if r.get("knee") else "false",
+            )
             if run_id and self.front_tags.get(run_id) != tags:
-                self.client.log_batch(run_id, tags=[tag("pareto", tags[0]), tag("tune_div.eligibility", tags[1]),
-                                                    tag("knee", tags[2])])
+                self.client.log_batch(
+                    run_id, tags=[tag("pareto", tags[0]), tag("tune_div.eligibility", tags[1]), tag("knee", tags[2])]
+                )
                 self.front_tags[run_id] = tags
         for f in files:
             if f.is_file():
@@ -176,13 +214,22 @@ class SearchTracker:
         if trial_id in self.children:
             self.client.update_run(self.children[trial_id], status="RUNNING")
             return self.children[trial_id]
-        run = self.client.create_run(self.experiment_id, run_name=f"trial-{trial_id}", tags={
-            "mlflow.parentRunId": self.parent_run_id, "tune_div.role": CHILD_ROLE, "tune_div.trial_id": trial_id,
-            "status": "RUNNING"})
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=f"trial-{trial_id}",
+            tags={
+                "mlflow.parentRunId": self.parent_run_id,
+                "tune_div.role": CHILD_ROLE,
+                "tune_div.trial_id": trial_id,
+                "status": "RUNNING",
+            },
+        )
         run_id = run.info.run_id
-        params = {**flat_params("hparams.", config.get("hparams") or {}),
-                  **flat_params("train.", config.get("train") or {}),
-                  **flat_params("", {k: v for k, v in config.items() if k not in ("hparams", "train", "blackbox")})}
+        params = {
+            **flat_params("hparams.", config.get("hparams") or {}),
+            **flat_params("train.", config.get("train") or {}),
+            **flat_params("", {k: v for k, v in config.items() if k not in ("hparams", "train", "blackbox")}),
+        }
         self.client.log_batch(run_id, params=[param(k, v) for k, v in params.items()])
         with tempfile.TemporaryDirectory() as d:
             path = Path(d) / "config.yaml"
@@ -198,8 +245,9 @@ class SearchTracker:
         if run_id is None or step <= self.logged_step.get(run_id, 0):
             return  # an epoch re-reported after a resume is not logged twice
         ts = int(time.time() * 1000)
-        self.client.log_batch(run_id, metrics=[metric(k, v, step, ts) for k, v in numeric(metrics).items()
-                                               if k not in FINAL_ONLY])
+        self.client.log_batch(
+            run_id, metrics=[metric(k, v, step, ts) for k, v in numeric(metrics).items() if k not in FINAL_ONLY]
+        )
         self.client.set_tag(run_id, "flags", metrics.get("flags", ""))
         self.logged_step[run_id] = step
 
@@ -208,7 +256,9 @@ class SearchTracker:
         run_id = self.children.get(trial_id)
         if run_id is not None:
             ts = int(time.time() * 1000)
-            self.client.log_batch(run_id, metrics=[metric(f"final_{k}", v, 0, ts) for k, v in numeric(metrics, None).items()])
+            self.client.log_batch(
+                run_id, metrics=[metric(f"final_{k}", v, 0, ts) for k, v in numeric(metrics, None).items()]
+            )
 
     def finish_child(self, trial_id: str, status: str, last: dict[str, Any] | None, error: str = "") -> None:
         run_id = self.children.get(trial_id)

@@ -19,7 +19,7 @@ def default_uri(storage_path: str | Path) -> str:
 
 def sqlite_path(uri: str) -> Path | None:
     """The database file of a ``sqlite:///`` URI, None for any other kind of store."""
-    return Path(uri[len(SQLITE):]) if uri.startswith(SQLITE) else None
+    return Path(uri[len(SQLITE) :]) if uri.startswith(SQLITE) else None
 
 
 def artifact_root(storage_path: str | Path) -> str:
@@ -45,15 +45,21 @@ def check_store(uri: str) -> None:
     if uri.startswith(("http://", "https://")):  # fail fast: MLflow retries an unreachable server for minutes
         url = urlparse(uri)
         try:
-            socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=5).close()
+            socket.create_connection(
+                (url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=5
+            ).close()
         except (OSError, ValueError):
-            raise UserError(f"cannot reach the MLflow server at {uri}; start it (mlflow server) or check the URI") from None
+            raise UserError(
+                f"cannot reach the MLflow server at {uri}; start it (mlflow server) or check the URI"
+            ) from None
     try:
         client_for(uri).search_experiments(max_results=1)
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"MLflow store {uri} cannot be read ({first[:200]}); it is damaged, not an MLflow store, or "
-                        "from an incompatible MLflow version") from None
+        raise UserError(
+            f"MLflow store {uri} cannot be read ({first[:200]}); it is damaged, not an MLflow store, or "
+            "from an incompatible MLflow version"
+        ) from None
 
 
 def require_store(uri: str, hint: str) -> None:

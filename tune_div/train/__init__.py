@@ -9,5 +9,14 @@ train command (``tune_div.cli.train``).
 from .config import TrainConfig, resolve_device, resolve_memory_format, validate_adv_train
 from .trainer import EVAL_BATCH, Trainer, ensemble_and_member_accuracy, ensemble_eval, epoch_seed
 
-__all__ = ["EVAL_BATCH", "TrainConfig", "Trainer", "ensemble_and_member_accuracy", "ensemble_eval", "epoch_seed", "resolve_device",
-           "resolve_memory_format", "validate_adv_train"]
+__all__ = [
+    "EVAL_BATCH",
+    "TrainConfig",
+    "Trainer",
+    "ensemble_and_member_accuracy",
+    "ensemble_eval",
+    "epoch_seed",
+    "resolve_device",
+    "resolve_memory_format",
+    "validate_adv_train",
+]

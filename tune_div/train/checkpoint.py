@@ -30,8 +30,9 @@ def load(path: str | os.PathLike, cfg: TrainConfig, device: torch.device | str =
     try:
         state = torch.load(Path(path), map_location=device, weights_only=True)
     except Exception as exc:  # truncated, not a torch file, or not ours
-        raise UserError(f"checkpoint {path} is damaged or not a tune_div checkpoint ({type(exc).__name__}); "
-                        "delete it to start over") from None
+        raise UserError(
+            f"checkpoint {path} is damaged or not a tune_div checkpoint ({type(exc).__name__}); delete it to start over"
+        ) from None
     if not isinstance(state, dict) or "config" not in state or "epoch" not in state:
         raise UserError(f"checkpoint {path} is not a tune_div checkpoint; delete it or pass another path")
     try:
@@ -42,6 +43,7 @@ def load(path: str | os.PathLike, cfg: TrainConfig, device: torch.device | str =
     differ = sorted(k for k in set(saved) | set(here) if saved.get(k) != here.get(k))
     if differ:
         what = ", ".join(f"{k}: {saved.get(k)!r} there, {here.get(k)!r} here" for k in differ)
-        raise UserError(f"checkpoint {path} was written for another config ({what}); "
-                        "use another checkpoint path or the same config")
+        raise UserError(
+            f"checkpoint {path} was written for another config ({what}); use another checkpoint path or the same config"
+        )
     return state

@@ -19,8 +19,23 @@ from typing import Any
 import torch
 
 from .. import attacks, data, defenses, models
-from ..domains import (COUNT, Domain, LINF_EPS, NON_NEGATIVE, POSITIVE, SEED, Bool, Float, Int, ListOf, Maybe, OneOf, Text, check,
-                       sorted_unique)
+from ..domains import (
+    COUNT,
+    LINF_EPS,
+    NON_NEGATIVE,
+    POSITIVE,
+    SEED,
+    Bool,
+    Domain,
+    Float,
+    Int,
+    ListOf,
+    Maybe,
+    OneOf,
+    Text,
+    check,
+    sorted_unique,
+)
 from ..errors import UserError
 from ..models.base import ACTIVATIONS
 from .precision import CHOICES as PRECISION_CHOICES
@@ -42,8 +57,21 @@ class _Mapping(Domain):
 
 # The training routine (everything but the model, the defense and the seed): what a black-box surrogate
 # copies from the model it attacks ("trained with the same training routine", SMD paper Sec. 4.2).
-ROUTINE = ("epochs", "batch_size", "lr", "weight_decay", "milestones", "lr_gamma", "schedule", "plateau_factor",
-           "plateau_patience", "early_stop_patience", "subset", "val_size", "augment")
+ROUTINE = (
+    "epochs",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "milestones",
+    "lr_gamma",
+    "schedule",
+    "plateau_factor",
+    "plateau_patience",
+    "early_stop_patience",
+    "subset",
+    "val_size",
+    "augment",
+)
 
 # Fields that do not change what is trained: a checkpoint may be resumed across them.
 NOT_IDENTITY = ("epochs", "data_dir", "device", "memory_format", "num_threads", "execution", "precision")
@@ -56,13 +84,15 @@ class TrainConfig:
     defense: str = "naive"
     hparams: dict[str, Any] = field(default_factory=dict)
     dataset: str = "mnist"
-    arch: str | None = None  # None: the dataset's default architecture
+    # arch, epochs and milestones: None asks for the dataset's value, filled in by __post_init__, so a
+    # built config always holds a value (hence the typed defaults below).
+    arch: str = None  # type: ignore[assignment]  # the dataset's default architecture
     n_members: int = 3
-    epochs: int | None = None  # None: the dataset's paper epochs; with early stopping, the cap
+    epochs: int = None  # type: ignore[assignment]  # the dataset's paper epochs; with early stopping, the cap
     batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 1e-4
-    milestones: list[int] | None = None  # None: the dataset's LR schedule
+    milestones: list[int] = None  # type: ignore[assignment]  # the dataset's LR schedule
     lr_gamma: float = 0.1
     schedule: str = "multistep"  # or "plateau" (the D-ReLU paper's ReduceLROnPlateau)
     plateau_factor: float = 0.5
@@ -109,13 +139,14 @@ class TrainConfig:
         try:
             resolve_device(self.device)
         except RuntimeError:
-            raise UserError(f"training config: device={self.device!r} is not valid; expected auto, cpu, cuda or "
-                            "cuda:<index>") from None
+            raise UserError(
+                f"training config: device={self.device!r} is not valid; expected auto, cpu, cuda or cuda:<index>"
+            ) from None
         if self.adv_train is not None:
             self.adv_train = validate_adv_train(self.adv_train, meta.objective_eps)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         if not isinstance(d, dict):
             raise UserError(f"training config: expected a mapping of options, got {type(d).__name__}")
         names = {f.name for f in fields(cls)}
@@ -136,14 +167,32 @@ class TrainConfig:
 
 
 FIELD_DOMAINS = {
-    "defense": Text(), "hparams": _Mapping(), "arch": Text(), "n_members": COUNT, "epochs": COUNT, "batch_size": COUNT,
-    "lr": POSITIVE, "weight_decay": NON_NEGATIVE, "milestones": ListOf(Int(min=1)),
-    "lr_gamma": Float(0.0, 1.0, open_low=True), "schedule": OneOf(SCHEDULES),
-    "plateau_factor": Float(0.0, 1.0, open_low=True, open_high=True), "plateau_patience": Int(min=0),
-    "early_stop_patience": Maybe(COUNT), "seed": SEED, "subset": Maybe(COUNT), "val_size": COUNT,
-    "val_subset": Maybe(COUNT), "activation": Maybe(OneOf(ACTIVATIONS)), "augment": Maybe(Bool()),
-    "data_dir": Maybe(Text()), "device": Text(), "memory_format": OneOf(MEMORY_FORMATS), "num_threads": Maybe(COUNT),
-    "execution": OneOf(models.EXECUTIONS), "precision": OneOf(PRECISION_CHOICES),
+    "defense": Text(),
+    "hparams": _Mapping(),
+    "arch": Text(),
+    "n_members": COUNT,
+    "epochs": COUNT,
+    "batch_size": COUNT,
+    "lr": POSITIVE,
+    "weight_decay": NON_NEGATIVE,
+    "milestones": ListOf(Int(min=1)),
+    "lr_gamma": Float(0.0, 1.0, open_low=True),
+    "schedule": OneOf(SCHEDULES),
+    "plateau_factor": Float(0.0, 1.0, open_low=True, open_high=True),
+    "plateau_patience": Int(min=0),
+    "early_stop_patience": Maybe(COUNT),
+    "seed": SEED,
+    "subset": Maybe(COUNT),
+    "val_size": COUNT,
+    "val_subset": Maybe(COUNT),
+    "activation": Maybe(OneOf(ACTIVATIONS)),
+    "augment": Maybe(Bool()),
+    "data_dir": Maybe(Text()),
+    "device": Text(),
+    "memory_format": OneOf(MEMORY_FORMATS),
+    "num_threads": Maybe(COUNT),
+    "execution": OneOf(models.EXECUTIONS),
+    "precision": OneOf(PRECISION_CHOICES),
 }
 
 

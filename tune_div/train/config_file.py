@@ -24,8 +24,17 @@ from .config import TrainConfig
 
 TOP_KEYS = {"defense", "dataset", "arch", "n_members", "hparams", "train", "objective", "metrics", "source"}
 SOURCE_KEYS = ("experiment", "parent_run_id", "run_id", "trial_id", "tracking_uri")
-SHAPES = {"defense": str, "dataset": str, "arch": str, "n_members": int, "hparams": dict, "train": dict,
-          "objective": dict, "metrics": dict, "source": dict}
+SHAPES = {
+    "defense": str,
+    "dataset": str,
+    "arch": str,
+    "n_members": int,
+    "hparams": dict,
+    "train": dict,
+    "objective": dict,
+    "metrics": dict,
+    "source": dict,
+}
 KIND_NAMES = {str: "a name", int: "an integer", dict: "a mapping"}
 
 
@@ -56,17 +65,31 @@ def to_train_config(doc: dict[str, Any], **overrides: Any) -> TrainConfig:
     return TrainConfig.from_dict(d)
 
 
-def document(cfg: TrainConfig, objective: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None,
-             source: dict[str, Any] | None = None) -> dict[str, Any]:
+def document(
+    cfg: TrainConfig,
+    objective: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
+    source: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The exported-config document of ``cfg``: what ``tune-div train --config`` retrains.
 
     ``objective`` is how the robust metric was measured (read by the retrain, ignored by training),
     ``metrics`` what the source run measured, ``source`` its provenance (:func:`provenance`).
     """
-    doc = {"defense": cfg.defense, "dataset": cfg.dataset, "arch": cfg.arch, "n_members": cfg.n_members,
-           "hparams": dict(cfg.hparams),
-           "train": {"epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": cfg.lr,
-                     "weight_decay": cfg.weight_decay, "seed": cfg.seed}}
+    doc: dict[str, Any] = {
+        "defense": cfg.defense,
+        "dataset": cfg.dataset,
+        "arch": cfg.arch,
+        "n_members": cfg.n_members,
+        "hparams": dict(cfg.hparams),
+        "train": {
+            "epochs": cfg.epochs,
+            "batch_size": cfg.batch_size,
+            "lr": cfg.lr,
+            "weight_decay": cfg.weight_decay,
+            "seed": cfg.seed,
+        },
+    }
     for key in ("subset", "val_subset", "val_size", "activation", "adv_train", "num_threads", "memory_format"):
         if getattr(cfg, key) is not None:
             doc["train"][key] = getattr(cfg, key)
@@ -84,7 +107,8 @@ def document(cfg: TrainConfig, objective: dict[str, Any] | None = None, metrics:
     return doc
 
 
-def provenance(experiment: str, parent_run_id: str | None, run_id: str | None, trial_id: str | None,
-               tracking_uri: str) -> dict[str, Any]:
+def provenance(
+    experiment: str, parent_run_id: str | None, run_id: str | None, trial_id: str | None, tracking_uri: str
+) -> dict[str, Any]:
     """The ``source`` block: where a config came from (MLflow experiment, search and trial runs, store)."""
     return dict(zip(SOURCE_KEYS, (experiment, parent_run_id, run_id, trial_id, tracking_uri)))

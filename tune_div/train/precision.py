@@ -9,7 +9,7 @@ TF32 switches afterwards, so a caller's own settings are never changed by traini
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -42,7 +43,8 @@ def ensemble_eval(ensemble: models.Ensemble, loader: data.TensorLoader) -> tuple
         member_correct = mc if member_correct is None else member_correct + mc
         n += len(y)
     ensemble.train(was_training)
-    return correct / max(n, 1), [int(c) / max(n, 1) for c in member_correct.tolist()], nll / max(n, 1)
+    per_member = [] if member_correct is None else [int(c) / max(n, 1) for c in member_correct.tolist()]
+    return correct / max(n, 1), per_member, nll / max(n, 1)
 
 
 def ensemble_and_member_accuracy(ensemble: models.Ensemble, loader: data.TensorLoader) -> tuple[float, list[float]]:
@@ -86,29 +88,48 @@ class Trainer:
             opts["activation"] = cfg.activation
         torch.manual_seed(cfg.seed)
         self.ensemble = models.build_ensemble(
-            cfg.arch, cfg.n_members, meta.num_classes, meta.in_channels, image_size=meta.image_size,
-            mean=list(meta.mean), std=list(meta.std), **opts)
+            cfg.arch,
+            cfg.n_members,
+            meta.num_classes,
+            meta.in_channels,
+            image_size=meta.image_size,
+            mean=list(meta.mean),
+            std=list(meta.std),
+            **opts,
+        )
         self.ensemble.train_config = cfg.to_dict()  # recorded in saved files (a surrogate copies the routine)
         self.defense.prepare(self.ensemble)
         self.memory_format = resolve_memory_format(cfg.memory_format, self.device)
-        self.ensemble.to(self.device, memory_format=self.memory_format)
+        # Module.to takes memory_format (torch documents it); its type stubs do not list it
+        self.ensemble.to(self.device, memory_format=self.memory_format)  # type: ignore[call-overload]
         self.ensemble.set_execution(cfg.execution)
         self.defense.to(self.device)
 
-        train_x, train_y = data.load(cfg.dataset, "train", cfg.data_dir, subset=cfg.subset, seed=cfg.seed,
-                                     val_size=cfg.val_size)
-        val_x, val_y = data.load(cfg.dataset, "val", cfg.data_dir, subset=cfg.val_subset, seed=cfg.seed,
-                                 val_size=cfg.val_size)
+        train_x, train_y = data.load(
+            cfg.dataset, "train", cfg.data_dir, subset=cfg.subset, seed=cfg.seed, val_size=cfg.val_size
+        )
+        val_x, val_y = data.load(
+            cfg.dataset, "val", cfg.data_dir, subset=cfg.val_subset, seed=cfg.seed, val_size=cfg.val_size
+        )
         augment = meta.augment if cfg.augment is None else cfg.augment
-        self.train_loader = data.TensorLoader(train_x, train_y, cfg.batch_size, shuffle=True, augment=augment,
-                                              device=self.device, memory_format=self.memory_format)
+        self.train_loader = data.TensorLoader(
+            train_x,
+            train_y,
+            cfg.batch_size,
+            shuffle=True,
+            augment=augment,
+            device=self.device,
+            memory_format=self.memory_format,
+        )
         self.val_loader = data.TensorLoader(val_x, val_y, EVAL_BATCH, device=self.device)
 
         params = list(self.ensemble.parameters()) + list(self.defense.parameters())
         self.optimizer = adam(params, cfg.lr, cfg.weight_decay)
+        self.scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau | torch.optim.lr_scheduler.MultiStepLR
         if cfg.schedule == "plateau":
             self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-                self.optimizer, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience)
+                self.optimizer, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience
+            )
         else:
             self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, cfg.milestones, cfg.lr_gamma)
         self.epoch = 0  # epochs completed
@@ -135,7 +156,8 @@ class Trainer:
                 detail = ", ".join(f"{k}={v:.4g}" for k, v in parts.items())
                 raise DivergenceError(
                     f"loss of defense '{self.cfg.defense}' became {value} at epoch {epoch}, step {step} ({detail}); "
-                    "lower the regulariser's coefficient or the learning rate")
+                    "lower the regulariser's coefficient or the learning rate"
+                )
             self.optimizer.zero_grad(set_to_none=True)
             with precision_context(self.cfg.precision, self.device):
                 total.backward()
@@ -146,23 +168,28 @@ class Trainer:
             steps += 1
         train_time = time.perf_counter() - start
         val_acc, member_acc, val_loss = ensemble_eval(self.ensemble, self.val_loader)
-        if self.cfg.schedule == "plateau":
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             self.scheduler.step(val_loss)
         else:
             self.scheduler.step()
         self.epoch = epoch
-        metrics = {"epoch": epoch, "train_loss": total_sum / steps,
-                   **{f"part_{k}": v / steps for k, v in sums.items()},
-                   "val_clean_acc": val_acc, "val_loss": val_loss,
-                   **{f"val_member_acc_{i}": a for i, a in enumerate(member_acc)},
-                   "lr": self.optimizer.param_groups[0]["lr"],
-                   "epoch_time_s": train_time}
+        metrics = {
+            "epoch": epoch,
+            "train_loss": total_sum / steps,
+            **{f"part_{k}": v / steps for k, v in sums.items()},
+            "val_clean_acc": val_acc,
+            "val_loss": val_loss,
+            **{f"val_member_acc_{i}": a for i, a in enumerate(member_acc)},
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "epoch_time_s": train_time,
+        }
         self.history.append(metrics)
         return metrics
 
     def mix_adversarial(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Replace the first ``ratio`` share of the batch by adversarial examples of the current ensemble."""
         spec = self.cfg.adv_train
+        assert spec is not None, "mix_adversarial needs TrainConfig.adv_train"
         n = max(1, round(float(spec["ratio"]) * x.shape[0]))
         options = attacks.ATTACKS.get(spec["attack"]).with_steps(spec["steps"])
         x_adv = attacks.run(spec["attack"], self.ensemble, x[:n], y[:n], float(spec["eps"]), **options)
@@ -179,8 +206,11 @@ class Trainer:
         """Every epoch trained, or stopped early."""
         return self.epoch >= self.cfg.epochs or self.stopped_early
 
-    def fit(self, callback: Callable[[dict[str, float]], None] | None = None,
-            checkpoint_path: str | os.PathLike | None = None) -> list[dict[str, float]]:
+    def fit(
+        self,
+        callback: Callable[[dict[str, float]], None] | None = None,
+        checkpoint_path: str | os.PathLike | None = None,
+    ) -> list[dict[str, float]]:
         """Train up to ``cfg.epochs`` (or until early stopping), resuming from ``checkpoint_path`` if it
         exists and saving it each epoch."""
         if checkpoint_path is not None and Path(checkpoint_path).is_file():
@@ -200,9 +230,15 @@ class Trainer:
 
     # -- checkpoints -------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "config": self.cfg.to_dict(), "ensemble": self.ensemble.state_dict(),
-                "defense": self.defense.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "history": self.history}
+        return {
+            "epoch": self.epoch,
+            "config": self.cfg.to_dict(),
+            "ensemble": self.ensemble.state_dict(),
+            "defense": self.defense.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "history": self.history,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.ensemble.load_state_dict(state["ensemble"])
