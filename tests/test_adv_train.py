@@ -73,7 +73,7 @@ def test_bad_adv_train_specs(spec, needle):
 
 
 def test_adv_train_eps_defaults_to_the_datasets_objective_eps():
-    # MNIST-like images are attacked at 0.1 in the papers, CIFAR at 0.01 (DESIGN.md, defaults per dataset).
+    # MNIST-like images are attacked at 0.1 in the papers, CIFAR at 0.01 (data/catalog.py).
     assert TrainConfig(dataset="fashion_mnist", adv_train={"attack": "fgsm"}).adv_train["eps"] == 0.1
     assert TrainConfig(dataset="cifar10", adv_train={"attack": "fgsm"}).adv_train["eps"] == 0.01
     assert TrainConfig(dataset="cifar10", adv_train={"attack": "pgd", "eps": 0.03}).adv_train["eps"] == 0.03

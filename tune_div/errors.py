@@ -2,7 +2,7 @@
 
 Only :class:`UserError` (and its subclasses) is bad input: anything else that escapes is a bug and
 keeps its traceback. Registries, configs, attack options and file readers raise :class:`UserError`
-for mistakes a user can fix; it subclasses ``ValueError`` so the contracts of DESIGN.md ("unknown name:
+for mistakes a user can fix; it subclasses ``ValueError`` so the contracts of docs/design.md ("unknown name:
 ``ValueError`` naming the valid choices") hold.
 """
 

@@ -1,4 +1,4 @@
-"""Compatibility names (DESIGN.md contracts): the evaluation code lives in :mod:`tune_div.eval`."""
+"""Compatibility names (docs/design.md, "Contracts"): the evaluation code lives in :mod:`tune_div.eval`."""
 
 from .eval import accuracy, craft, eval_subset
 

@@ -1,4 +1,4 @@
-"""Compatibility names (DESIGN.md contracts): the training code lives in :mod:`tune_div.train`."""
+"""Compatibility names (docs/design.md, "Contracts"): the training code lives in :mod:`tune_div.train`."""
 
 from .train import TrainConfig, Trainer
 

@@ -1,6 +1,6 @@
 """Datasets: the catalog of per-dataset facts, offline-first readers, fixed splits, on-device batches.
 
-Contract (DESIGN.md): ``load(name, split, root=None, subset=None, seed=0) -> (images, labels)`` with
+Contract (docs/design.md): ``load(name, split, root=None, subset=None, seed=0) -> (images, labels)`` with
 ``images`` uint8 ``[N, C, H, W]`` and ``labels`` int64 ``[N]``; splits ``train``, ``val`` (held out of
 the official training set, fixed by ``seed``) and ``test``. ``info(name)`` is the dataset's catalog
 entry: shapes, normalisation, default architecture, epochs, LR milestones, objective ε, ε grid.

@@ -1,4 +1,4 @@
-"""The dataset catalog: every per-dataset fact in one place (DESIGN.md, "Defaults per dataset").
+"""The dataset catalog: every per-dataset fact in one place (docs/design.md, "Where each fact lives").
 
 A new dataset is one :class:`DatasetInfo` registered here (and, if torchvision has no class for it, a
 reader in ``readers.py``); training defaults, the search objective's ε and the evaluation ε grid are

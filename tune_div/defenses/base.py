@@ -15,7 +15,7 @@ from ..models import Ensemble
 
 
 class Defense(nn.Module, abc.ABC):
-    """A training objective for an ensemble (DESIGN.md, "Contracts").
+    """A training objective for an ensemble (docs/design.md, "Contracts").
 
     ``loss(ensemble, x, y) -> (total, parts)``: ``x`` ``[B, C, H, W]`` in [0, 1], ``y`` int64 ``[B]``.
     ``parts`` holds floats: ``ce`` (the data term as the paper defines it), ``reg`` (everything the

@@ -106,7 +106,7 @@ def final_metrics(model, objective: dict[str, Any], val: ProxyObjective, val_pro
 
 
 def test_metrics(model, cfg: TrainConfig, objective: dict[str, Any]) -> dict[str, float]:
-    """The test split, for the final report only (DESIGN.md: never to choose among trials): clean and
+    """The test split, for the final report only (never to choose among trials): clean and
     proxy accuracy and, with an audit preset, the audited ``test_robust_acc`` (else the proxy's)."""
     test = ProxyObjective(cfg, objective, split="test", n=objective.get("test_n"))
     out: dict[str, float] = {}

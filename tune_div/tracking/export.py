@@ -2,7 +2,7 @@
 
 Writes one ``pareto_<trial>.yaml`` per trial on the front, ``best_robust.yaml`` (the highest robust
 accuracy among eligible trials at or above the floor) and ``knee.yaml``, in the exported-config format
-of DESIGN.md, with provenance (experiment, parent and trial run ids, tracking URI). An experiment name
+of docs/design.md, with provenance (experiment, parent and trial run ids, tracking URI). An experiment name
 stands for its most recent search. Retrain any of them with ``tune-div train --config FILE``; the
 command is ``tune-div export`` (``tune_div.cli.export``).
 """

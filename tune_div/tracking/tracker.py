@@ -1,6 +1,6 @@
 """MLflow tracking of a search: a parent run per search, a nested child run per trial.
 
-Layout (DESIGN.md, "MLflow layout"): experiment ``<defense>-<dataset>`` (one per search target), the
+Layout (README, "MLflow layout"): experiment ``<defense>-<dataset>`` (one per search target), the
 store and artifact root of ``uri.py``. Parent: the search settings as params; defense, dataset,
 architecture, sampler and objectives as tags; ``hypervolume`` and ``front_size`` metrics refreshed as
 trials finish; ``pareto.csv``, ``pareto.json``, ``pareto.png``, the search space and the exported

@@ -1,4 +1,4 @@
-"""The exported config YAML (DESIGN.md, "Exported config") <-> :class:`TrainConfig`.
+"""The exported config YAML (README, "From search to retrained model") <-> :class:`TrainConfig`.
 
 ```yaml
 defense: smd
@@ -41,7 +41,7 @@ KIND_NAMES = {str: "a name", int: "an integer", dict: "a mapping"}
 def read(path: str | Path) -> dict[str, Any]:
     doc = read_yaml(path, "config file", "pass a YAML written by tune-div export")
     if not isinstance(doc, dict) or "defense" not in doc:
-        raise UserError(f"{path}: expected a mapping with at least 'defense' (see DESIGN.md, Exported config)")
+        raise UserError(f"{path}: expected a mapping with at least 'defense' (see tune-div export)")
     unknown = sorted(set(doc) - TOP_KEYS)
     if unknown:
         raise UserError(f"{path}: unknown key(s) {unknown}; valid: {sorted(TOP_KEYS)}")
