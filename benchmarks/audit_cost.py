@@ -20,15 +20,14 @@ import warnings
 
 from tune_div import data
 from tune_div.search.settings import BUDGETS, OBJECTIVE_DEFAULTS
-from tune_div.search.trainable import ProxyObjective, run_trial, train_config
+from tune_div.search.trainable import ProxyObjective, run_trial
+from tune_div.search.trial_config import Objective, TrialConfig
 
 
-def trial_config(defense: str, budget: dict, data_dir: str | None, threads: int, preset: str) -> dict:
-    return {
-        "defense": defense,
-        "hparams": {},
-        "train": {},
-        "base": {
+def trial_config(defense: str, budget: dict, data_dir: str | None, threads: int, preset: str) -> TrialConfig:
+    return TrialConfig(
+        defense=defense,
+        base={
             "dataset": "mnist",
             "arch": "lenet5",
             "n_members": 3,
@@ -39,15 +38,13 @@ def trial_config(defense: str, budget: dict, data_dir: str | None, threads: int,
             "data_dir": data_dir,
             "num_threads": threads,
         },
-        "objective": {
-            **OBJECTIVE_DEFAULTS,
-            "eps": data.info("mnist").objective_eps,
-            "n": budget["objective_n"],
-            "audit": preset,
-        },
-        "sanity_n": budget["sanity_n"],
-        "test_n": budget["test_n"],
-    }
+        objective=Objective.from_dict(
+            {**OBJECTIVE_DEFAULTS, "eps": data.info("mnist").objective_eps, "n": budget["objective_n"], "audit": preset}
+        ),
+        sanity_n=budget["sanity_n"],
+        test_n=budget["test_n"],
+        rungs=(),
+    )
 
 
 def main() -> None:
@@ -75,7 +72,7 @@ def main() -> None:
         t0 = time.perf_counter()
         last = run_trial(config, lambda metrics, trainer, kept=kept: trainer and kept.update(model=trainer.ensemble))
         trial_s = time.perf_counter() - t0
-        test = ProxyObjective(train_config(config), config["objective"], split="test", n=budget["test_n"])
+        test = ProxyObjective(config.train_config(), config.objective.to_dict(), split="test", n=budget["test_n"])
         t1 = time.perf_counter()
         test.audit(kept["model"].eval(), args.preset)
         test_s = time.perf_counter() - t1

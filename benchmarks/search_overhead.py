@@ -25,6 +25,7 @@ import torch
 from tune_div import data
 from tune_div.search.settings import BUDGETS
 from tune_div.search.trainable import run_trial
+from tune_div.search.trial_config import TrialConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -71,7 +72,7 @@ def main() -> None:
     t0 = time.perf_counter()
     torch.set_num_threads(os.cpu_count() or 1)
     for cfg in configs:
-        run_trial(cfg, lambda metrics, trainer: None)
+        run_trial(TrialConfig.from_dict(cfg), lambda metrics, trainer: None)
     direct_s = time.perf_counter() - t0
     print(
         f"{args.k} x {args.defense}, {args.epochs} epochs on {args.subset} MNIST images (smoke evaluation sizes: "

@@ -6,13 +6,24 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from tune_div.search.callbacks import TrialProgress
+from tune_div.search.trial_config import Objective, TrialConfig
+
+CONFIG = TrialConfig(
+    defense="smd",
+    base={},
+    objective=Objective("pgd_cw_logits", 0.1, 10, 20, 0, None),
+    sanity_n=0,
+    test_n=None,
+    rungs=(),
+    hparams={"lam": 0.5},
+).to_dict()
 
 
 def fake_trial(last_epoch: int, registered_epoch: int | None):
     result = {"epoch": last_epoch, "val_clean_acc": 0.9, "val_proxy_acc": 0.5, "epoch_time_s": 1.0}
     return SimpleNamespace(
         trial_id="t1",
-        config={"hparams": {"lam": 0.5}},
+        config=CONFIG,
         last_result=result,
         max_failures=2,
         error_file=None,

@@ -526,14 +526,12 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(argv, needle, ray_sessi
 
 def test_execution_reaches_every_trials_training_config(tmp_path):
     from tune_div.search.settings import Settings, base_config
-    from tune_div.search.trainable import train_config
 
     for argv, expected in (([], "auto"), (["--execution", "fused"], "fused"), (["--execution", "looped"], "looped")):
         args = search.build_parser().parse_args(["smd", "--storage-path", str(tmp_path), *argv])
         s = Settings.from_args(args)
         assert s.execution == expected
-        config = {**base_config(s), "hparams": {}}
-        assert train_config(config).execution == expected
+        assert base_config(s).train_config().execution == expected
     assert not any(tmp_path.iterdir())  # settings are built without writing anything
 
 
@@ -716,3 +714,73 @@ def test_moasha_resume_after_ctrl_c_keeps_rungs_and_stopped_trials(real_data, tm
     assert len(rows) == 5 and all(r["status"] == "TERMINATED" or r["status"].startswith("STOPPED@") for r in rows)
     study = optuna.load_study(study_name="asha", storage=f"sqlite:///{exp / 'optuna.db'}")
     assert {t.state.name for t in study.trials} <= {"COMPLETE", "PRUNED"}  # nothing left RUNNING
+
+
+def _logging_tree() -> dict[str, tuple]:
+    import logging
+
+    tree = {"": (tuple(logging.root.handlers), logging.root.level)}
+    for name, lg in list(logging.root.manager.loggerDict.items()):
+        if isinstance(lg, logging.Logger):
+            tree[name] = (tuple(lg.handlers), lg.level, lg.propagate, lg.disabled)
+    return tree
+
+
+def test_a_search_called_in_process_leaves_the_environment_and_logging_as_they_were(
+    ray_session, real_data, tmp_path, monkeypatch
+):
+    """``runner.run`` sets Tune's variables and quiets Ray's, MLflow's and Optuna's loggers for the search
+    only: afterwards ``os.environ`` and every logger that existed before are exactly as they were."""
+    import logging
+    import os
+
+    import mlflow  # noqa: F401  (imported first: what the libraries do on import is not the search's doing)
+    import optuna
+    from ray import tune  # noqa: F401
+
+    from tune_div.search import runner
+    from tune_div.search.settings import Settings
+
+    monkeypatch.setenv("TUNE_GLOBAL_CHECKPOINT_S", "7")  # a user's own value survives
+    monkeypatch.delenv("TUNE_DISABLE_STRICT_METRIC_CHECKING", raising=False)
+    logging.getLogger("ray.tune").addHandler(user_handler := logging.NullHandler())
+    optuna.logging.set_verbosity(optuna.logging.INFO)
+    argv = [
+        "naive",
+        "--budget",
+        "smoke",
+        "--samples",
+        "1",
+        "--epochs",
+        "1",
+        "--subset",
+        "500",
+        "--audit",
+        "off",
+        "--data-dir",
+        str(real_data),
+        "--storage-path",
+        str(tmp_path),
+        "--experiment",
+        "inproc",
+    ]
+    s = Settings.from_args(search.build_parser().parse_args(argv))
+    env, tree = dict(os.environ), _logging_tree()
+    seen = {}
+
+    def spy(*args, **kwargs):  # what the trials' driver sees while the search runs
+        seen.update({k: os.environ.get(k) for k in ("TUNE_DISABLE_STRICT_METRIC_CHECKING", "TUNE_GLOBAL_CHECKPOINT_S")})
+        seen["ray_handlers"] = list(logging.getLogger("ray").handlers)
+        return real_collect(*args, **kwargs)
+
+    real_collect = runner.collect
+    monkeypatch.setattr(runner, "collect", spy)
+    outcome = runner.run(s, quiet=True)
+    assert [r["status"] for r in outcome.rows] == ["TERMINATED"] and not outcome.interrupted
+    assert seen["TUNE_DISABLE_STRICT_METRIC_CHECKING"] == "1" and seen["TUNE_GLOBAL_CHECKPOINT_S"] == "7"
+    assert any(isinstance(h, logging.FileHandler) for h in seen["ray_handlers"])  # quieted during the run
+    assert dict(os.environ) == env
+    after = _logging_tree()
+    assert {name: after[name] for name in tree} == tree
+    assert user_handler in logging.getLogger("ray.tune").handlers
+    assert optuna.logging.get_verbosity() == optuna.logging.INFO

@@ -139,7 +139,7 @@ def test_conditional_parameters_and_paper_point_first(tmp_path, when):
     assert seen[0] == {"hparams/lam": 1.0, "train/adv_attack": "none"}
     assert all(("train/adv_eps" in p) == (p["train/adv_attack"] == "pgd") for p in seen)
     assert any("train/adv_eps" in p for p in seen)
-    assert search_space.apply({"train": {"adv_attack": "pgd", "adv_eps": 0.2, "lr": 0.01}}) == {
+    assert search_space.apply({"adv_attack": "pgd", "adv_eps": 0.2, "lr": 0.01}) == {
         "lr": 0.01,
         "adv_train": {"attack": "pgd", "eps": 0.2},
     }

@@ -59,7 +59,7 @@ class CWL2(Attack):
 
     Defaults (5 binary-search steps of 100 iterations from c = 0.1) keep it affordable on CPU;
     advertorch's own (9 steps of 10,000 iterations from c = 1e-3) are the setting for a final report.
-    advertorch runs per-sample Python loops here: expect about 1 s per point on a 2-core CPU.
+    advertorch runs per-sample Python loops here, so it is by far the slowest attack on a CPU.
     """
 
     name = "cw_l2"

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import UserError
+from ..scoped import MLFLOW_QUIET, environ
 
 
 def fail(prog: str, message: str) -> None:
@@ -24,9 +25,11 @@ def fail(prog: str, message: str) -> None:
 
 @contextmanager
 def cli_errors(prog: str):
-    """User mistakes become a one-line error and exit code 2; Ctrl-C exits with 130."""
+    """User mistakes become a one-line error and exit code 2; Ctrl-C exits with 130. MLflow stays quiet
+    (:data:`tune_div.scoped.MLFLOW_QUIET`) while the command runs, without importing it."""
     try:
-        yield
+        with environ(MLFLOW_QUIET):
+            yield
     except UserError as exc:
         fail(prog, str(exc))
     except KeyboardInterrupt:

@@ -104,8 +104,8 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
                     f"experiment folder {s.path} exists already; use --resume {s.path} or another --experiment"
                 )
         result = runner.run(s, args.address, bool(args.resume), args.quiet)
-        if result["all_failed"]:
-            rows, first = result["rows"], result["all_failed"]
+        if result.all_failed:
+            rows, first = result.rows, result.all_failed
             for r in rows:
                 print(f"  {r['trial_id']}: {r['status']}  {r['error']}")
             print(
@@ -114,8 +114,8 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
                 file=sys.stderr,
             )
             return 1
-        print_table(s, result["rows"], result["table"], result["baseline"])
-        if result["interrupted"]:
+        print_table(s, result.rows, result.table, result.baseline)
+        if result.interrupted:
             print(f"interrupted: continue with  {prog} --resume {s.path}", file=sys.stderr)
             return 130
     return 0

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 NORM_EPS = 1e-12  # guards the cosine's denominator: zero gradients give cos = 0, never NaN
@@ -41,8 +39,3 @@ def log_sum_exp_cos(g: torch.Tensor) -> torch.Tensor:
     if g.shape[0] < 2:
         return g.new_zeros(g.shape[1])
     return torch.logsumexp(pairwise_cosines(g), dim=0)
-
-
-def identical_members_value(m: int) -> float:
-    """The measure when all M members have the same gradient: log(M(M-1)/2) + 1."""
-    return math.log(m * (m - 1) / 2) + 1.0

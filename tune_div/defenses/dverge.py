@@ -140,25 +140,31 @@ class DVERGE(Defense):
         self.layer: int | None = None  # 1-based, drawn each epoch
         self.n_layers: int | None = None
 
+    def layers(self, ensemble, x: torch.Tensor | None = None) -> int | None:
+        """How many layers the distillation draws from, counted once: on a probe of the architecture's
+        input shape, else on the first batch ``x`` (None while neither is known)."""
+        if self.n_layers is None:
+            cfg = ensemble.config
+            if x is None and "in_channels" in cfg and "image_size" in cfg:
+                size = cfg["image_size"]
+                x = torch.zeros(1, cfg["in_channels"], size, size, device=next(ensemble.parameters()).device)
+            if x is not None:
+                self.n_layers = count_layers(ensemble.members[0], x[:1], self.hparams["distill_layers"])
+        return self.n_layers
+
     def prepare(self, ensemble):
-        cfg = ensemble.config
-        if "in_channels" in cfg and "image_size" in cfg:  # else counted on the first batch
-            probe = torch.zeros(
-                1, cfg["in_channels"], cfg["image_size"], cfg["image_size"], device=next(ensemble.parameters()).device
-            )
-            self.n_layers = count_layers(ensemble.members[0], probe, self.hparams["distill_layers"])
+        self.layers(ensemble)
 
     def start_epoch(self, epoch, ensemble):
-        if self.n_layers is None:
-            self.prepare(ensemble)
-        self.layer = None if self.n_layers is None else int(torch.randint(1, self.n_layers + 1, (1,)))
+        n = self.layers(ensemble)
+        self.layer = None if n is None else int(torch.randint(1, n + 1, (1,)))
 
     def distilled(self, ensemble, x):
         """One distilled batch per member ``[M, B, C, H, W]`` (features of a permuted batch)."""
-        if self.n_layers is None:
-            self.n_layers = count_layers(ensemble.members[0], x[:1], self.hparams["distill_layers"])
+        n = self.layers(ensemble, x)
+        assert n is not None
         if self.layer is None:
-            self.layer = int(torch.randint(1, self.n_layers + 1, (1,)))
+            self.layer = int(torch.randint(1, n + 1, (1,)))
         target = x[torch.randperm(x.shape[0]).to(x.device)]
         was_training = ensemble.training
         ensemble.train(bool(self.hparams["distill_train_mode"]))

@@ -104,7 +104,7 @@ def evaluate(
 ) -> dict[str, Any]:
     """Everything the spec asks for, as the documented JSON-able dict (see README, Evaluation)."""
     started = time.perf_counter()
-    # channels-last on CPU, as in training: input gradients (every attack step) are ~2.7x faster there
+    # channels-last on CPU, as in training: input gradients (every attack step) are faster there
     fmt = resolve_memory_format("auto", next(ens.parameters()).device)
     ens = ens.eval().to(memory_format=fmt)  # type: ignore[call-overload]  # documented; not in the stubs
     x, y = eval_subset(spec.dataset, spec.split, spec.n, spec.seed, spec.data_dir)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -36,10 +37,11 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
-class _Tapped(Exception):
-    """Carries a tapped tensor out of a forward pass that need not go further."""
+class Tapped(Exception):
+    """Carries a tapped value (a tensor, or the fused path's activation) out of a forward pass that need
+    not go further."""
 
-    def __init__(self, value: torch.Tensor):
+    def __init__(self, value: Any):
         super().__init__()
         self.value = value
 
@@ -119,12 +121,12 @@ class Member(nn.Module):
         def hook(module, inputs):
             seen[0] += 1
             if seen[0] == layer:
-                raise _Tapped(inputs[0])
+                raise Tapped(inputs[0])
 
         handles = [m.register_forward_pre_hook(hook) for m in self.modules() if is_activation(m)]
         try:
             logits = self(x)
-        except _Tapped as tapped:
+        except Tapped as tapped:
             return tapped.value
         finally:
             for h in handles:

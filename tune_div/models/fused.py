@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import device_defaults
-from .base import Member, Normalize
+from .base import Member, Normalize, Tapped
 
 SHARED, GROUPED, STACKED = "shared", "grouped", "stacked"
 
@@ -52,12 +52,6 @@ class Act:
     layout: str
 
 
-class _Tapped(Exception):
-    def __init__(self, act: Act):
-        super().__init__()
-        self.act = act
-
-
 class Context:
     """What one fused call needs besides the modules: M, the memory format and the DVERGE tap."""
 
@@ -73,10 +67,10 @@ class Context:
         return t
 
     def activation(self, h: Act) -> None:
-        """Count an activation call; raise :class:`_Tapped` with its input when it is the tapped one."""
+        """Count an activation call; raise :class:`.base.Tapped` with its input when it is the tapped one."""
         self.seen += 1
         if self.tap == self.seen:
-            raise _Tapped(h)
+            raise Tapped(h)
 
 
 # -- layout changes -------------------------------------------------------------------------------------
@@ -133,6 +127,8 @@ FUSED_OPS: dict[type, Callable[[Sequence[nn.Module], Act, Context], Act]] = {}
 def fused_op(*types: type):
     def deco(fn):
         for t in types:
+            if t in FUSED_OPS:
+                raise ValueError(f"a fused op for {t.__name__} is registered twice")
             FUSED_OPS[t] = fn
         return fn
 
@@ -349,8 +345,8 @@ def member_layer_features(members: Sequence[Member], x: torch.Tensor, layer: int
     h, ctx = _start(members, x, tap=layer)
     try:
         logits = member_logits_from(members, h, ctx)
-    except _Tapped as tapped:
-        return to_stacked(tapped.act, ctx)
+    except Tapped as tapped:
+        return to_stacked(tapped.value, ctx)
     if layer != ctx.seen + 1:
         raise ValueError(f"layer must be in 1..{ctx.seen + 1}, got {layer}")
     return logits

@@ -10,7 +10,6 @@ covers everything but where the data lives), so searches with the same budget me
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 from pathlib import Path
@@ -18,25 +17,26 @@ from typing import Any
 
 from ..files import atomic_write_text, cache_root
 from ..tracking.tracker import FINAL_METRICS
+from .states import TrialState
+from .trial_config import TrialConfig
 
 BASELINE_ID = "naive-baseline"
 
 
-def baseline_config(param_space: dict[str, Any]) -> dict[str, Any]:
+def baseline_config(param_space: TrialConfig) -> TrialConfig:
     """The trial config of the baseline: the search's fixed part, ``naive``, nothing sampled."""
-    config = copy.deepcopy({k: v for k, v in param_space.items() if k != "inject_nan_if"})
     # A single model: its test split is audited in the same run (the trials' is, for the front, afterwards).
-    return {**config, "defense": "naive", "hparams": {}, "train": {}, "inject_nan_if": None, "test_report": True}
+    return param_space.replace(defense="naive", hparams={}, train={}, inject_nan_if=None, test_report=True)
 
 
-def cache_path(config: dict[str, Any]) -> Path:
-    key_doc = copy.deepcopy(config)
-    key_doc.get("base", {}).pop("data_dir", None)
+def cache_path(config: TrialConfig) -> Path:
+    key_doc = config.to_dict()
+    key_doc["base"].pop("data_dir", None)  # where the data lives does not change the measurement
     key = hashlib.sha256(json.dumps(key_doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return cache_root() / "baselines" / f"{key}.json"
 
 
-def measure(config: dict[str, Any]) -> dict[str, Any]:
+def measure(config: TrialConfig) -> dict[str, Any]:
     """The baseline's final metrics and flags (from the cache when measured before with this config)."""
     from .trainable import run_trial
 
@@ -57,5 +57,5 @@ def lift(rows: list[dict[str, Any]], baseline: dict[str, Any] | None, objective:
     baseline's (None when the search is not audited or the baseline is missing)."""
     ref = (baseline or {}).get(objective) if (baseline or {}).get("val_audit_acc") is not None else None
     for r in rows:
-        ok = ref is not None and r.get("status") == "TERMINATED" and r.get(objective) is not None
+        ok = ref is not None and r.get("status") == TrialState.TERMINATED and r.get(objective) is not None
         r["audit_lift_over_naive"] = r[objective] - ref if ok else None

@@ -12,17 +12,19 @@ from ray import tune
 
 from ..tracking import SearchTracker
 from ..train import config_file
-from . import pareto
+from . import pareto, states
 from .results import hparams_text, trial_error
 from .settings import FINAL, Settings
-from .trainable import ERROR_KEY, train_config
+from .states import TrialState
+from .trainable import ERROR_KEY
+from .trial_config import TrialConfig
 
 
-def trial_doc(s: Settings, trial_id: str, config: dict[str, Any], parent_run_id: str, run_id: str) -> dict[str, Any]:
+def trial_doc(s: Settings, trial_id: str, config: TrialConfig, parent_run_id: str, run_id: str) -> dict[str, Any]:
     """The trial in the exported-config format (what ``tune-div train --config`` retrains)."""
     return config_file.document(
-        train_config(config),
-        objective={**(config.get("objective") or {}), "test_n": config.get("test_n")},
+        config.train_config(),
+        objective=config.objective_spec(),
         source=config_file.provenance(s.mlflow_experiment, parent_run_id, run_id, trial_id, s.mlflow_uri),
     )
 
@@ -30,7 +32,7 @@ def trial_doc(s: Settings, trial_id: str, config: dict[str, Any], parent_run_id:
 def stop_status(result: dict | None) -> str | None:
     """``STOPPED@<epoch>`` for a trial that completed before its last epoch (the scheduler stopped it)."""
     if result and not result.get(FINAL) and result.get("epoch") is not None:
-        return f"STOPPED@{result['epoch']}"
+        return states.stopped(result["epoch"])
     return None
 
 
@@ -62,7 +64,7 @@ class TrialProgress(tune.Callback):
         result = trial.last_result or {}
         if self.quiet or ERROR_KEY in result or "epoch" not in result:
             return
-        hp = hparams_text({**trial.config.get("hparams", {}), **trial.config.get("train", {})})
+        hp = hparams_text(TrialConfig.from_dict(trial.config).sampled())
         extra = "".join(
             f"  {label} {result[key]:.4f}"
             for label, key in (("proxy", "val_proxy_acc"), ("bb", "val_blackbox_acc"), ("audit", "val_audit_acc"))
@@ -106,9 +108,8 @@ class MLflowLogger(tune.Callback):
 
     def on_trial_start(self, iteration, trials, trial, **info):
         s, parent = self.settings, self.tracker.parent_run_id
-        self.tracker.child(
-            trial.trial_id, trial.config, lambda run_id: trial_doc(s, trial.trial_id, trial.config, parent, run_id)
-        )
+        config = TrialConfig.from_dict(trial.config)
+        self.tracker.child(trial.trial_id, config, lambda run_id: trial_doc(s, trial.trial_id, config, parent, run_id))
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if ERROR_KEY in result:
@@ -118,13 +119,13 @@ class MLflowLogger(tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         last = self.last.get(trial.trial_id) or trial.last_result
-        self.status[trial.trial_id] = stop_status(last) or "TERMINATED"
+        self.status[trial.trial_id] = stop_status(last) or TrialState.TERMINATED
         self.tracker.finish_child(trial.trial_id, self.status[trial.trial_id], last)
         self.refresh(trials)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self.status[trial.trial_id] = "ERROR"
-        self.tracker.finish_child(trial.trial_id, "ERROR", None, trial_error(trial))
+        self.status[trial.trial_id] = TrialState.ERROR
+        self.tracker.finish_child(trial.trial_id, TrialState.ERROR, None, trial_error(trial))
         self.refresh(trials)
 
     def refresh(self, trials) -> None:
@@ -133,7 +134,7 @@ class MLflowLogger(tune.Callback):
         rows = []
         for t in trials:
             m = self.last.get(t.trial_id) or t.last_result or {}
-            status = self.status.get(t.trial_id) or ("TERMINATED" if m.get(FINAL) else str(t.status))
+            status = self.status.get(t.trial_id) or (TrialState.TERMINATED if m.get(FINAL) else str(t.status))
             rows.append(
                 {
                     "trial_id": t.trial_id,

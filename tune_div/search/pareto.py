@@ -24,6 +24,8 @@ from typing import Any
 import moocore
 import numpy as np
 
+from .states import TrialState
+
 Point = tuple[float, float]
 REFERENCE: Point = (0.0, 0.0)
 
@@ -79,8 +81,9 @@ def knee(points: Sequence[Point]) -> int | None:
 
 def eligible(row: dict[str, Any], clean_floor: float | None = None, include_flagged: bool = False) -> tuple[bool, str]:
     """(eligible, reason) for a trial row with ``status``, ``val_clean_acc``, ``val_robust_acc``, ``flags``."""
-    if row.get("status") != "TERMINATED":
-        return False, "failed" if row.get("status") == "ERROR" else str(row.get("status", "unfinished")).lower()
+    if row.get("status") != TrialState.TERMINATED:
+        status = row.get("status", TrialState.UNFINISHED)
+        return False, "failed" if status == TrialState.ERROR else str(status).lower()
     clean, robust = row.get("val_clean_acc"), row.get("val_robust_acc")
     if clean is None or robust is None or not (math.isfinite(clean) and math.isfinite(robust)):
         return False, "no metrics"

@@ -20,8 +20,11 @@ from typing import Any
 
 from ..files import atomic_write_text
 from ..tracking.tracker import FINAL_METRICS as METRICS
+from . import ray_layout, states
 from .baseline import BASELINE_ID
 from .settings import FINAL, Settings
+from .states import TrialState
+from .trial_config import TrialConfig
 
 COLUMNS = [
     "trial_id",
@@ -61,20 +64,25 @@ def collect(grid, stopped: dict[str, int] | None = None) -> list[dict[str, Any]]
     to their rung (status ``STOPPED@<epoch>``)."""
     rows = []
     for r in grid:
-        m, config = r.metrics or {}, r.config or {}  # a trial interrupted before its first report has neither
-        tid = m.get("trial_id") or Path(r.path).name.split("_")[1]  # trainable_<id>_<n>_...
+        m = r.metrics or {}  # a trial interrupted before its first report has neither metrics nor config
+        config = TrialConfig.from_dict(r.config) if r.config else None
+        tid = m.get("trial_id") or ray_layout.trial_id(r.path)
         # Ray reports a trial stopped before its first result as a FileNotFoundError about its result files
         never_reported = isinstance(r.error, FileNotFoundError) and not m
-        status = "ERROR" if r.error and not never_reported else ("TERMINATED" if m.get(FINAL) else "UNFINISHED")
-        if status == "UNFINISHED" and stopped and tid in stopped:
-            status = f"STOPPED@{stopped[tid]}"
+        status: str = (
+            TrialState.ERROR
+            if r.error and not never_reported
+            else (TrialState.TERMINATED if m.get(FINAL) else TrialState.UNFINISHED)
+        )
+        if status == TrialState.UNFINISHED and stopped and tid in stopped:
+            status = states.stopped(stopped[tid])
         rows.append(
             {
                 "trial_id": tid,
                 "status": status,
-                "error": trial_error(r) if status == "ERROR" else "",
-                "hparams": dict(config.get("hparams") or {}),
-                "train": dict(config.get("train") or {}),
+                "error": trial_error(r) if status == TrialState.ERROR else "",
+                "hparams": dict(config.hparams) if config else {},
+                "train": dict(config.train) if config else {},
                 "epoch": m.get("epoch"),
                 "flags": m.get("flags", ""),
                 **{k: m.get(k) for k in METRICS},
@@ -129,8 +137,8 @@ def _fmt(v) -> str:
 def print_table(
     s: Settings, rows: list[dict[str, Any]], table: dict[str, Any], base: dict[str, Any] | None = None
 ) -> None:
-    failed = [r for r in rows if r["status"] == "ERROR"]
-    n_stopped = sum(str(r["status"]).startswith("STOPPED@") for r in rows)
+    failed = [r for r in rows if r["status"] == TrialState.ERROR]
+    n_stopped = sum(states.is_stopped(r["status"]) for r in rows)
     print(
         f"\n{len(rows)} trials: {sum(r['status'] == 'TERMINATED' for r in rows)} finished, "
         f"{n_stopped} stopped at a rung, {len(failed)} failed, "

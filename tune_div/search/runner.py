@@ -12,46 +12,28 @@ last checkpoint (``--max-retries``, every epoch is checkpointed); an error of th
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .. import tracking
 from ..errors import UserError
 from ..files import atomic_write_text
-from . import baseline, pareto
+from . import baseline, pareto, ray_layout
+from .process import ProcessState, search_process
 from .results import collect, write_results
 from .settings import FINAL, Settings, base_config
+from .space import SearchSpace
+from .states import TrialState
+from .trial_config import Blackbox, TrialConfig
 
 RAY_LOG = "ray.log"  # Ray's own log lines and tracebacks, kept out of the terminal
 LOST = (
     "lost: the driver was killed after this trial was created and before Ray recorded it; "
     "Ray runs its replacement instead"
 )
-
-
-def quiet_ray(log_file: Path | None = None) -> None:
-    """Ray's banners, hints and tracebacks go to ``log_file`` (``<experiment>/ray.log``), not the terminal;
-    the trial's one-line reason is printed by the search's own callbacks. Before the experiment folder
-    exists (nothing may be written yet) they are dropped. Optuna's and MLflow's info lines too."""
-    ray_logger = logging.getLogger("ray")
-    for lg in [ray_logger] + [
-        logging.getLogger(n) for n in list(logging.root.manager.loggerDict) if n.startswith("ray.")
-    ]:
-        for h in list(getattr(lg, "handlers", [])):
-            lg.removeHandler(h)
-    ray_logger.propagate = False
-    ray_logger.addHandler(logging.FileHandler(log_file) if log_file else logging.NullHandler())
-    ray_logger.setLevel(logging.INFO if log_file else logging.ERROR)
-    # Ray Tune's new output engine prints its config table, TensorBoard hint and per-trial tables even at
-    # verbose=0; the legacy one is silent at verbose=0. The search prints its own lines.
-    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
-    tracking.quiet_mlflow()
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def connect(s: Settings, address: str | None) -> dict[str, float]:
@@ -140,18 +122,22 @@ def concurrency(s: Settings, res: dict[str, float]) -> int:
     return max(1, min(by_cpu, by_gpu, s.samples))
 
 
-def prepare_surrogate(s: Settings, param_space: dict[str, Any], quiet: bool) -> dict[str, Any]:
+def prepare_surrogate(s: Settings, param_space: TrialConfig, quiet: bool) -> Blackbox:
     """Train (or find in the cache) the naive surrogate once, before any trial, so trials only load it."""
     from ..eval import Surrogate, surrogate_config
 
-    base = param_space["base"]
     sur = Surrogate(
         surrogate_config(
-            {"arch": s.arch, "n_members": s.members}, s.dataset, s.epochs, s.seed + 1000, base["subset"], s.data_dir
+            {"arch": s.arch, "n_members": s.members},
+            s.dataset,
+            s.epochs,
+            s.seed + 1000,
+            param_space.base["subset"],
+            s.data_dir,
         )
     )
     sur.model(log=(lambda m: None) if quiet else (lambda m: print(m, flush=True)))
-    return {"config": sur.cfg.to_dict(), "root": str(sur.root)}
+    return Blackbox(config=sur.cfg.to_dict(), root=str(sur.root))
 
 
 def tracker_for(s: Settings) -> tracking.SearchTracker:
@@ -161,31 +147,50 @@ def tracker_for(s: Settings) -> tracking.SearchTracker:
     )
 
 
-def run(s: Settings, address: str | None, resume: bool, quiet: bool) -> dict[str, Any]:
-    """Run (or continue) the search; returns ``{"rows", "table", "interrupted"}``."""
-    # One snapshot per epoch is by design here (every report carries a checkpoint): no warning about it.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    # The proxy is measured at rungs and at the end, not every epoch: results between rungs do not carry
-    # the robust objective, which Ray would otherwise refuse.
-    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
-    # Ray's snapshot of the experiment (which trials exist, their last checkpoint) at most 1 s old: after a
-    # kill -9 of the driver a trial continues from the checkpoint of its last reported epoch.
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
-    from ray import tune
+@dataclass
+class Prepared:
+    """What the prepare stage hands to the others."""
 
-    from .callbacks import MLflowLogger, RetryPolicy, TrialProgress
-    from .scheduler import MOASHA
-    from .searcher import make_searcher
-    from .trainable import trainable
+    space: SearchSpace
+    param_space: TrialConfig
+    resources: dict[str, float]
+    concurrency: int
+    tracker: tracking.SearchTracker
 
-    quiet_ray()
-    preflight(s, resume)
-    res = connect(s, address)  # fails on resources before anything is written
+
+@dataclass
+class SearchOutcome:
+    """What a search ends with: every trial's row, the front, the naive baseline's metrics, and whether it
+    was interrupted (Ctrl-C: resume it) or ended with every trial failed (``all_failed``: the first)."""
+
+    rows: list[dict[str, Any]]
+    table: dict[str, Any]
+    interrupted: bool
+    baseline: dict[str, Any] | None = None
+    all_failed: dict[str, Any] | None = None
+
+
+def run(s: Settings, address: str | None = None, resume: bool = False, quiet: bool = False) -> SearchOutcome:
+    """Run (or continue) the search: the stages below, in order, inside :func:`search_process` (which
+    restores the process's variables and loggers afterwards)."""
+    with search_process() as process:
+        preflight(s, resume)
+        resources = connect(s, address)  # fails on resources before anything is written
+        prepared = prepare(s, resources, resume, quiet, process)
+        rows, naive = tune_trials(s, prepared, resume, quiet)
+        outcome = collect_outcome(s, rows)
+        report(s, prepared, outcome, naive, quiet)
+        publish(s, prepared, outcome)
+    return outcome
+
+
+def prepare(s: Settings, resources: dict[str, float], resume: bool, quiet: bool, process: ProcessState) -> Prepared:
+    """The search space, the fixed trial config (with the black-box surrogate), the MLflow parent run, and
+    ``search.json``: from here on the experiment folder exists."""
     space = s.space()
     param_space = base_config(s)
     if "val_blackbox_acc" in s.metrics and not resume:
-        param_space["blackbox"] = prepare_surrogate(s, param_space, quiet)
-    conc = concurrency(s, res)
+        param_space = param_space.replace(blackbox=prepare_surrogate(s, param_space, quiet))
     tracker = tracker_for(s)
     s.parent_run_id = tracker.start_parent(
         s.experiment,
@@ -202,28 +207,42 @@ def run(s: Settings, address: str | None, resume: bool, quiet: bool) -> dict[str
     )
     if not resume:
         s.save()
-    quiet_ray(s.path / RAY_LOG)
+    process.quiet(s.path / RAY_LOG)
+    conc = concurrency(s, resources)
     if not quiet:
         print(
             f"{'resuming' if resume else 'searching'} {s.defense} on {s.dataset} ({s.members} x {s.arch}, "
             f"{s.epochs} epochs, {s.samples} trials, budget {s.budget}), sampler {s.sampler}, objectives "
-            f"{', '.join(s.metrics)}; {conc} at once on {res['CPU']:g} CPU / {res['GPU']:g} GPU; "
+            f"{', '.join(s.metrics)}; {conc} at once on {resources['CPU']:g} CPU / {resources['GPU']:g} GPU; "
             f"results in {s.path}",
             flush=True,
         )
-    naive = start_baseline(s, param_space) if spare_slot(s, res, conc) else None
+    return Prepared(space, param_space, resources, conc, tracker)
+
+
+def tune_trials(s: Settings, p: Prepared, resume: bool, quiet: bool) -> tuple[list[dict[str, Any]], Any]:
+    """Build (or restore) the Tuner and run it; returns the trials' rows and the baseline's task, which
+    starts beside the trials when the cluster has a spare slot."""
+    from ray import tune
+
+    from .callbacks import MLflowLogger, RetryPolicy, TrialProgress
+    from .scheduler import MOASHA
+    from .searcher import make_searcher
+    from .trainable import trainable
+
+    naive = start_baseline(s, p.param_space) if spare_slot(s, p.resources, p.concurrency) else None
     fn = tune.with_resources(trainable, {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial})
     if resume:
         tuner = tune.Tuner.restore(
             str(s.path), trainable=fn, resume_unfinished=True, resume_errored=False, restart_errored=False
         )
-        reconcile(s, tuner, tracker, quiet)
+        reconcile(s, tuner, p.tracker, quiet)
     else:
         run_config = tune.RunConfig(
             name=s.experiment,
             storage_path=s.storage_path,
             verbose=0,
-            callbacks=[RetryPolicy(), TrialProgress(s.epochs, quiet), MLflowLogger(s, tracker)],
+            callbacks=[RetryPolicy(), TrialProgress(s.epochs, quiet), MLflowLogger(s, p.tracker)],
             failure_config=tune.FailureConfig(max_failures=s.max_retries),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         )
@@ -234,50 +253,50 @@ def run(s: Settings, address: str | None, resume: bool, quiet: bool) -> dict[str
         )  # at rungs val_robust_acc is the proxy
         tuner = tune.Tuner(
             fn,
-            param_space=param_space,
+            param_space=p.param_space.to_dict(),
             run_config=run_config,
             tune_config=tune.TuneConfig(
-                search_alg=make_searcher(s, space),
+                search_alg=make_searcher(s, p.space),
                 scheduler=scheduler,
                 num_samples=s.samples,
-                max_concurrent_trials=conc,
+                max_concurrent_trials=p.concurrency,
             ),
         )
     rows = collect(tuner.fit(), stopped_trials(s.path))
-    tracker.attach_children()  # the callback may be a restored copy: read the child runs back from MLflow
-    interrupted = len(rows) < s.samples or any(r["status"] == "UNFINISHED" for r in rows)
-    if not interrupted and not any(r["status"] == "TERMINATED" for r in rows):  # nothing to put on a front
-        finish_baseline(naive, True, quiet)
-        table = pareto.pareto_table(rows, objectives=(s.metrics[0], s.metrics[1]), clean_floor=s.clean_floor)
-        write_results(s, rows, table, None)
-        tracker.end_parent("FAILED")
-        failed = sorted((r for r in rows if r["status"] == "ERROR"), key=creation_order)
-        return {
-            "rows": rows,
-            "table": table,
-            "interrupted": False,
-            "baseline": None,
-            "all_failed": failed[0] if failed else {"trial_id": "-", "error": "no trial ran to its last epoch"},
-        }
-    if naive is None and not interrupted:
-        naive = start_baseline(s, param_space)
+    p.tracker.attach_children()  # the callback may be a restored copy: read the child runs back from MLflow
+    return rows, naive
+
+
+def collect_outcome(s: Settings, rows: list[dict[str, Any]]) -> SearchOutcome:
+    """The front of the finished trials; interrupted when trials are missing or unfinished, all failed
+    when it was not interrupted and no trial ran to its last epoch."""
+    interrupted = len(rows) < s.samples or any(r["status"] == TrialState.UNFINISHED for r in rows)
     table = pareto.pareto_table(rows, objectives=(s.metrics[0], s.metrics[1]), clean_floor=s.clean_floor)
-    if not interrupted:
-        report_front_on_test(s, table["front"], tracker, quiet)
-    base = finish_baseline(naive, interrupted, quiet)
-    baseline.lift(rows, base, s.metrics[1])
-    files = write_results(s, rows, table, base)
-    publish(s, tracker, space, rows, table, files, base)
-    tracker.end_parent("KILLED" if interrupted else "FINISHED")
-    return {"rows": rows, "table": table, "interrupted": interrupted, "baseline": base, "all_failed": None}
+    outcome = SearchOutcome(rows, table, interrupted)
+    if not interrupted and not any(r["status"] == TrialState.TERMINATED for r in rows):
+        failed = sorted((r for r in rows if r["status"] == TrialState.ERROR), key=creation_order)
+        outcome.all_failed = failed[0] if failed else {"trial_id": "-", "error": "no trial ran to its last epoch"}
+    return outcome
+
+
+def report(s: Settings, p: Prepared, outcome: SearchOutcome, naive: Any, quiet: bool) -> None:
+    """The final report of a finished search: the front's test split and the naive baseline (started
+    now if no slot was spare during the trials), and each trial's lift over it."""
+    if outcome.all_failed is not None or outcome.interrupted:
+        finish_baseline(naive, True, quiet)  # cancelled: an interrupted front has no baseline yet
+        if outcome.all_failed is None:
+            baseline.lift(outcome.rows, None, s.metrics[1])
+        return
+    naive = naive if naive is not None else start_baseline(s, p.param_space)
+    report_front_on_test(s, outcome.table["front"], p.tracker, quiet)
+    outcome.baseline = finish_baseline(naive, False, quiet)
+    baseline.lift(outcome.rows, outcome.baseline, s.metrics[1])
 
 
 def creation_order(row: dict[str, Any]) -> int:
-    """A trial's index in the search, from its Ray folder name ``trainable_<id>_<index>_...``."""
-    try:
-        return int(Path(str(row.get("path"))).name.split("_")[2])
-    except (IndexError, ValueError):
-        return 1 << 30
+    """A trial's index in the search (from its Ray folder); trials without one sort last."""
+    index = ray_layout.creation_index(str(row.get("path")))
+    return 1 << 30 if index is None else index
 
 
 def reconcile(s: Settings, tuner, tracker: tracking.SearchTracker, quiet: bool) -> None:
@@ -298,14 +317,14 @@ def reconcile(s: Settings, tuner, tracker: tracking.SearchTracker, quiet: bool) 
             "val_clean_acc": r.get("val_clean_acc"),
             "flags": r["flags"],
             "epoch": r["epoch"],
-            FINAL: r["status"] == "TERMINATED",
+            FINAL: r["status"] == TrialState.TERMINATED,
         }
 
     study = optuna.load_study(study_name=s.experiment, storage=f"sqlite:///{s.path / 'optuna.db'}")
     lost = 0
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         r = rows.get(str(t.user_attrs.get(RAY_TRIAL_ID)))
-        if r is not None and r["status"] == "UNFINISHED":
+        if r is not None and r["status"] == TrialState.UNFINISHED:
             continue
         ot = open_trial(study, t)
         if r is None:
@@ -316,7 +335,7 @@ def reconcile(s: Settings, tuner, tracker: tracking.SearchTracker, quiet: bool) 
             ot,
             s.metrics,
             None if r is None else result_of(r),
-            r is None or r["status"] == "ERROR",
+            r is None or r["status"] == TrialState.ERROR,
             s.clean_floor,
         )
     ends = {tid: (r["status"], result_of(r), r["error"]) for tid, r in rows.items()}
@@ -374,7 +393,7 @@ def spare_slot(s: Settings, res: dict[str, float], conc: int) -> bool:
     return cpu_left >= s.cpus_per_trial and gpu_left >= s.gpus_per_trial
 
 
-def start_baseline(s: Settings, param_space: dict[str, Any]):
+def start_baseline(s: Settings, param_space: TrialConfig) -> Any:
     """The naive baseline as a Ray task with a trial's resources: beside the trials when the cluster has
     a spare slot, else right after them (it never takes a slot a trial could use)."""
     import ray
@@ -400,7 +419,18 @@ def finish_baseline(ref, interrupted: bool, quiet: bool) -> dict[str, Any] | Non
         return None
 
 
-def publish(
+def publish(s: Settings, p: Prepared, outcome: SearchOutcome) -> None:
+    """``pareto.*`` and ``trials.csv``, and the parent run's artifacts and status: FAILED when every trial
+    failed, KILLED when interrupted, else FINISHED with the plot, the search space and the exports."""
+    files = write_results(s, outcome.rows, outcome.table, outcome.baseline)
+    if outcome.all_failed is not None:
+        p.tracker.end_parent("FAILED")
+        return
+    publish_front(s, p.tracker, p.space, outcome.rows, outcome.table, files, outcome.baseline)
+    p.tracker.end_parent("KILLED" if outcome.interrupted else "FINISHED")
+
+
+def publish_front(
     s: Settings, tracker: tracking.SearchTracker, space, rows, table, files: list[Path], base: dict[str, Any] | None
 ) -> None:
     """Parent artifacts: the Pareto table and plot (with the naive baseline), every trial, the effective

@@ -33,6 +33,7 @@ from ..errors import UserError
 from ..files import atomic_write_text
 from ..tracking import uri as tracking_uri
 from . import space as search_space
+from .trial_config import Objective, TrialConfig
 
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
 OBJECTIVES = {
@@ -42,7 +43,7 @@ OBJECTIVES = {
 }
 # The proxy objective: PGD-10 on the CW margin of the mean member logits, at the dataset's objective eps,
 # on a fixed, seeded validation subset; audited after a trial's last epoch (docs/audit.md).
-OBJECTIVE_DEFAULTS = {"attack": "pgd_cw_logits", "steps": 10, "n": 500, "seed": 0, "audit": "fast"}
+OBJECTIVE_DEFAULTS: dict[str, Any] = {"attack": "pgd_cw_logits", "steps": 10, "n": 500, "seed": 0, "audit": "fast"}
 AUDITS = ("off", "fast", "standard")
 SCHEDULERS = ("fifo", "moasha")
 FINAL = "final"  # result key: True on a trial's last epoch (not Ray's reserved "done", which a stop sets too)
@@ -324,25 +325,26 @@ def parse_injection(text: str, space=None) -> tuple[str, float]:
     return name, threshold
 
 
-def objective_spec(s: Settings, n: int) -> dict[str, Any]:
+def objective_spec(s: Settings, n: int) -> Objective:
     """How the proxy robust accuracy is measured: the attack, its steps, ε, the subset size and seed."""
-    return {
-        **OBJECTIVE_DEFAULTS,
-        "eps": data.info(s.dataset).objective_eps,
-        "n": n,
-        "seed": s.seed,
-        "audit": None if s.audit == "off" else s.audit,
-    }
+    return Objective(
+        attack=OBJECTIVE_DEFAULTS["attack"],
+        eps=data.info(s.dataset).objective_eps,
+        steps=OBJECTIVE_DEFAULTS["steps"],
+        n=n,
+        seed=s.seed,
+        audit=None if s.audit == "off" else s.audit,
+    )
 
 
-def base_config(s: Settings) -> dict[str, Any]:
+def base_config(s: Settings) -> TrialConfig:
     """The fixed part of every trial's config (the searcher fills ``hparams`` and ``train``)."""
     budget = dict(BUDGETS[s.budget])
     if s.subset:
         budget["subset"] = s.subset
-    return {
-        "defense": s.defense,
-        "base": {
+    return TrialConfig(
+        defense=s.defense,
+        base={
             "dataset": s.dataset,
             "arch": s.arch,
             "n_members": s.members,
@@ -354,9 +356,9 @@ def base_config(s: Settings) -> dict[str, Any]:
             "num_threads": max(1, int(s.cpus_per_trial)),
             "execution": s.execution,
         },
-        "objective": objective_spec(s, budget["objective_n"]),
-        "sanity_n": budget["sanity_n"],
-        "test_n": budget["test_n"],
-        "rungs": s.rungs,
-        "inject_nan_if": list(parse_injection(s.inject_nan_if)) if s.inject_nan_if else None,
-    }
+        objective=objective_spec(s, budget["objective_n"]),
+        sanity_n=budget["sanity_n"],
+        test_n=budget["test_n"],
+        rungs=tuple(s.rungs),
+        inject_nan_if=parse_injection(s.inject_nan_if) if s.inject_nan_if else None,
+    )

@@ -277,9 +277,9 @@ def load(defense: str, path: str | Path | None = None, dataset: str = "mnist") -
     return parse(yaml.safe_load(ref.read_text()), f"tune_div/search/spaces/{defense}.yaml", defense, dataset)
 
 
-def apply(config: dict[str, Any]) -> dict[str, Any]:
-    """Turn a trial config's sampled ``train`` entries into TrainConfig fields (adv_* -> adv_train)."""
-    train = dict(config.get("train") or {})
+def apply(sampled_train: dict[str, Any]) -> dict[str, Any]:
+    """Turn a trial's sampled training parameters into TrainConfig fields (adv_* -> adv_train)."""
+    train = dict(sampled_train)
     attack = train.pop("adv_attack", "none")
     adv = {k[4:]: train.pop(k) for k in ("adv_eps", "adv_ratio") if k in train}
     if attack and attack != "none":

@@ -1,14 +1,6 @@
 """The Ray Tune function trainable shared by every defense.
 
-``config`` (what the search builds; the searcher fills ``hparams`` and ``train``):
-
-```python
-{"defense": "smd", "hparams": {"lam": 0.7}, "train": {"lr": 1e-3},           # sampled
- "base": {TrainConfig fields: dataset, arch, n_members, epochs, subset, ...},  # fixed for the search
- "objective": {"attack": "pgd_cw_logits", "eps": 0.1, "steps": 10, "n": 500, "seed": 0, "audit": "fast"},
- "sanity_n": 100, "test_n": 1000, "inject_nan_if": None, "rungs": [1, 3],
- "blackbox": None | {"config": surrogate TrainConfig dict, "root": surrogate cache folder}}
-```
+``config`` is a :class:`~tune_div.search.trial_config.TrialConfig` (its dict on the Ray side).
 
 Every epoch it reports (``ray.tune.report``) the training metrics and ``val_clean_acc`` (the whole
 validation split, or ``base.val_subset``). At the rung epochs (``rungs``: where the scheduler compares
@@ -16,7 +8,7 @@ trials) and after the last epoch it also measures the **proxy** ``val_proxy_acc`
 (PGD-10 on the CW margin of the mean member logits on the objective's fixed, seeded validation subset of
 ``objective.n`` points, whose clean accuracy is ``proxy_clean_acc``); after the last epoch also the
 sanity ``flags`` (comma-joined names, "" if none) with ``flagged`` (0/1).
-Every report carries a checkpoint (2.3 MB for 3 x LeNet-5, 7 ms, 0.2% of a smoke epoch) and the
+Every report carries a checkpoint (a few MB for 3 x LeNet-5, small beside an epoch) and the
 node that ran it (``node_id``), so a trial retried after a lost worker or a killed driver loses at most
 the epoch in progress; the checkpoint holds the epoch's metrics too, so a trial restored from its last
 one re-reports them instead of training again. An exception raised by the trial's own code (a
@@ -44,18 +36,16 @@ import torch
 from .. import attacks, data
 from ..eval import Surrogate, accuracy, audit, craft, eval_subset, proxy_inflation_flags, sanity_checks, sanity_flags
 from ..train import TrainConfig, Trainer
-from . import space as search_space
 from .settings import FINAL, OBJECTIVE_DEFAULTS, check_objective
+from .trial_config import Blackbox, TrialConfig
 
 CHECKPOINT_FILE = "state.pt"
 METRICS_FILE = "metrics.json"  # the checkpointed epoch's report, beside the state
 ERROR_KEY = "trial_error"  # a report saying the trial's code raised: never retried
 
 
-def train_config(config: dict[str, Any]) -> TrainConfig:
-    base = dict(config.get("base") or {})
-    base.update(search_space.apply(config))
-    return TrainConfig.from_dict({**base, "defense": config["defense"], "hparams": dict(config.get("hparams") or {})})
+def train_config(config: TrialConfig) -> TrainConfig:
+    return config.train_config()
 
 
 class ProxyObjective:
@@ -83,8 +73,8 @@ class ProxyObjective:
 class TransferObjective:
     """Accuracy on examples transferred from the search's cached surrogate (crafted once, then cached)."""
 
-    def __init__(self, spec: dict[str, Any], proxy: ProxyObjective, subset_key: str):
-        self.surrogate = Surrogate(TrainConfig.from_dict(spec["config"]), root=Path(spec["root"]))
+    def __init__(self, spec: Blackbox, proxy: ProxyObjective, subset_key: str):
+        self.surrogate = Surrogate(TrainConfig.from_dict(spec.config), root=Path(spec.root))
         self.proxy, self.key = proxy, subset_key
 
     def __call__(self, model) -> float:
@@ -117,16 +107,15 @@ def test_metrics(model, cfg: TrainConfig, objective: dict[str, Any]) -> dict[str
     return out
 
 
-def front_test_report(config: dict[str, Any], checkpoint) -> dict[str, float]:
+def front_test_report(config: TrialConfig, checkpoint: Any) -> dict[str, float]:
     """The test split of a finished trial, from its last checkpoint (a Ray ``Checkpoint``): the final
     report of a front member, run by the driver after the search. Same subset, seed and thread count as
     the trial, so a retrained exported config measures the same numbers."""
-    cfg = train_config(config)
+    cfg = config.train_config()
     trainer = Trainer(cfg)
     with checkpoint.as_directory() as d:
         trainer.load_checkpoint(Path(d) / CHECKPOINT_FILE)
-    spec = {**OBJECTIVE_DEFAULTS, "test_n": config.get("test_n"), **(config.get("objective") or {})}
-    return test_metrics(trainer.ensemble.eval(), cfg, spec)
+    return test_metrics(trainer.ensemble.eval(), cfg, config.objective_spec())
 
 
 def objective_metrics(trainer: Trainer, objective: dict) -> dict[str, float]:
@@ -142,13 +131,13 @@ def objective_metrics(trainer: Trainer, objective: dict) -> dict[str, float]:
     }
 
 
-def run_trial(config: dict[str, Any], report, checkpoint_dir: str | None = None) -> dict[str, Any]:
+def run_trial(config: TrialConfig, report: Any, checkpoint_dir: str | None = None) -> dict[str, Any]:
     """The trial loop with an injectable ``report(metrics, trainer)``: every report carries a checkpoint of
     ``trainer``. The proxy runs at the rung epochs and after the last one, the sanity pass and the audit
     after the last one; the other epochs report training metrics and validation clean accuracy. Restored
     from a checkpoint of its last epoch (a retry or a resume after the trial had finished), it re-reports
     that epoch's metrics and trains nothing."""
-    cfg = train_config(config)
+    cfg = config.train_config()
     trainer = Trainer(cfg)
     last: dict[str, Any] = {}
     if checkpoint_dir and (Path(checkpoint_dir) / CHECKPOINT_FILE).is_file():
@@ -158,19 +147,18 @@ def run_trial(config: dict[str, Any], report, checkpoint_dir: str | None = None)
     if trainer.done and last:
         report(last, trainer)
         return last
-    spec = {**OBJECTIVE_DEFAULTS, "test_n": config.get("test_n"), **(config.get("objective") or {})}
+    spec = config.objective_spec()
     objective = ProxyObjective(cfg, spec)
     transfer = None
-    if config.get("blackbox"):
+    if config.blackbox is not None:
+        o = config.objective
         transfer = TransferObjective(
-            config["blackbox"],
-            objective,
-            f"{cfg.dataset}/val/n={spec['n']}/seed={spec['seed']}/val_size={cfg.val_size}",
+            config.blackbox, objective, f"{cfg.dataset}/val/n={o.n}/seed={o.seed}/val_size={cfg.val_size}"
         )
-    sanity_n = int(config.get("sanity_n", 100))
-    rungs = set(config.get("rungs") or [])
-    inject = config.get("inject_nan_if")  # fault injection for tests: [param, threshold]
-    if inject and float(cfg.hparams.get(inject[0], float("-inf"))) > float(inject[1]):
+    sanity_n = config.sanity_n
+    rungs = set(config.rungs)
+    inject = config.inject_nan_if  # fault injection for tests: (hyperparameter, threshold)
+    if inject and float(cfg.hparams.get(inject[0], float("-inf"))) > inject[1]:
         real_loss = trainer.defense.loss
 
         def poisoned(ens, x, y):
@@ -185,7 +173,7 @@ def run_trial(config: dict[str, Any], report, checkpoint_dir: str | None = None)
         if final or trainer.epoch in rungs:
             metrics.update(epoch_metrics(trainer.ensemble.eval(), spec, objective, transfer, sanity_n, final))
             flags = {k: metrics[k] for k in flags}
-            if final and config.get("test_report"):  # a single model (the naive baseline): its report now
+            if final and config.test_report:  # a single model (the naive baseline): its report now
                 metrics.update(test_metrics(trainer.ensemble, cfg, spec))
         metrics.update({**flags, FINAL: final})
         report(metrics, trainer)
@@ -243,11 +231,12 @@ def trainable(config: dict[str, Any]) -> None:
 
     ckpt = tune.get_checkpoint()
     try:
+        trial = TrialConfig.from_dict(config)  # the one place a trial's dict becomes its typed config
         if ckpt is None:
-            run_trial(config, report)
+            run_trial(trial, report)
         else:
             with ckpt.as_directory() as d:
-                run_trial(config, report, d)
+                run_trial(trial, report, d)
     except Exception as exc:
         # Said before raising, so the driver's retry policy (callbacks.RetryPolicy) sees it: an error of the
         # trial's own code is final; only a lost worker (no report, the process is gone) is retried.

@@ -9,7 +9,6 @@ command is ``tune-div export`` (``tune_div.cli.export``).
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -18,14 +17,14 @@ import yaml
 
 from ..errors import UserError
 from ..files import atomic_write_text
-from ..search import pareto
+from ..search import pareto, states
+from ..search.states import TrialState
 from ..train import config_file
 from .tracker import FINAL_METRICS as METRICS
 from .tracker import PARENT_ROLE, STOPPED_TAG
 from .uri import client_for
 
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-STATUS = {"FINISHED": "TERMINATED", "FAILED": "ERROR"}
+STATUS = {"FINISHED": TrialState.TERMINATED, "FAILED": TrialState.ERROR}  # MLflow run status -> trial state
 
 
 def find_parent(client, experiment: str | None, run_id: str | None):
@@ -61,7 +60,7 @@ def trial_rows(client, parent) -> list[dict[str, Any]]:
         m = r.data.metrics
         status = STATUS.get(r.info.status, r.info.status)
         if STOPPED_TAG in r.data.tags:
-            status = f"STOPPED@{r.data.tags[STOPPED_TAG]}"
+            status = states.stopped(r.data.tags[STOPPED_TAG])
         rows.append(
             {
                 "trial_id": r.data.tags.get("tune_div.trial_id"),

@@ -20,7 +20,11 @@ def metric_key(row: dict[str, Any]) -> str:
 
 def log_reproduction(uri: str, protocol: str, doc: dict[str, Any], files: list[Path]) -> str:
     """Log ``doc`` (a protocol's result) and its ``files``; returns the run id."""
-    quiet_mlflow()
+    with quiet_mlflow():
+        return _log_reproduction(uri, protocol, doc, files)
+
+
+def _log_reproduction(uri: str, protocol: str, doc: dict[str, Any], files: list[Path]) -> str:
     client = client_for(uri)
     exp_id = get_or_create_experiment(client, f"reproduce-{protocol}", artifact_root_for(uri))
     s = doc["settings"]

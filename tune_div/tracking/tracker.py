@@ -20,11 +20,16 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from ..search import states
+from ..search.states import TrialState
 from .uri import client_for, get_or_create_experiment
+
+if TYPE_CHECKING:
+    from ..search.trial_config import TrialConfig
 
 PARENT_ROLE = "search"
 CHILD_ROLE = "trial"
@@ -153,7 +158,7 @@ class SearchTracker:
                 deleted.append(tid)
                 continue
             status, last, error = ends[tid]
-            if status != "UNFINISHED" and self.client.get_run(run_id).info.status == "RUNNING":
+            if status != TrialState.UNFINISHED and self.client.get_run(run_id).info.status == "RUNNING":
                 self.finish_child(tid, status, last, error)
         return deleted
 
@@ -181,7 +186,7 @@ class SearchTracker:
             {
                 "hypervolume": table["hypervolume"],
                 "front_size": len(table["front"]),
-                "trials_finished": sum(r["status"] == "TERMINATED" for r in rows),
+                "trials_finished": sum(r["status"] == TrialState.TERMINATED for r in rows),
             }
         )
         ts = int(time.time() * 1000)
@@ -208,7 +213,7 @@ class SearchTracker:
                 self.client.log_artifacts(self.parent_run_id, str(f), artifact_path=f.name)
 
     # -- children ----------------------------------------------------------------------------------
-    def child(self, trial_id: str, config: dict[str, Any], config_doc: Callable[[str], dict[str, Any]]) -> str:
+    def child(self, trial_id: str, config: TrialConfig, config_doc: Callable[[str], dict[str, Any]]) -> str:
         """The child run of ``trial_id`` (created once; RUNNING again on resume), with its params and
         ``config.yaml`` = ``config_doc(run_id)`` (the trial in the exported-config format)."""
         if trial_id in self.children:
@@ -226,9 +231,9 @@ class SearchTracker:
         )
         run_id = run.info.run_id
         params = {
-            **flat_params("hparams.", config.get("hparams") or {}),
-            **flat_params("train.", config.get("train") or {}),
-            **flat_params("", {k: v for k, v in config.items() if k not in ("hparams", "train", "blackbox")}),
+            **flat_params("hparams.", config.hparams),
+            **flat_params("train.", config.train),
+            **flat_params("", config.logged_params()),
         }
         self.client.log_batch(run_id, params=[param(k, v) for k, v in params.items()])
         with tempfile.TemporaryDirectory() as d:
@@ -270,11 +275,9 @@ class SearchTracker:
         self.client.set_tag(run_id, "status", status)
         if error:
             self.client.set_tag(run_id, "tune_div.error", error[:5000])
-        stopped = status.startswith("STOPPED@")  # stopped at a rung by the scheduler: a normal end, not a kill
-        if stopped:
-            self.client.set_tag(run_id, STOPPED_TAG, status.split("@", 1)[1])
-        end = "FINISHED" if stopped else {"TERMINATED": "FINISHED", "ERROR": "FAILED"}.get(status, "KILLED")
-        self.client.set_terminated(run_id, end)
+        if states.is_stopped(status):  # stopped at a rung by the scheduler
+            self.client.set_tag(run_id, STOPPED_TAG, states.stopped_epoch(status))
+        self.client.set_terminated(run_id, states.mlflow_end(status))
 
 
 def tag(k, v):

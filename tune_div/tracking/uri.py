@@ -6,9 +6,13 @@ Default URI ``sqlite:///<storage>/mlflow.db`` (MLflow 3 refuses file stores), ar
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import UserError
+from ..scoped import MLFLOW_QUIET, environ
 
 SQLITE = "sqlite:///"
 
@@ -75,15 +79,19 @@ def experiment_name(defense: str, dataset: str) -> str:
     return f"{defense}-{dataset}"
 
 
-def quiet_mlflow() -> None:
-    """MLflow's info lines (database migrations, run links) stay off the terminal; warnings still show."""
-    import logging
-    import os
+@contextlib.contextmanager
+def quiet_mlflow() -> Iterator[None]:
+    """MLflow at WARNING for the block (warnings still show); its variables and logger restored after."""
+    with environ(MLFLOW_QUIET):
+        import mlflow  # noqa: F401  (configures its logger on import; the level below must come after)
 
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-    import mlflow  # noqa: F401  (configures its logger on import; the level below must come after)
-
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
+        logger = logging.getLogger("mlflow")
+        level = logger.level
+        logger.setLevel(logging.WARNING)
+        try:
+            yield
+        finally:
+            logger.setLevel(level)
 
 
 def client_for(uri: str):

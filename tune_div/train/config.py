@@ -106,7 +106,7 @@ class TrainConfig:
     augment: bool | None = None  # None: the dataset's default (crop + flip on CIFAR)
     data_dir: str | None = None
     device: str = "auto"
-    # auto: channels_last on CPU, where it makes the double-backprop defenses ~1.4x faster
+    # auto: channels_last on CPU, where it makes the double-backprop defenses faster
     # (benchmarks/step_time.py); contiguous on GPUs, where it has not been measured.
     memory_format: str = "auto"
     # How the members run (tune_div.models.EXECUTIONS): fused (one batched computation), looped (one after

@@ -54,8 +54,8 @@ def ensemble_and_member_accuracy(ensemble: models.Ensemble, loader: data.TensorL
 
 
 def adam(params, lr: float, weight_decay: float) -> torch.optim.Adam:
-    """The papers' Adam, as one fused kernel for all members' parameters (about 4x faster than the default
-    per-parameter loop for 3 x LeNet-5 on this CPU); the default where fused Adam is not available."""
+    """The papers' Adam, as one fused kernel for all members' parameters (faster than the default
+    per-parameter loop, README "Speed"); the default where fused Adam is not available."""
     params = list(params)
     try:
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
