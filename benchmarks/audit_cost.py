@@ -20,7 +20,7 @@ import warnings
 
 from tune_div import data
 from tune_div.search.settings import BUDGETS, OBJECTIVE_DEFAULTS
-from tune_div.search.trainable import ProxyObjective, run_trial
+from tune_div.search.trainable import SubsetAttack, run_trial
 from tune_div.search.trial_config import Objective, TrialConfig
 
 
@@ -72,7 +72,7 @@ def main() -> None:
         t0 = time.perf_counter()
         last = run_trial(config, lambda metrics, trainer, kept=kept: trainer and kept.update(model=trainer.ensemble))
         trial_s = time.perf_counter() - t0
-        test = ProxyObjective(config.train_config(), config.objective.to_dict(), split="test", n=budget["test_n"])
+        test = SubsetAttack(config.train_config(), config.objective.to_dict(), split="test", n=budget["test_n"])
         t1 = time.perf_counter()
         test.audit(kept["model"].eval(), args.preset)
         test_s = time.perf_counter() - t1

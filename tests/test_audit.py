@@ -17,7 +17,7 @@ from tune_div.errors import UserError
 from tune_div.eval import accuracy, audit, eval_subset
 from tune_div.search import pareto
 from tune_div.search.settings import OBJECTIVE_DEFAULTS
-from tune_div.search.trainable import ProxyObjective, epoch_metrics
+from tune_div.search.trainable import SubsetAttack, epoch_metrics
 from tune_div.train import TrainConfig
 
 pytestmark = pytest.mark.usefixtures("real_data")
@@ -71,7 +71,7 @@ def test_masked_ensemble_proxy_high_audit_low_flagged_and_off_the_front(trained_
     masked = models.Ensemble([Quantised(m) for m in trained_ensemble.members], trained_ensemble.config).eval()
     cfg = TrainConfig(dataset="mnist", data_dir=str(real_data))
     spec = {**OBJECTIVE_DEFAULTS, "eps": EPS, "n": 200, "test_n": 200, "audit": "fast"}
-    objective = ProxyObjective(cfg, spec)
+    objective = SubsetAttack(cfg, spec)
     got = epoch_metrics(masked, spec, objective, None, sanity_n=0, final=True)
     assert got["val_proxy_acc"] > got["val_audit_acc"] + 0.05, got  # the proxy is fooled, the audit is not
     assert got["val_robust_acc"] == got["val_audit_acc"]  # what the searcher is told

@@ -159,7 +159,7 @@ CASES = [
     ("evaluate", "--model @good.pt --dataset mnist --out @experiments", "is a folder"),
     # search: options, space files, resume folders, stores
     ("search", "bogus", "unknown defense 'bogus'"),
-    ("search", "smd --samples 0", "--samples must be at least 1"),
+    ("search", "smd --samples 0", "--samples=0 is not valid; expected an integer >= 1"),
     ("search", "smd --seed -2", "seed=-2 is not valid"),
     ("search", "smd --experiment a/b", "must be a folder name"),
     ("search", "smd --space @not_yaml.yaml", "not valid YAML"),

@@ -123,7 +123,7 @@ def test_the_fronts_robust_accuracy_survives_the_standard_audit(smoke, real_data
     import torch
 
     from tune_div.eval import audit
-    from tune_div.search.trainable import CHECKPOINT_FILE, ProxyObjective
+    from tune_div.search.trainable import CHECKPOINT_FILE, SubsetAttack
     from tune_div.train import TrainConfig, Trainer
 
     doc = json.loads((smoke["exp"] / "pareto.json").read_text())
@@ -133,7 +133,7 @@ def test_the_fronts_robust_accuracy_survives_the_standard_audit(smoke, real_data
         state = torch.load(ckpt, weights_only=True)
         trainer = Trainer(TrainConfig.from_dict({**state["config"], "data_dir": str(real_data)}))
         trainer.load_checkpoint(ckpt)
-        val = ProxyObjective(trainer.cfg, {"n": 200, "seed": objective["seed"]})  # the smoke budget's points
+        val = SubsetAttack(trainer.cfg, {"n": 200, "seed": objective["seed"]})  # the smoke budget's points
         torch.manual_seed(1)
         standard = audit(trainer.ensemble.eval(), val.x, val.y, val.eps, "standard").robust_acc
         assert r["val_robust_acc"] <= standard + 0.03, (r["trial_id"], r["val_robust_acc"], standard)
@@ -497,13 +497,13 @@ def test_interrupted_search_resumes_without_rerunning_finished_trials(real_data,
     "argv,needle",
     [
         (["bogus"], "unknown defense 'bogus'"),
-        (["smd", "--samples", "-1"], "--samples must be at least 1"),
+        (["smd", "--samples", "-1"], "--samples=-1 is not valid; expected an integer >= 1"),
         (["smd", "--space", "SPACE"], "inverted range"),
         (["smd", "--data-dir", "/no/such/dir"], "does not exist"),
         (["smd", "--address", "127.0.0.1:1"], "cannot reach a Ray cluster at 127.0.0.1:1"),
         (["smd", "--gpus-per-trial", "0.5"], "needs --gpus > 0"),
         (["smd", "--gpus", "9"], "asked for 9 GPUs but the cluster has 8"),
-        (["smd", "--clean-floor", "97"], "accuracy in [0, 1]"),
+        (["smd", "--clean-floor", "97"], "--clean-floor=97.0 is not valid; expected a number in [0, 1]"),
         (["smd", "--sampler", "cmaes"], "invalid choice"),
         (["smd", "--execution", "fast"], "invalid choice: 'fast'"),
         (["smd", "--inject-nan-if", "gamma>1"], "not a searched hyperparameter"),
@@ -525,11 +525,11 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(argv, needle, ray_sessi
 
 
 def test_execution_reaches_every_trials_training_config(tmp_path):
-    from tune_div.search.settings import Settings, base_config
+    from tune_div.search.settings import base_config
 
     for argv, expected in (([], "auto"), (["--execution", "fused"], "fused"), (["--execution", "looped"], "looped")):
         args = search.build_parser().parse_args(["smd", "--storage-path", str(tmp_path), *argv])
-        s = Settings.from_args(args)
+        s = search.settings_from(args)
         assert s.execution == expected
         assert base_config(s).train_config().execution == expected
     assert not any(tmp_path.iterdir())  # settings are built without writing anything
@@ -739,7 +739,6 @@ def test_a_search_called_in_process_leaves_the_environment_and_logging_as_they_w
     from ray import tune  # noqa: F401
 
     from tune_div.search import runner
-    from tune_div.search.settings import Settings
 
     monkeypatch.setenv("TUNE_GLOBAL_CHECKPOINT_S", "7")  # a user's own value survives
     monkeypatch.delenv("TUNE_DISABLE_STRICT_METRIC_CHECKING", raising=False)
@@ -764,7 +763,7 @@ def test_a_search_called_in_process_leaves_the_environment_and_logging_as_they_w
         "--experiment",
         "inproc",
     ]
-    s = Settings.from_args(search.build_parser().parse_args(argv))
+    s = search.settings_from(search.build_parser().parse_args(argv))
     env, tree = dict(os.environ), _logging_tree()
     seen = {}
 

@@ -23,7 +23,7 @@ def settings(tmp_path, sampler: str) -> Settings:
         samples=8,
         budget="smoke",
         sampler=sampler,
-        objective="robust",
+        objectives="robust",
         clean_floor=FLOOR,
         gpus=0,
         gpus_per_trial=0,

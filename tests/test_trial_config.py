@@ -7,7 +7,7 @@ import pytest
 
 from tune_div.errors import UserError
 from tune_div.search import ray_layout, states
-from tune_div.search.settings import Settings, base_config
+from tune_div.search.settings import base_config
 from tune_div.search.states import TrialState
 from tune_div.search.trial_config import Blackbox, TrialConfig
 
@@ -32,7 +32,7 @@ def test_the_ray_side_dict_round_trips_and_is_read_by_attribute():
     cfg = c.train_config()
     assert cfg.defense == "smd" and cfg.hparams == {"lam": 0.7} and cfg.lr == 0.002
     assert cfg.adv_train is not None and cfg.adv_train["attack"] == "pgd" and cfg.adv_train["eps"] == 0.2
-    assert c.objective_spec() == {**RAY_SIDE["objective"], "test_n": 100}
+    assert c.objective_block() == {**RAY_SIDE["objective"], "test_n": 100}
     assert c.sampled() == {"lam": 0.7, "adv_attack": "pgd", "adv_eps": 0.2, "lr": 0.002}
     assert "blackbox" not in c.logged_params() and "hparams" not in c.logged_params()
 
@@ -70,7 +70,7 @@ def test_the_search_builds_its_fixed_part_as_a_typed_config(tmp_path):
     from tune_div.cli import search
 
     args = search.build_parser().parse_args(["gal", "--budget", "smoke", "--storage-path", str(tmp_path)])
-    c = base_config(Settings.from_args(args))
+    c = base_config(search.settings_from(args))
     assert isinstance(c, TrialConfig) and c.defense == "gal" and c.objective.audit == "fast"
     assert TrialConfig.from_dict(c.to_dict()) == c
 

@@ -8,6 +8,8 @@ Ctrl-C stops cleanly; ``--resume <experiment dir>`` continues without re-running
 
 from __future__ import annotations
 
+import argparse
+import inspect
 import sys
 
 from .. import data, defenses, models
@@ -32,6 +34,7 @@ def build_parser(prog: str = PROG) -> ArgumentParser:
     p.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="tpe (constant liar, default), nsga2, gp, random")
     p.add_argument(
         "--objective",
+        dest="objectives",
         choices=list(OBJECTIVES),
         default="robust",
         help="robust: white-box proxy (default); blackbox: transfer instead; both: three objectives",
@@ -89,6 +92,12 @@ def build_parser(prog: str = PROG) -> ArgumentParser:
     return p
 
 
+def settings_from(args: argparse.Namespace) -> Settings:
+    """The new search's settings from the parsed command line (the options that are settings)."""
+    names = set(inspect.signature(Settings.create).parameters) - {"defense"}
+    return Settings.create(args.defense, **{k: v for k, v in vars(args).items() if k in names})
+
+
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     args = build_parser(prog).parse_args(argv)
     with cli_errors(prog):
@@ -98,7 +107,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
         if args.resume:
             s = Settings.load(args.resume)
         else:
-            s = Settings.from_args(args)
+            s = settings_from(args)
             if s.path.exists() and any(s.path.iterdir()):
                 raise UserError(
                     f"experiment folder {s.path} exists already; use --resume {s.path} or another --experiment"

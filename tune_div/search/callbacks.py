@@ -24,7 +24,7 @@ def trial_doc(s: Settings, trial_id: str, config: TrialConfig, parent_run_id: st
     """The trial in the exported-config format (what ``tune-div train --config`` retrains)."""
     return config_file.document(
         config.train_config(),
-        objective=config.objective_spec(),
+        objective=config.objective_block(),
         source=config_file.provenance(s.mlflow_experiment, parent_run_id, run_id, trial_id, s.mlflow_uri),
     )
 

@@ -81,6 +81,9 @@ BUDGETS: dict[str, dict[str, Any]] = {
 }
 
 
+CLI = "command line"  # check()'s ``what`` for values that came from flags: errors name the flag
+FLAGS = {"objectives": "--objective", "space_file": "--space"}  # fields whose flag is named otherwise
+
 SETTINGS_DOMAINS = {
     "defense": Text(),
     "dataset": Text(),
@@ -90,7 +93,7 @@ SETTINGS_DOMAINS = {
     "samples": COUNT,
     "budget": OneOf(tuple(BUDGETS)),
     "sampler": OneOf(SAMPLERS),
-    "objective": OneOf(tuple(OBJECTIVES)),
+    "objectives": OneOf(tuple(OBJECTIVES)),
     "clean_floor": Maybe(PROBABILITY),
     "gpus": NON_NEGATIVE,
     "gpus_per_trial": NON_NEGATIVE,
@@ -124,7 +127,7 @@ class Settings:
     samples: int
     budget: str
     sampler: str
-    objective: str
+    objectives: str  # which metrics the search optimises: a key of OBJECTIVES
     clean_floor: float | None
     gpus: float
     gpus_per_trial: float
@@ -148,7 +151,7 @@ class Settings:
 
     @property
     def metrics(self) -> list[str]:
-        return OBJECTIVES[self.objective]
+        return OBJECTIVES[self.objectives]
 
     @property
     def path(self) -> Path:
@@ -174,6 +177,8 @@ class Settings:
             raise UserError(f"{folder} is not a tune_div experiment folder (no {SETTINGS_FILE})")
         try:
             doc = json.loads(path.read_text())
+            if isinstance(doc, dict) and "objective" in doc:  # the field's name before it was "objectives"
+                doc.setdefault("objectives", doc.pop("objective"))
             s = cls(**{f.name: doc[f.name] for f in fields(cls) if f.name in doc})
         except (ValueError, TypeError, KeyError, UnicodeDecodeError) as exc:
             raise UserError(
@@ -186,90 +191,107 @@ class Settings:
             raise UserError(f"{path} is damaged or from another version ({exc}); it cannot be resumed") from None
         return s
 
-    def check(self) -> None:
-        """Every field against its domain, the names against the registries."""
+    def check(self, what: str = "search settings") -> None:
+        """Every field against its domain (named as its command-line flag when ``what`` is :data:`CLI`),
+        the rules between fields, and the names against the registries."""
         for name, domain in SETTINGS_DOMAINS.items():
-            check("search settings", name, getattr(self, name), domain)
+            label = FLAGS.get(name, "--" + name.replace("_", "-")) if what == CLI else name
+            check(what, label, getattr(self, name), domain)
+        if self.gpus_per_trial > 0 and self.gpus == 0:
+            raise UserError(
+                f"--gpus-per-trial {self.gpus_per_trial} needs --gpus > 0 (the GPUs the whole search may use)"
+            )
+        if self.gpus_per_trial > self.gpus > 0:
+            raise UserError(f"--gpus-per-trial {self.gpus_per_trial} is more than --gpus {self.gpus}")
+        if "/" in self.experiment or self.experiment in (".", ".."):
+            raise UserError(f"--experiment {self.experiment!r} must be a folder name, not a path")
         defenses.DEFENSES.get(self.defense)
         data.info(self.dataset)
         models.MODELS.get(self.arch)
 
     @classmethod
-    def from_args(cls, args) -> Settings:
-        """Validated settings from the parsed command line; nothing is written."""
-        if not args.defense:
+    def create(
+        cls,
+        defense: str | None,
+        *,
+        dataset: str = "mnist",
+        budget: str = "small",
+        arch: str | None = None,
+        members: int = 3,
+        epochs: int | None = None,
+        samples: int | None = None,
+        subset: int | None = None,
+        space: str | None = None,
+        sampler: str = "tpe",
+        objectives: str = "robust",
+        audit: str = "fast",
+        scheduler: str | None = None,
+        grace_period: int = 1,
+        reduction_factor: int = 3,
+        max_retries: int = 2,
+        clean_floor: float | None = None,
+        gpus: float = 0.0,
+        gpus_per_trial: float | None = None,
+        execution: str | None = None,
+        cpus_per_trial: float = 1.0,
+        concurrency: int | None = None,
+        storage_path: str = "tune_div_results",
+        experiment: str | None = None,
+        seed: int = 0,
+        data_dir: str | None = None,
+        tracking_uri: str | None = None,
+        inject_nan_if: str | None = None,
+    ) -> Settings:
+        """Validated settings of a new search, from the command line's options by name (``None``: the
+        budget's, the dataset's or the device's default); nothing is written. Every value is checked
+        once, against :data:`SETTINGS_DOMAINS`, before anything reads a file."""
+        if not defense:
             raise UserError(f"name the defense to search, one of: {', '.join(defenses.names())}")
-        defenses.DEFENSES.get(args.defense)
-        meta = data.info(args.dataset)
-        budget = BUDGETS[args.budget]
-        arch = args.arch or meta.default_arch
-        models.MODELS.get(arch)
-        epochs = args.epochs or budget["epochs"] or meta.epochs
-        samples = args.samples if args.samples is not None else budget["samples"]
-        for name, value in (("--samples", samples), ("--epochs", epochs), ("--members", args.members)):
-            if value < 1:
-                raise UserError(f"{name} must be at least 1, got {value}")
-        if args.gpus < 0 or args.cpus_per_trial <= 0:
-            raise UserError("--gpus must be >= 0 and --cpus-per-trial > 0")
-        gpt = (
-            args.gpus_per_trial
-            if args.gpus_per_trial is not None
-            else (min(float(args.gpus), device_defaults.gpus_per_trial()) if args.gpus > 0 else 0.0)
-        )
-        if gpt < 0 or (gpt > 0 and args.gpus == 0):
-            raise UserError(f"--gpus-per-trial {gpt} needs --gpus > 0 (the GPUs the whole search may use)")
-        if gpt > args.gpus > 0:
-            raise UserError(f"--gpus-per-trial {gpt} is more than --gpus {args.gpus}")
-        if args.clean_floor is not None and not 0 <= args.clean_floor <= 1:
-            raise UserError(f"--clean-floor is an accuracy in [0, 1], got {args.clean_floor}")
-        if args.subset is not None and args.subset < 1:
-            raise UserError(f"--subset must be a positive number of images, got {args.subset}")
-        if args.concurrency is not None and args.concurrency < 1:
-            raise UserError(f"--concurrency must be at least 1, got {args.concurrency}")
-        # Trials run in their own working directories: hand them an absolute data folder.
-        data_dir = args.data_dir or os.environ.get("TUNE_DIV_DATA")
-        if data_dir:
-            if not Path(data_dir).expanduser().is_dir():
-                raise UserError(f"data folder {data_dir} (--data-dir or TUNE_DIV_DATA) does not exist")
-            data_dir = str(Path(data_dir).expanduser().resolve())
-        space = search_space.load(args.defense, args.space, args.dataset)  # validates the file now
-        if args.inject_nan_if:
-            parse_injection(args.inject_nan_if, space)
-        experiment = args.experiment or f"{args.defense}-{args.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
-        check("--experiment", "name", experiment, Text())
-        if "/" in experiment or experiment in (".", ".."):
-            raise UserError(f"--experiment {experiment!r} must be a folder name, not a path")
+        check(CLI, "--budget", budget, SETTINGS_DOMAINS["budget"])
+        given = BUDGETS[budget]
+        meta = data.info(dataset)
+        if epochs is None:
+            epochs = given["epochs"] or meta.epochs
+        if gpus_per_trial is None and isinstance(gpus, (int, float)) and gpus > 0:
+            gpus_per_trial = min(float(gpus), device_defaults.gpus_per_trial())
         s = cls(
-            args.defense,
-            args.dataset,
-            arch,
-            args.members,
-            epochs,
-            samples,
-            args.budget,
-            args.sampler,
-            args.objective,
-            args.clean_floor,
-            args.gpus,
-            gpt,
-            args.cpus_per_trial,
-            args.concurrency,
-            args.seed,
-            str(Path(args.space).resolve()) if args.space else None,
-            data_dir,
-            args.inject_nan_if,
-            experiment,
-            str(Path(args.storage_path).expanduser().resolve()),
-            args.subset,
-            args.tracking_uri,
-            audit=args.audit,
-            scheduler=args.scheduler or ("moasha" if epochs >= 4 else "fifo"),
-            grace_period=args.grace_period,
-            reduction_factor=args.reduction_factor,
-            max_retries=args.max_retries,
-            execution=args.execution or "auto",
+            defense=defense,
+            dataset=dataset,
+            arch=arch or meta.default_arch,
+            members=members,
+            epochs=epochs,
+            samples=given["samples"] if samples is None else samples,
+            budget=budget,
+            sampler=sampler,
+            objectives=objectives,
+            clean_floor=clean_floor,
+            gpus=gpus,
+            gpus_per_trial=0.0 if gpus_per_trial is None else gpus_per_trial,
+            cpus_per_trial=cpus_per_trial,
+            concurrency=concurrency,
+            seed=seed,
+            space_file=str(Path(space).resolve()) if space else None,
+            data_dir=data_dir or os.environ.get("TUNE_DIV_DATA"),
+            inject_nan_if=inject_nan_if,
+            experiment=experiment or f"{defense}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}",
+            storage_path=str(Path(storage_path).expanduser().resolve()),
+            subset=subset,
+            tracking_uri=tracking_uri,
+            audit=audit,
+            scheduler=scheduler or ("moasha" if isinstance(epochs, int) and epochs >= 4 else "fifo"),
+            grace_period=grace_period,
+            reduction_factor=reduction_factor,
+            max_retries=max_retries,
+            execution=execution or "auto",
         )
-        s.check()
+        s.check(CLI)
+        if s.data_dir:  # trials run in their own working directories: hand them an absolute data folder
+            if not Path(s.data_dir).expanduser().is_dir():
+                raise UserError(f"data folder {s.data_dir} (--data-dir or TUNE_DIV_DATA) does not exist")
+            s.data_dir = str(Path(s.data_dir).expanduser().resolve())
+        space_doc = s.space()  # validates the file now
+        if s.inject_nan_if:
+            parse_injection(s.inject_nan_if, space_doc)
         return s
 
     @property
@@ -325,7 +347,7 @@ def parse_injection(text: str, space=None) -> tuple[str, float]:
     return name, threshold
 
 
-def objective_spec(s: Settings, n: int) -> Objective:
+def objective_for(s: Settings, n: int) -> Objective:
     """How the proxy robust accuracy is measured: the attack, its steps, ε, the subset size and seed."""
     return Objective(
         attack=OBJECTIVE_DEFAULTS["attack"],
@@ -356,7 +378,7 @@ def base_config(s: Settings) -> TrialConfig:
             "num_threads": max(1, int(s.cpus_per_trial)),
             "execution": s.execution,
         },
-        objective=objective_spec(s, budget["objective_n"]),
+        objective=objective_for(s, budget["objective_n"]),
         sanity_n=budget["sanity_n"],
         test_n=budget["test_n"],
         rungs=tuple(s.rungs),

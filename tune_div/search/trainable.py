@@ -48,8 +48,15 @@ def train_config(config: TrialConfig) -> TrainConfig:
     return config.train_config()
 
 
-class ProxyObjective:
-    """Robust accuracy of the search objective on a fixed, seeded subset of a split."""
+class SubsetAttack:
+    """The objective's attacks on a fixed, seeded subset of a split: calling it runs the **proxy** (the
+    cheap PGD-class attack of every rung), :meth:`audit` the **audit** (the strong adaptive suite).
+
+    The names, one meaning each: the *objective* is how robustness is measured (``Objective``: attack,
+    ε, points, audit preset); the *proxy* is that attack's accuracy (``val_proxy_acc``); the *audit* is
+    the suite's (``val_audit_acc``); the *robust* metric ``val_robust_acc`` is the number the searcher
+    optimises, the proxy at rungs and the audit after the last epoch (the proxy when ``--audit off``).
+    Which metrics a search optimises is its objective set, ``Settings.objectives``."""
 
     def __init__(self, cfg: TrainConfig, spec: dict[str, Any], split: str = "val", n: int | None = None):
         spec = check_objective({**OBJECTIVE_DEFAULTS, "eps": data.info(cfg.dataset).objective_eps, **spec})
@@ -73,7 +80,7 @@ class ProxyObjective:
 class TransferObjective:
     """Accuracy on examples transferred from the search's cached surrogate (crafted once, then cached)."""
 
-    def __init__(self, spec: Blackbox, proxy: ProxyObjective, subset_key: str):
+    def __init__(self, spec: Blackbox, proxy: SubsetAttack, subset_key: str):
         self.surrogate = Surrogate(TrainConfig.from_dict(spec.config), root=Path(spec.root))
         self.proxy, self.key = proxy, subset_key
 
@@ -83,7 +90,7 @@ class TransferObjective:
         return accuracy(model, x_adv, p.y)
 
 
-def final_metrics(model, objective: dict[str, Any], val: ProxyObjective, val_proxy: float) -> dict[str, float]:
+def final_metrics(model, objective: dict[str, Any], val: SubsetAttack, val_proxy: float) -> dict[str, float]:
     """After the last epoch: the audit on the validation subset (``val_audit_acc``, which becomes
     ``val_robust_acc``, the robust objective). Without an audit preset the robust number is the proxy's."""
     preset = objective.get("audit")
@@ -98,7 +105,7 @@ def final_metrics(model, objective: dict[str, Any], val: ProxyObjective, val_pro
 def test_metrics(model, cfg: TrainConfig, objective: dict[str, Any]) -> dict[str, float]:
     """The test split, for the final report only (never to choose among trials): clean and
     proxy accuracy and, with an audit preset, the audited ``test_robust_acc`` (else the proxy's)."""
-    test = ProxyObjective(cfg, objective, split="test", n=objective.get("test_n"))
+    test = SubsetAttack(cfg, objective, split="test", n=objective.get("test_n"))
     out: dict[str, float] = {}
     out["test_clean_acc"], out["test_proxy_acc"] = test(model)
     out["test_robust_acc"] = out["test_proxy_acc"]
@@ -115,14 +122,14 @@ def front_test_report(config: TrialConfig, checkpoint: Any) -> dict[str, float]:
     trainer = Trainer(cfg)
     with checkpoint.as_directory() as d:
         trainer.load_checkpoint(Path(d) / CHECKPOINT_FILE)
-    return test_metrics(trainer.ensemble.eval(), cfg, config.objective_spec())
+    return test_metrics(trainer.ensemble.eval(), cfg, config.objective_block())
 
 
 def objective_metrics(trainer: Trainer, objective: dict) -> dict[str, float]:
     """The search's objective on the same fixed subsets as the trial (validation, then test), for a
     retrained exported config: the numbers compare with the trial's."""
     model = trainer.ensemble.eval()
-    val = ProxyObjective(trainer.cfg, objective)
+    val = SubsetAttack(trainer.cfg, objective)
     _, proxy = val(model)
     return {
         "val_proxy_acc": proxy,
@@ -147,8 +154,8 @@ def run_trial(config: TrialConfig, report: Any, checkpoint_dir: str | None = Non
     if trainer.done and last:
         report(last, trainer)
         return last
-    spec = config.objective_spec()
-    objective = ProxyObjective(cfg, spec)
+    spec = config.objective_block()
+    objective = SubsetAttack(cfg, spec)
     transfer = None
     if config.blackbox is not None:
         o = config.objective
@@ -184,7 +191,7 @@ def run_trial(config: TrialConfig, report: Any, checkpoint_dir: str | None = Non
 def epoch_metrics(
     model,
     spec: dict[str, Any],
-    objective: ProxyObjective,
+    objective: SubsetAttack,
     transfer: TransferObjective | None,
     sanity_n: int,
     final: bool,

@@ -141,7 +141,7 @@ class TrialConfig:
             {**self.base, **search_space.apply(self.train), "defense": self.defense, "hparams": dict(self.hparams)}
         )
 
-    def objective_spec(self) -> dict[str, Any]:
+    def objective_block(self) -> dict[str, Any]:
         """The ``objective`` block of an exported config: the objective and the test split's size."""
         return {**self.objective.to_dict(), "test_n": self.test_n}
 
