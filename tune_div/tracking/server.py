@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -48,3 +50,29 @@ def wait_until_up(url: str, proc: subprocess.Popen, timeout: float) -> None:
         except OSError:
             time.sleep(0.5)
     raise UserError(f"the MLflow server did not answer at {url} within {timeout:.0f} s")
+
+
+def stop_group(proc: subprocess.Popen, grace: float = 15.0) -> None:
+    """Stop ``proc``'s whole process group (it was started with ``start_new_session``): SIGINT, as Ctrl-C
+    would, then SIGKILL for whatever is left after ``grace`` seconds, and wait until none is left."""
+    pgid = proc.pid
+    for sig, wait in ((signal.SIGINT, grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.time() + wait
+        while time.time() < deadline and _group_alive(pgid, proc):
+            time.sleep(0.1)
+    proc.wait()
+
+
+def _group_alive(pgid: int, proc: subprocess.Popen) -> bool:
+    proc.poll()  # reap the leader, so that it does not count as alive
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
