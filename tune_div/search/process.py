@@ -62,6 +62,9 @@ class ProcessState:
         self.environ = dict(os.environ)
         self.loggers: dict[str, _LoggerState] = {}
         self.added: list[logging.Handler] = []
+
+    def snapshot_loggers(self) -> None:
+        """Record the loggers, once the libraries have configured their own on import."""
         # Every logger that exists now: libraries add their own handlers during a search (MLflow's store
         # adds one to alembic's logger per connection), and those must not outlive it either.
         for lg in [logging.root, *_loggers(self.PREFIXES), *_existing()]:
@@ -100,7 +103,10 @@ class ProcessState:
         self.added.append(handler)
         ray_logger.addHandler(handler)
         ray_logger.setLevel(logging.INFO if log_file else logging.ERROR)
-        self._remember(logging.getLogger("optuna")).setLevel(logging.WARNING)
+        import optuna
+
+        self._remember(logging.getLogger("optuna"))
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 @contextlib.contextmanager
@@ -108,6 +114,12 @@ def search_process() -> Iterator[ProcessState]:
     """Set what the search needs (the Tune variables, quiet loggers) for the block, restore it after."""
     state = ProcessState()
     with environ(TUNE_DEFAULTS, TUNE_FORCED), quiet_mlflow():
+        # Imported first (after the variables they read at import): what Ray and Optuna configure on
+        # import is theirs, and the search's quieting must come after it to hold.
+        import optuna  # noqa: F401
+        import ray.tune  # noqa: F401
+
+        state.snapshot_loggers()
         try:
             state.quiet(None)
             yield state
