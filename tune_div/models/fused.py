@@ -291,6 +291,7 @@ def has_hooks(members: Sequence[nn.Module]) -> str | None:
     """The fused path does not call the members' modules, so it would skip their forward hooks."""
     for m in members:
         for mod in m.modules():
+            # torch (read from 2.13.0) has no public way to ask a module for its hooks: the one private access
             if mod._forward_hooks or mod._forward_pre_hooks:
                 return f"module {type(mod).__name__} of a member has forward hooks"
     return None
