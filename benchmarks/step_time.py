@@ -20,13 +20,25 @@ import torch
 
 from tune_div import data, defenses, models
 from tune_div.train import resolve_device
+from tune_div.train.precision import precision_context
 from tune_div.train.trainer import adam
 
 
 class Stepper:
     """One defense's ensemble, optimiser and batch; ``step()`` times one training step."""
 
-    def __init__(self, name: str, x, y, arch: str, members: int, device, channels_last: bool, execution: str):
+    def __init__(
+        self,
+        name: str,
+        x,
+        y,
+        arch: str,
+        members: int,
+        device,
+        channels_last: bool,
+        execution: str,
+        precision: str = "fp32",
+    ):
         torch.manual_seed(0)
         self.defense = defenses.build(name).to(device)
         meta = data.info("mnist")
@@ -48,7 +60,8 @@ class Stepper:
             self.x = x.contiguous(memory_format=torch.channels_last)
         # after prepare(): CLDL's label-confusion model trains too; the optimiser the Trainer uses
         self.opt = adam(list(self.ens.parameters()) + list(self.defense.parameters()), 1e-3, 1e-4)
-        self.device = device
+        self.device, self.precision = device, precision
+        self.last_loss: torch.Tensor | None = None
 
     def _sync(self):
         if self.device.type == "cuda":
@@ -57,11 +70,13 @@ class Stepper:
     def step(self) -> float:
         self._sync()
         t0 = time.perf_counter()
-        total, _ = self.defense.loss(self.ens, self.x, self.y)
-        self.opt.zero_grad(set_to_none=True)
-        total.backward()
+        with precision_context(self.precision, self.device):
+            total, _ = self.defense.loss(self.ens, self.x, self.y)
+            self.opt.zero_grad(set_to_none=True)
+            total.backward()
         self.opt.step()
         self._sync()
+        self.last_loss = total.detach()
         return time.perf_counter() - t0
 
 

@@ -19,7 +19,7 @@ from .. import attacks, data, defenses, models
 from ..errors import DivergenceError
 from . import checkpoint
 from .config import TrainConfig, resolve_device, resolve_memory_format
-from .precision import precision_context
+from .precision import precision_context, resolve_precision
 
 EVAL_BATCH = 1000
 
@@ -100,6 +100,7 @@ class Trainer:
         self.ensemble.train_config = cfg.to_dict()  # recorded in saved files (a surrogate copies the routine)
         self.defense.prepare(self.ensemble)
         self.memory_format = resolve_memory_format(cfg.memory_format, self.device)
+        self.precision = resolve_precision(cfg.precision, self.device)  # auto resolved once
         # Module.to takes memory_format (torch documents it); its type stubs do not list it
         self.ensemble.to(self.device, memory_format=self.memory_format)  # type: ignore[call-overload]
         self.ensemble.set_execution(cfg.execution)
@@ -149,17 +150,16 @@ class Trainer:
         for step, (x, y) in enumerate(self.train_loader):
             if self.cfg.adv_train:
                 x = self.mix_adversarial(x, y)
-            with precision_context(self.cfg.precision, self.device):
+            with precision_context(self.precision, self.device):  # loss and backward, one switch per step
                 total, parts = self.defense.loss(self.ensemble, x, y)
-            value = float(total.detach())
-            if not math.isfinite(value):
-                detail = ", ".join(f"{k}={v:.4g}" for k, v in parts.items())
-                raise DivergenceError(
-                    f"loss of defense '{self.cfg.defense}' became {value} at epoch {epoch}, step {step} ({detail}); "
-                    "lower the regulariser's coefficient or the learning rate"
-                )
-            self.optimizer.zero_grad(set_to_none=True)
-            with precision_context(self.cfg.precision, self.device):
+                value = float(total.detach())
+                if not math.isfinite(value):
+                    detail = ", ".join(f"{k}={v:.4g}" for k, v in parts.items())
+                    raise DivergenceError(
+                        f"loss of defense '{self.cfg.defense}' became {value} at epoch {epoch}, step {step} "
+                        f"({detail}); lower the regulariser's coefficient or the learning rate"
+                    )
+                self.optimizer.zero_grad(set_to_none=True)
                 total.backward()
             self.optimizer.step()
             total_sum += value
