@@ -1,7 +1,7 @@
 """Defenses (a registry): ``build(name, **hparams) -> Defense`` and ``names()``.
 
 Adding a defense is one new file here that subclasses :class:`Defense` and registers it with
-``@register_defense("name")``, imported below, plus ``tune_div/search/spaces/<name>.yaml``.
+``@register_defense("name")``, imported below, plus ``search_spaces/<name>.yaml``.
 """
 
 from . import adp, cldl, drelu, dverge, gal, naive, smd, smd_plus  # noqa: F401  (registers the defenses)

@@ -1,8 +1,9 @@
 """Search spaces: load, validate, and sample them with Optuna.
 
-The shipped spaces are package data (``tune_div/search/spaces/<defense>.yaml``, found with
-``importlib.resources``, so a non-editable install finds them), plus one shared block of training
-parameters (``spaces/_train.yaml``) that every space gets:
+The shipped spaces live at the top of the checkout, ``search_spaces/<defense>.yaml``, and install as the
+data package ``tune_div.search_spaces`` (found with ``importlib.resources``, so a non-editable install
+finds them), plus one shared block of training parameters (``search_spaces/_train.yaml``) that every
+space gets:
 
 ```yaml
 defense: smd
@@ -43,7 +44,7 @@ SHARED_TRAIN = "_train.yaml"
 
 def shipped(name: str):
     """A file of the shipped spaces (a Traversable; a real path on a normal install)."""
-    return resources.files("tune_div.search") / "spaces" / name
+    return resources.files("tune_div.search_spaces") / name
 
 
 def condition_holds(values: dict[str, Any], when: dict[str, Any] | None) -> bool:
@@ -274,7 +275,7 @@ def load(defense: str, path: str | Path | None = None, dataset: str = "mnist") -
     if path:
         return parse(read_yaml(path, "search space file"), str(path), defense, dataset)
     ref = shipped(f"{defense}.yaml")
-    return parse(yaml.safe_load(ref.read_text()), f"tune_div/search/spaces/{defense}.yaml", defense, dataset)
+    return parse(yaml.safe_load(ref.read_text()), f"search_spaces/{defense}.yaml", defense, dataset)
 
 
 def apply(sampled_train: dict[str, Any]) -> dict[str, Any]:
