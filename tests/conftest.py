@@ -78,3 +78,43 @@ def ray_session():
     ray.init(num_cpus=16, num_gpus=8, include_dashboard=False, configure_logging=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+SMOKE_FLOOR = 0.5  # the smoke search's clean floor: every 1-epoch trial clears it (its constraint is < 0)
+
+
+@pytest.fixture(scope="session")
+def smoke(ray_session, real_data, tmp_path_factory):
+    """One real smoke search (3 SMD trials, 1 epoch) shared by the tests of its outputs (the search's files,
+    MLflow, the UI in a browser)."""
+    from tune_div.cli import search
+
+    storage = tmp_path_factory.mktemp("smoke")
+    import io
+    from contextlib import redirect_stdout
+
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        rc = search.main(
+            [
+                "smd",
+                "--budget",
+                "smoke",
+                "--samples",
+                "3",
+                "--concurrency",
+                "2",
+                "--epochs",
+                "1",
+                "--clean-floor",
+                str(SMOKE_FLOOR),
+                "--data-dir",
+                str(real_data),
+                "--storage-path",
+                str(storage),
+                "--experiment",
+                "e2e",
+            ]
+        )
+    assert rc == 0, buf.getvalue()[-2000:]
+    return {"storage": storage, "exp": storage / "e2e", "out": buf.getvalue()}

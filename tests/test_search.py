@@ -13,12 +13,12 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
+from conftest import SMOKE_FLOOR as FLOOR
 
 from tune_div.cli import search
 
 pytestmark = pytest.mark.usefixtures("real_data")
 REPO = Path(__file__).resolve().parents[1]
-FLOOR = 0.5  # the smoke search's clean floor: every 1-epoch trial clears it (its constraint is < 0)
 
 
 def run_search(argv, capsys):
@@ -29,40 +29,6 @@ def run_search(argv, capsys):
 def read_rows(path: Path) -> list[dict]:
     with open(path / "trials.csv") as fh:
         return list(csv.DictReader(fh))
-
-
-@pytest.fixture(scope="module")
-def smoke(ray_session, real_data, tmp_path_factory):
-    """One real smoke search (3 SMD trials, 1 epoch) shared by the tests of its outputs."""
-    storage = tmp_path_factory.mktemp("smoke")
-    import io
-    from contextlib import redirect_stdout
-
-    buf = io.StringIO()
-    with redirect_stdout(buf):
-        rc = search.main(
-            [
-                "smd",
-                "--budget",
-                "smoke",
-                "--samples",
-                "3",
-                "--concurrency",
-                "2",
-                "--epochs",
-                "1",
-                "--clean-floor",
-                str(FLOOR),
-                "--data-dir",
-                str(real_data),
-                "--storage-path",
-                str(storage),
-                "--experiment",
-                "e2e",
-            ]
-        )
-    assert rc == 0, buf.getvalue()[-2000:]
-    return {"storage": storage, "exp": storage / "e2e", "out": buf.getvalue()}
 
 
 def test_smoke_search_prints_the_brute_force_front(smoke):
@@ -172,6 +138,51 @@ def test_mlflow_parent_and_children_match_the_search(smoke):
         assert c.data.metrics["final_val_robust_acc"] == pytest.approx(float(rows[tid]["val_robust_acc"]))
         assert [m.step for m in client.get_metric_history(c.info.run_id, "val_clean_acc")] == [1]
         assert [a.path for a in client.list_artifacts(c.info.run_id)] == ["config.yaml"]
+
+
+def test_the_experiment_is_model_training_and_the_parent_describes_its_front(smoke):
+    """What MLflow's UI reads: the experiment kind, and the front as the parent's Markdown description,
+    each front member linked to its own run, the knee marked, the baseline as the last row."""
+    client, parents, children = mlflow_runs(smoke["storage"])
+    exp = client.get_experiment_by_name("smd-mnist")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert "Pareto front" in exp.tags["mlflow.note.content"]
+    note = parents[0].data.tags["mlflow.note.content"]
+    doc = json.loads((smoke["exp"] / "pareto.json").read_text())
+    run_of = {c.data.tags["tune_div.trial_id"]: c.info.run_id for c in children}
+    table = [ln for ln in note.splitlines() if ln.startswith("| ")]
+    assert table[0].split("|")[1:-1] == [
+        " trial ",
+        " clean ",
+        " robust ",
+        " proxy ",
+        " lift over naive ",
+        " hyperparameters ",
+    ]
+    body = table[1:]
+    assert len(body) == len(doc["front"]) + 1 and body[-1].startswith("| naive baseline |")
+    for r in doc["front"]:
+        (row,) = [ln for ln in body if f"[{r['trial_id']}]" in ln]
+        assert f"(#/experiments/{exp.experiment_id}/runs/{run_of[r['trial_id']]}?workflowType=machine_learning)" in row
+        assert f"| {r['val_robust_acc']:.4f} |" in row and f"| {r['val_clean_acc']:.4f} |" in row
+        assert ("**knee**" in row) == (r["trial_id"] == doc["knee"])
+
+
+def test_the_optuna_study_carries_names_runs_and_the_audit(smoke):
+    """What optuna-dashboard shows: objective names, and per trial its MLflow run, flags, audit and proxy."""
+    _, _, children = mlflow_runs(smoke["storage"])
+    run_of = {c.data.tags["tune_div.trial_id"]: c.info.run_id for c in children}
+    rows = {r["trial_id"]: r for r in read_rows(smoke["exp"])}
+    study = optuna.load_study(study_name="e2e", storage=f"sqlite:///{smoke['exp'] / 'optuna.db'}")
+    assert study.metric_names == ["val_clean_acc", "val_robust_acc"]
+    assert study.user_attrs["mlflow_experiment"] == "smd-mnist" and study.user_attrs["defense"] == "smd"
+    assert len(study.trials) == len(rows)
+    for t in study.trials:
+        tid = t.user_attrs["ray_trial_id"]
+        assert t.user_attrs["mlflow_run_id"] == run_of[tid]
+        assert t.user_attrs["flags"] == rows[tid]["flags"]
+        for key in ("val_audit_acc", "val_proxy_acc"):
+            assert t.user_attrs[key] == pytest.approx(float(rows[tid][key]))
 
 
 def test_export_from_mlflow_alone_and_retrain_reproduces_the_trial(smoke, real_data, tmp_path, capsys):

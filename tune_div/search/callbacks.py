@@ -13,7 +13,8 @@ from ray import tune
 from ..tracking import SearchTracker
 from ..train import config_file
 from . import pareto, states
-from .results import hparams_text, trial_error
+from .results import hparams_text, robust_label, trial_error
+from .searcher import link_run
 from .settings import FINAL, Settings
 from .states import TrialState
 from .trainable import ERROR_KEY
@@ -109,7 +110,10 @@ class MLflowLogger(tune.Callback):
     def on_trial_start(self, iteration, trials, trial, **info):
         s, parent = self.settings, self.tracker.parent_run_id
         config = TrialConfig.from_dict(trial.config)
-        self.tracker.child(trial.trial_id, config, lambda run_id: trial_doc(s, trial.trial_id, config, parent, run_id))
+        run_id = self.tracker.child(
+            trial.trial_id, config, lambda run_id: trial_doc(s, trial.trial_id, config, parent, run_id)
+        )
+        link_run(s.study_url, s.experiment, trial.trial_id, run_id)  # the dashboard's way to the run
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if ERROR_KEY in result:
@@ -140,8 +144,9 @@ class MLflowLogger(tune.Callback):
                     "trial_id": t.trial_id,
                     "status": status,
                     "flags": m.get("flags", ""),
-                    **{k: m.get(k) for k in metrics},
+                    "hparams": dict(TrialConfig.from_dict(t.config).hparams) if t.config else {},
+                    **{k: m.get(k) for k in (*metrics, "val_proxy_acc")},
                 }
             )
         table = pareto.pareto_table(rows, objectives=(metrics[0], metrics[1]), clean_floor=self.settings.clean_floor)
-        self.tracker.log_front(rows, table, [])
+        self.tracker.log_front(rows, table, [], robust_label(self.settings))

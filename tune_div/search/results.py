@@ -181,5 +181,5 @@ def print_table(
         print("  (no naive baseline: the search was interrupted or the baseline failed)")
     print(
         f"written: {s.path / 'pareto.csv'}, {s.path / 'pareto.json'}, {s.path / 'trials.csv'}, "
-        f"Optuna study {s.path / 'optuna.db'}"
+        f"Optuna study {s.study_path} (tune-div ui --optuna)"
     )

@@ -23,7 +23,7 @@ from ..errors import UserError
 from ..files import atomic_write_text
 from . import baseline, pareto, ray_layout
 from .process import ProcessState, search_process
-from .results import collect, write_results
+from .results import collect, robust_label, write_results
 from .settings import FINAL, Settings, base_config
 from .space import SearchSpace
 from .states import TrialState
@@ -106,11 +106,10 @@ def preflight(s: Settings, resume: bool) -> None:
             "moved without its files)"
         )
     try:
-        optuna.load_study(study_name=s.experiment, storage=f"sqlite:///{s.path / 'optuna.db'}")
+        optuna.load_study(study_name=s.experiment, storage=s.study_url)
     except Exception as exc:
         raise UserError(
-            f"the Optuna study {s.path / 'optuna.db'} cannot be read ({type(exc).__name__}); it is "
-            "damaged or not this search's"
+            f"the Optuna study {s.study_path} cannot be read ({type(exc).__name__}); it is damaged or not this search's"
         ) from None
 
 
@@ -320,7 +319,7 @@ def reconcile(s: Settings, tuner, tracker: tracking.SearchTracker, quiet: bool) 
             FINAL: r["status"] == TrialState.TERMINATED,
         }
 
-    study = optuna.load_study(study_name=s.experiment, storage=f"sqlite:///{s.path / 'optuna.db'}")
+    study = optuna.load_study(study_name=s.experiment, storage=s.study_url)
     lost = 0
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         r = rows.get(str(t.user_attrs.get(RAY_TRIAL_ID)))
@@ -448,6 +447,6 @@ def publish_front(
     tracking.export_from_tracking(
         s.mlflow_uri, parent_run_id=tracker.parent_run_id, out=exported, clean_floor=s.clean_floor
     )
-    tracker.log_front(rows, table, [*files, plot, space_file, exported])
+    tracker.log_front(rows, table, [*files, plot, space_file, exported], robust_label(s), base)
     if base:
         tracker.log_parent_metrics({f"baseline_{k}": v for k, v in base.items() if isinstance(v, float)})

@@ -9,10 +9,17 @@ constraint ``clean_floor`` (``floor − clean accuracy``, feasible when <= 0) wi
 ``constraints_func`` is deprecated since Optuna 5.0), plus its flags. Every Optuna trial carries its Ray
 trial id (user attribute ``ray_trial_id``) from the moment it is asked: :func:`close_trial` is also how
 ``runner.reconcile`` closes the trials a killed driver left RUNNING.
+
+The study is what optuna-dashboard shows (``tune-div ui --optuna``), so it carries what its reader needs:
+the objectives' names (``study.set_metric_names``), the search's MLflow experiment, tracking URI and
+defense as study attributes; per trial its MLflow run (``mlflow_run_id``, set by :func:`link_run` when the
+run is made), its flags, and every validation and test accuracy beside the objectives (the audit, the
+proxy) as user attributes.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import optuna
@@ -37,6 +44,19 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
 
 
 RAY_TRIAL_ID = "ray_trial_id"  # user attribute: the Ray trial an Optuna trial belongs to, set when asked
+MLFLOW_RUN_ID = "mlflow_run_id"  # user attribute: the trial's MLflow child run
+# the accuracies copied onto a finished trial, beside its objective values
+SHOWN_METRICS = (
+    "val_clean_acc",
+    "val_robust_acc",
+    "val_audit_acc",
+    "val_proxy_acc",
+    "val_blackbox_acc",
+    "test_clean_acc",
+    "test_robust_acc",
+    "test_audit_acc",
+    "test_proxy_acc",
+)
 
 
 def open_trial(study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> optuna.trial.Trial:
@@ -69,6 +89,9 @@ def close_trial(
     if clean_floor is not None:
         ot_trial.set_constraint(CLEAN_FLOOR, float(clean_floor - result.get("val_clean_acc", 0.0)))
     ot_trial.set_user_attr("flags", result.get("flags", ""))
+    for key in SHOWN_METRICS:
+        if isinstance(result.get(key), (int, float)):
+            ot_trial.set_user_attr(key, float(result[key]))
     study.tell(ot_trial, values=[float(v) for v in values if v is not None], state=optuna.trial.TrialState.COMPLETE)
     return "COMPLETE"
 
@@ -128,11 +151,22 @@ class ParetoOptunaSearch(OptunaSearch):
         self.completed.add(trial_id)
 
 
+def link_run(storage_url: str, study_name: str, ray_trial_id: str, run_id: str) -> bool:
+    """Write the MLflow run of Ray trial ``ray_trial_id`` on its still-open Optuna trial; False if the study
+    has no such open trial."""
+    study = optuna.load_study(study_name=study_name, storage=storage_url)
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if t.user_attrs.get(RAY_TRIAL_ID) == ray_trial_id:
+            open_trial(study, t).set_user_attr(MLFLOW_RUN_ID, run_id)
+            return True
+    return False
+
+
 def make_searcher(s: Settings, space) -> ParetoOptunaSearch:
     """The searcher of a search: study ``<experiment>/optuna.db``, the paper point evaluated first."""
-    storage = optuna.storages.RDBStorage(f"sqlite:///{s.path / 'optuna.db'}")
+    storage = optuna.storages.RDBStorage(s.study_url)
     paper = space.paper_point()
-    return ParetoOptunaSearch(
+    searcher = ParetoOptunaSearch(
         space=space.define_by_run,
         metric=s.metrics,
         mode=["max"] * len(s.metrics),
@@ -143,3 +177,15 @@ def make_searcher(s: Settings, space) -> ParetoOptunaSearch:
         seed=s.seed,
         clean_floor=s.clean_floor,
     )
+    with warnings.catch_warnings():  # experimental since Optuna 3.2, and what optuna-dashboard reads
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        searcher.study.set_metric_names(s.metrics)
+    for key, value in (
+        ("defense", s.defense),
+        ("dataset", s.dataset),
+        ("mlflow_experiment", s.mlflow_experiment),
+        ("mlflow_tracking_uri", s.mlflow_uri),
+        ("robust", "audited" if s.audit != "off" else "proxy, not audited"),
+    ):
+        searcher.study.set_user_attr(key, value)
+    return searcher

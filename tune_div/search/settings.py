@@ -32,6 +32,7 @@ from ..domains import (
 from ..errors import UserError
 from ..files import atomic_write_text
 from ..tracking import uri as tracking_uri
+from ..tracking.dashboard import STUDY_FILE
 from . import space as search_space
 from .trial_config import Objective, TrialConfig
 
@@ -156,6 +157,15 @@ class Settings:
     @property
     def path(self) -> Path:
         return Path(self.storage_path) / self.experiment
+
+    @property
+    def study_path(self) -> Path:
+        """The search's Optuna study (an RDB storage; optuna-dashboard serves it as it is)."""
+        return self.path / STUDY_FILE
+
+    @property
+    def study_url(self) -> str:
+        return f"sqlite:///{self.study_path}"
 
     @property
     def mlflow_experiment(self) -> str:

@@ -1,4 +1,5 @@
-"""Serving a tracking store: the MLflow UI / tracking server as a child process, and waiting for it."""
+"""Serving a tracking store: the MLflow UI (or optuna-dashboard) as a child process in its own process
+group, waiting for it to answer, and stopping the whole group."""
 
 from __future__ import annotations
 
@@ -35,28 +36,29 @@ def ui_command(uri: str, artifact_root: str, host: str, port: int, allowed_hosts
     return cmd
 
 
-def wait_until_up(url: str, proc: subprocess.Popen, timeout: float) -> None:
-    """Poll ``url/health`` until it answers 200; a one-line error if the process dies or time runs out."""
+def wait_until_up(
+    url: str, proc: subprocess.Popen, timeout: float, health: str = "/health", name: str = "the MLflow server"
+) -> None:
+    """Poll ``url + health`` until it answers 200; a one-line error if the process dies or time runs out."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise UserError(
-                f"the MLflow server exited with code {proc.returncode}; is port {url.rsplit(':', 1)[1]} in use?"
-            )
+            raise UserError(f"{name} exited with code {proc.returncode}; is port {url.rsplit(':', 1)[1]} in use?")
         try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+            with urllib.request.urlopen(f"{url}{health}", timeout=2) as r:
                 if r.status == 200:
                     return
         except OSError:
             time.sleep(0.5)
-    raise UserError(f"the MLflow server did not answer at {url} within {timeout:.0f} s")
+    raise UserError(f"{name} did not answer at {url} within {timeout:.0f} s")
 
 
 def stop_group(proc: subprocess.Popen, grace: float = 15.0) -> None:
-    """Stop ``proc``'s whole process group (it was started with ``start_new_session``): SIGINT, as Ctrl-C
-    would, then SIGKILL for whatever is left after ``grace`` seconds, and wait until none is left."""
+    """Stop ``proc``'s whole process group (it was started with ``start_new_session``): SIGTERM, then
+    SIGKILL for whatever is left after ``grace`` seconds, and wait until none is left. (Not SIGINT: a
+    server started from a background job inherits SIGINT ignored.)"""
     pgid = proc.pid
-    for sig, wait in ((signal.SIGINT, grace), (signal.SIGKILL, 5.0)):
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
         try:
             os.killpg(pgid, sig)
         except ProcessLookupError:

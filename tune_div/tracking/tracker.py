@@ -26,6 +26,7 @@ import yaml
 
 from ..search import states
 from ..search.states import TrialState
+from .browse import EXPERIMENT_NOTE, NOTE_TAG, front_markdown
 from .uri import client_for, get_or_create_experiment
 
 if TYPE_CHECKING:
@@ -121,7 +122,9 @@ class SearchTracker:
     @property
     def experiment_id(self) -> str:
         if self._experiment_id is None:
-            self._experiment_id = get_or_create_experiment(self.client, self.experiment, self.artifact_root)
+            self._experiment_id = get_or_create_experiment(
+                self.client, self.experiment, self.artifact_root, EXPERIMENT_NOTE.format(name=self.experiment)
+            )
         return self._experiment_id
 
     # -- parent ------------------------------------------------------------------------------------
@@ -179,9 +182,19 @@ class SearchTracker:
             self.parent_run_id, metrics=[metric(k, v, 0, ts) for k, v in numeric(metrics, None).items()]
         )
 
-    def log_front(self, rows: list[dict[str, Any]], table: dict[str, Any], files: list[Path]) -> None:
-        """Parent metrics and artifacts, the ``pareto`` tag of every child and, once the naive baseline is
+    def log_front(
+        self,
+        rows: list[dict[str, Any]],
+        table: dict[str, Any],
+        files: list[Path],
+        robust: str = "",
+        baseline: dict[str, Any] | None = None,
+    ) -> None:
+        """Parent metrics and artifacts, the front as the parent's Markdown description (``robust`` says what
+        its robust numbers are), the ``pareto`` tag of every child and, once the naive ``baseline`` is
         known, each child's ``final_audit_lift_over_naive``."""
+        note = front_markdown(table, self.experiment_id, self.children, robust or "as measured", baseline)
+        self.client.set_tag(self.parent_run_id, NOTE_TAG, note)
         self.log_parent_metrics(
             {
                 "hypervolume": table["hypervolume"],

@@ -100,9 +100,19 @@ def client_for(uri: str):
     return MlflowClient(tracking_uri=uri)
 
 
-def get_or_create_experiment(client, name: str, artifact_root: str | None) -> str:
+def get_or_create_experiment(client, name: str, artifact_root: str | None, description: str | None = None) -> str:
+    """The id of experiment ``name``, created if missing. Either way it is marked as model training (so
+    MLflow 3 shows runs and metrics, not its GenAI pages; ``browse.py``) and, if it has none, gets
+    ``description``."""
+    from .browse import KIND_TAG, MODEL_TRAINING, NOTE_TAG
+
     exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    location = f"{Path(artifact_root).resolve().as_uri()}/{name}" if artifact_root else None
-    return client.create_experiment(name, artifact_location=location)
+    if exp is None:
+        location = f"{Path(artifact_root).resolve().as_uri()}/{name}" if artifact_root else None
+        tags = {KIND_TAG: MODEL_TRAINING, **({NOTE_TAG: description} if description else {})}
+        return client.create_experiment(name, artifact_location=location, tags=tags)
+    if KIND_TAG not in exp.tags:  # made by an older tune_div or another client
+        client.set_experiment_tag(exp.experiment_id, KIND_TAG, MODEL_TRAINING)
+    if description and NOTE_TAG not in exp.tags:
+        client.set_experiment_tag(exp.experiment_id, NOTE_TAG, description)
+    return exp.experiment_id
