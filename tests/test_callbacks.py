@@ -23,6 +23,7 @@ def fake_trial(last_epoch: int, registered_epoch: int | None):
     result = {"epoch": last_epoch, "val_clean_acc": 0.9, "val_proxy_acc": 0.5, "epoch_time_s": 1.0}
     return SimpleNamespace(
         trial_id="t1",
+        status="RUNNING",
         config=CONFIG,
         last_result=result,
         max_failures=2,
@@ -35,12 +36,19 @@ def fake_trial(last_epoch: int, registered_epoch: int | None):
     )
 
 
-def test_an_epoch_line_is_printed_when_its_checkpoint_is_registered_not_when_its_result_arrives(capsys):
-    progress, trial = TrialProgress(3, quiet=False), fake_trial(2, 1)
-    progress.on_trial_result(0, [trial], trial, trial.last_result)
+def test_an_epoch_line_is_printed_when_its_checkpoint_is_registered_not_when_its_result_arrives(capsys, monkeypatch):
+    clock = iter([100.0, 130.0])  # the search started at 100 s; this epoch line is printed at 130 s
+    monkeypatch.setattr("tune_div.progress.time.monotonic", lambda: next(clock))
+    progress, trial = TrialProgress(3, quiet=False, samples=4), fake_trial(2, 1)
+    done = SimpleNamespace(status="TERMINATED", last_result={"epoch": 3})
+    progress.setup()
+    progress.on_trial_result(0, [trial, done], trial, trial.last_result)
     assert capsys.readouterr().out == ""
-    progress.on_checkpoint(0, [trial], trial, checkpoint=None)
-    assert capsys.readouterr().out.strip() == "[t1] lam=0.5  epoch 2/3  clean 0.9000  proxy 0.5000  1.0s"
+    progress.on_checkpoint(0, [trial, done], trial, checkpoint=None)
+    # 30 s for the one epoch seen; left: 1 epoch of t1 and 2 trials x 3 epochs not started = 7 -> 210 s
+    assert capsys.readouterr().out.strip() == (
+        "[t1] lam=0.5  epoch 2/3  clean 0.9000  proxy 0.5000  1.0s  | trials 1 done, 1 running, 2 left, ETA ~3m30s"
+    )
     TrialProgress(3, quiet=True).on_checkpoint(0, [trial], trial, checkpoint=None)
     assert capsys.readouterr().out == ""
 

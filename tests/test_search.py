@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -70,6 +71,10 @@ def test_smoke_search_prints_the_brute_force_front(smoke):
         round(FLOOR - float(r["val_clean_acc"]), 6) for r in rows
     )
     assert "epoch 1/1" in out
+    # every live line ends with the search's progress: trials done, running, left, and the time left
+    live = [ln for ln in out.splitlines() if " epoch 1/1 " in ln]
+    assert live and all(re.search(r"\| trials \d+ done, \d+ running, \d+ left", ln) for ln in live), live
+    assert re.search(r"\| trials 0 done, \d running, \d left, ETA ~\d+", live[0]), live[0]
     by_id = {r["trial_id"]: r for r in rows}
     for line in lines:  # the printed numbers are the trials' own
         if line.split()[0] in by_id:

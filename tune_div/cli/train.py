@@ -19,6 +19,7 @@ from ..domains import COUNT, check
 from ..errors import DivergenceError, UserError
 from ..files import atomic_write_text
 from ..models.base import ACTIVATIONS
+from ..progress import EpochProgress
 from ..search.settings import check_objective
 from ..train import TrainConfig, Trainer, checkpoint, config_file
 from ..train.config import SCHEDULES
@@ -165,17 +166,21 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
             flush=True,
         )
 
+        progress = EpochProgress(cfg.epochs, f"{cfg.defense} training")
+
         def report(m):
             parts = " ".join(f"{k[5:]}={v:.4f}" for k, v in m.items() if k.startswith("part_"))
             members = " ".join(f"{v:.4f}" for k, v in m.items() if k.startswith("val_member_acc_"))
-            print(
+            progress.epoch(
+                m["epoch"],
+                m["epoch_time_s"],
                 f"epoch {m['epoch']:>3}/{cfg.epochs}  loss {m['train_loss']:.4f} [{parts}]  "
                 f"val acc {m['val_clean_acc']:.4f} (members {members})  {m['epoch_time_s']:.1f}s",
-                flush=True,
             )
 
         try:
-            history = trainer.fit(callback=report, checkpoint_path=args.checkpoint)
+            with progress:
+                history = trainer.fit(callback=report, checkpoint_path=args.checkpoint)
         except DivergenceError as exc:
             fail(prog, f"training diverged: {exc}")
         if trainer.stopped_early:

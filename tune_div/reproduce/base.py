@@ -21,6 +21,7 @@ from .. import models
 from ..eval import EvalSpec, evaluate
 from ..eval.surrogate import config_key
 from ..files import atomic_write_text, cache_root
+from ..progress import EpochProgress
 from ..registry import Registry
 from ..train import TrainConfig, Trainer
 
@@ -61,17 +62,22 @@ def train_cached(cfg: TrainConfig, log: Log, root: Path | None = None) -> tuple[
     folder.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(cfg)
     seen = [False]
+    progress = EpochProgress(cfg.epochs, f"{cfg.defense} seed {cfg.seed}")
 
     def report(m: dict) -> None:
         if not seen[0] and m["epoch"] > 1:
             log(f"  {cfg.defense} seed {cfg.seed}: resumed from the checkpoint of epoch {m['epoch'] - 1}")
         seen[0] = True
-        log(
+        progress.epoch(
+            m["epoch"],
+            m["epoch_time_s"],
             f"  {cfg.defense} seed {cfg.seed} epoch {m['epoch']}/{cfg.epochs}: loss {m['train_loss']:.4f}, "
-            f"val acc {m['val_clean_acc']:.4f}, {m['epoch_time_s']:.1f}s"
+            f"val acc {m['val_clean_acc']:.4f}, {m['epoch_time_s']:.1f}s",
+            emit=log,
         )
 
-    history = trainer.fit(callback=report, checkpoint_path=folder / "checkpoint.pt")
+    with progress:
+        history = trainer.fit(callback=report, checkpoint_path=folder / "checkpoint.pt")
     models.save_ensemble(trainer.ensemble.cpu(), model_path)
     atomic_write_text(folder / "config.json", json.dumps(cfg.to_dict(), indent=2))
     atomic_write_text(folder / "history.json", json.dumps(history, indent=2))

@@ -209,10 +209,14 @@ class SMDTable(Protocol):
         test_loader = data.TensorLoader(*data.load(s["dataset"], "test", s["data_dir"]), EVAL_BATCH)
         runs: dict[str, list[dict[str, Any]]] = {}
         diverged: dict[str, str] = {}
-        for method in s["methods"]:
+        total = len(s["methods"]) * s["seeds"]
+        for i, method in enumerate(s["methods"]):
             for seed in range(s["seeds"]):
                 cfg = self.train_config(s, method, seed)
-                log(f"{LABELS[method]} seed {seed}: {cfg.n_members} x {cfg.arch}, {cfg.epochs} epochs")
+                log(
+                    f"{LABELS[method]} seed {seed}: {cfg.n_members} x {cfg.arch}, {cfg.epochs} epochs "
+                    f"(ensemble {i * s['seeds'] + seed + 1} of {total})"
+                )
                 try:
                     ens, history, cached = train_cached(cfg, log)
                 except DivergenceError as exc:  # the table goes on without it, and says why

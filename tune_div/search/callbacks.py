@@ -10,6 +10,7 @@ from typing import Any
 
 from ray import tune
 
+from ..progress import SearchClock
 from ..tracking import SearchTracker
 from ..train import config_file
 from . import pareto, states
@@ -56,10 +57,17 @@ class TrialProgress(tune.Callback):
     An epoch's line is printed when Ray has registered its checkpoint (``on_checkpoint``), not when its
     result arrives: Ray registers a function trainable's checkpoint in a separate step after the result,
     and a worker lost between the two is retried from the checkpoint before. A printed epoch is one a
-    retry will not train again."""
+    retry will not train again.
 
-    def __init__(self, epochs: int, quiet: bool):
+    Each epoch line ends with the search's progress: trials done, running and left of ``samples``, and
+    the time left (:class:`tune_div.progress.SearchClock`)."""
+
+    def __init__(self, epochs: int, quiet: bool, samples: int = 0):
         self.epochs, self.quiet = epochs, quiet
+        self.clock = SearchClock(samples, epochs)
+
+    def setup(self, **info):
+        self.clock.start()  # also after a resume: the rate counts this process's epochs only
 
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
         result = trial.last_result or {}
@@ -72,11 +80,18 @@ class TrialProgress(tune.Callback):
             if key in result
         )
         flags = f"  FLAGS {result['flags']}" if result.get("flags") else ""
+        self.clock.tick()
         print(
             f"[{trial.trial_id}] {hp}  epoch {result['epoch']}/{self.epochs}  clean {result['val_clean_acc']:.4f}"
-            f"{extra}  {result['epoch_time_s']:.1f}s{flags}",
+            f"{extra}  {result['epoch_time_s']:.1f}s{flags}  | {self.progress(trials)}",
             flush=True,
         )
+
+    def progress(self, trials) -> str:
+        done = [t for t in trials if str(t.status) in (TrialState.TERMINATED, TrialState.ERROR)]
+        running = [t for t in trials if str(t.status) in ("RUNNING", "PAUSED")]  # PENDING ones count as left
+        at = [int((t.last_result or {}).get("epoch") or 0) for t in running]
+        return self.clock.line(len(done), len(running), at)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         if not self.quiet:

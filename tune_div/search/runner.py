@@ -241,7 +241,7 @@ def tune_trials(s: Settings, p: Prepared, resume: bool, quiet: bool) -> tuple[li
             name=s.experiment,
             storage_path=s.storage_path,
             verbose=0,
-            callbacks=[RetryPolicy(), TrialProgress(s.epochs, quiet), MLflowLogger(s, p.tracker)],
+            callbacks=[RetryPolicy(), TrialProgress(s.epochs, quiet, s.samples), MLflowLogger(s, p.tracker)],
             failure_config=tune.FailureConfig(max_failures=s.max_retries),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         )
