@@ -5,7 +5,9 @@
 
 Takes the latest search of each MLflow experiment (one per defense on the same dataset), recomputes each
 front from its trial runs (finished, feasible, unflagged), writes ``fronts.png`` and ``hypervolumes.csv``
-and logs both to MLflow in the experiment ``comparisons`` (``tune_div.tracking.compare``).
+and logs both to MLflow in the experiment ``comparisons`` (``tune_div.tracking.compare``). Beside each
+hypervolume against (0, 0) it gives the hypervolume above that search's naive baseline (reference: the
+clean floor or 0, and the baseline's robust accuracy): how much the search improved on no defense.
 """
 
 from __future__ import annotations
@@ -33,7 +35,11 @@ def main(argv: list[str] | None = None) -> int:
         if not names:
             raise UserError("--experiments needs at least one experiment name")
         for row in compare(uri, names, Path(args.out), args.clean_floor):
-            print(f"{row['experiment']:<24} front {row['front_size']:>3}  hypervolume {row['hypervolume']:.4f}")
+            lift = row["lift_hypervolume"]
+            print(
+                f"{row['experiment']:<24} front {row['front_size']:>3}  hypervolume {row['hypervolume']:.4f}  "
+                f"above naive {'-' if lift is None else f'{lift:.4f}'}"
+            )
         print(
             f"written: {Path(args.out) / 'fronts.png'}, {Path(args.out) / 'hypervolumes.csv'} (also logged to MLflow)"
         )

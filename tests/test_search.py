@@ -17,6 +17,8 @@ import yaml
 from conftest import SMOKE_FLOOR as FLOOR
 
 from tune_div.cli import search
+from tune_div.eval.intervals import wilson
+from tune_div.search import pareto
 
 pytestmark = pytest.mark.usefixtures("real_data")
 REPO = Path(__file__).resolve().parents[1]
@@ -58,6 +60,16 @@ def test_smoke_search_prints_the_brute_force_front(smoke):
     for r in doc["front"]:
         assert r["audit_lift_over_naive"] == pytest.approx(r["val_robust_acc"] - base["val_robust_acc"])
         assert r["test_robust_acc"] == r["test_audit_acc"]  # the front's test split, audited
+    # Every accuracy carries its point count and 95% Wilson interval, in trials.csv and pareto.json alike.
+    for r in rows:
+        assert int(r["val_clean_acc_n"]) > int(r["val_robust_acc_n"]) == int(r["val_proxy_acc_n"]) > 0
+        for key in ("val_clean_acc", "val_robust_acc", "val_proxy_acc", "val_audit_acc"):
+            n = int(r[f"{key}_n"])
+            ci = wilson(round(float(r[key]) * n), n)
+            assert (float(r[f"{key}_ci_low"]), float(r[f"{key}_ci_high"])) == pytest.approx((ci.low, ci.high))
+    for r in doc["front"]:
+        assert r["test_robust_acc_n"] > 0 and r["test_robust_acc_ci_low"] <= r["test_robust_acc"]
+        assert r["test_robust_acc"] <= r["test_robust_acc_ci_high"]
     assert json.loads(rows[0]["hparams"]).keys() == {"lam"}
     assert any(json.loads(r["hparams"])["lam"] == 1.0 for r in rows)  # the paper point is evaluated
     # The Optuna study alone rebuilds the same objective values, without Ray.
@@ -78,7 +90,12 @@ def test_smoke_search_prints_the_brute_force_front(smoke):
     by_id = {r["trial_id"]: r for r in rows}
     for line in lines:  # the printed numbers are the trials' own
         if line.split()[0] in by_id:
-            tid, clean, robust, proxy, test_clean, test_robust = line.split()[:6]
+            tid, clean, robust_ci, proxy, test_clean, test_robust_ci = line.split()[:6]
+            (robust, half), (test_robust, test_half) = robust_ci.split("±"), test_robust_ci.split("±")
+            r = by_id[tid]
+            for key, shown in (("val_robust_acc", half), ("test_robust_acc", test_half)):
+                ci = wilson(round(float(r[key]) * int(r[f"{key}_n"])), int(r[f"{key}_n"]))
+                assert float(shown) == pytest.approx(ci.half_width, abs=5e-4)  # the 95% half-width shown
             assert [float(v) for v in (clean, robust, proxy, test_clean, test_robust)] == pytest.approx(
                 [
                     float(by_id[tid][k])
@@ -141,6 +158,9 @@ def test_mlflow_parent_and_children_match_the_search(smoke):
         assert c.data.tags["pareto"] == ("true" if tid in front else "false")
         assert float(c.data.params["hparams.lam"]) == json.loads(rows[tid]["hparams"])["lam"]
         assert c.data.metrics["final_val_robust_acc"] == pytest.approx(float(rows[tid]["val_robust_acc"]))
+        for suffix in ("_n", "_ci_low", "_ci_high"):  # the interval beside it, in MLflow too
+            key = f"val_robust_acc{suffix}"
+            assert c.data.metrics[f"final_{key}"] == pytest.approx(float(rows[tid][key]))
         assert [m.step for m in client.get_metric_history(c.info.run_id, "val_clean_acc")] == [1]
         assert [a.path for a in client.list_artifacts(c.info.run_id)] == ["config.yaml"]
 
@@ -316,6 +336,15 @@ def test_cross_search_comparison(smoke, tmp_path):
         sys.path.pop(0)
     table = compare_fronts.compare(f"sqlite:///{smoke['storage'] / 'mlflow.db'}", ["smd-mnist"], tmp_path / "cmp")
     assert table[0]["hypervolume"] > 0 and (tmp_path / "cmp" / "fronts.png").is_file()
+    # above the naive baseline: the same front, the reference raised to the baseline's robust accuracy
+    doc = json.loads((smoke["exp"] / "pareto.json").read_text())
+    base = doc["naive_baseline"]["val_robust_acc"]
+    assert table[0]["baseline_robust"] == pytest.approx(base)
+    points = [(r["val_clean_acc"], r["val_robust_acc"]) for r in doc["front"]]
+    # the search's own uses its clean floor as the reference's clean value; the comparison, given none, 0
+    assert doc["lift_hypervolume"] == pytest.approx(pareto.lift_hypervolume(points, base, FLOOR))
+    assert table[0]["lift_hypervolume"] == pytest.approx(pareto.lift_hypervolume(points, base), abs=1e-6)
+    assert doc["lift_hypervolume"] < doc["hypervolume"]
     from mlflow import MlflowClient
 
     client = MlflowClient(f"sqlite:///{smoke['storage'] / 'mlflow.db'}")

@@ -61,6 +61,14 @@ def hypervolume(points: Sequence[Point], reference: Point = REFERENCE) -> float:
     return float(moocore.hypervolume(np.array(pts, dtype=float), ref=np.array(reference, dtype=float), maximise=True))
 
 
+def lift_hypervolume(points: Sequence[Point], baseline_robust: float, clean_floor: float | None = None) -> float:
+    """The area the front dominates above the naive baseline: reference point (the clean floor, or 0; the
+    baseline's robust accuracy). 0 when no point is more robust than the baseline: the number that says
+    how much a search improved on no defense, where :func:`hypervolume` against (0, 0) also counts the
+    robustness the undefended ensemble already has."""
+    return hypervolume(points, (clean_floor if clean_floor is not None else 0.0, float(baseline_robust)))
+
+
 def knee(points: Sequence[Point]) -> int | None:
     """Index (into ``points``) of the knee of their front, or None for no points."""
     idx = front(points)

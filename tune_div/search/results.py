@@ -18,6 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from ..eval.intervals import SUFFIXES, interval_of
 from ..files import atomic_write_text
 from ..tracking.tracker import FINAL_METRICS as METRICS
 from . import ray_layout, states
@@ -26,6 +27,8 @@ from .settings import FINAL, Settings
 from .states import TrialState
 from .trial_config import TrialConfig
 
+# beside each accuracy X: X_n (its points), X_ci_low and X_ci_high (its 95% Wilson interval)
+INTERVALS = [f"{m}{suffix}" for m in METRICS for suffix in SUFFIXES]
 COLUMNS = [
     "trial_id",
     "status",
@@ -33,6 +36,7 @@ COLUMNS = [
     "knee",
     "eligibility",
     *METRICS,
+    *INTERVALS,
     "audit_lift_over_naive",
     "flags",
     "hparams",
@@ -85,7 +89,7 @@ def collect(grid, stopped: dict[str, int] | None = None) -> list[dict[str, Any]]
                 "train": dict(config.train) if config else {},
                 "epoch": m.get("epoch"),
                 "flags": m.get("flags", ""),
-                **{k: m.get(k) for k in METRICS},
+                **{k: m.get(k) for k in (*METRICS, *INTERVALS)},
                 "path": r.path,
                 "config": config,
                 "checkpoint": r.checkpoint,
@@ -119,6 +123,7 @@ def write_results(
         "robust": robust_label(s),
         "hypervolume": table["hypervolume"],
         "reference": table["reference"],
+        "lift_hypervolume": table.get("lift_hypervolume"),
         "knee": table["knee"]["trial_id"] if table["knee"] else None,
         "front": [{k: r.get(k) for k in COLUMNS} for r in table["front"]],
         "naive_baseline": base,
@@ -132,6 +137,12 @@ def write_results(
 
 def _fmt(v) -> str:
     return f"{v:.4f}" if isinstance(v, (int, float)) and math.isfinite(v) else "-"
+
+
+def _fmt_ci(r: dict[str, Any], key: str) -> str:
+    """``0.4950±0.069`` (the 95% half-width), the value alone where the row has no point count."""
+    ci = interval_of(r, key)
+    return f"{ci.value:.4f}±{ci.half_width:.3f}" if ci is not None else _fmt(r.get(key))
 
 
 def print_table(
@@ -151,20 +162,23 @@ def print_table(
         if r["eligibility"] == "flagged":
             print(f"  flagged {r['trial_id']}: {r['flags']} (docs/flags.md)")
     x, y = table["objectives"]
+    lift_hv = table.get("lift_hypervolume")
     print(
         f"Pareto front ({x} vs {y}; robust accuracy {robust_label(s)}), hypervolume {table['hypervolume']:.4f} "
-        f"(reference {tuple(table['reference'])}):"
+        f"(reference {tuple(table['reference'])})"
+        + (f", above the naive baseline {lift_hv:.4f}" if lift_hv is not None else "")
+        + ":"
     )
     print(
-        f"  {'trial':<15} {'clean':>7} {'robust':>7} {'proxy':>7} {'test clean':>10} {'test robust':>11} "
+        f"  {'trial':<15} {'clean':>7} {'robust ±95%':>12} {'proxy':>7} {'test clean':>10} {'test robust ±95%':>16} "
         f"{'lift':>7}  hyperparameters"
     )
 
     def line(tid, r, tail):
         lift = r.get("audit_lift_over_naive")
         print(
-            f"  {str(tid):<15} {_fmt(r.get(x)):>7} {_fmt(r.get(y)):>7} {_fmt(r.get('val_proxy_acc')):>7} "
-            f"{_fmt(r.get('test_clean_acc')):>10} {_fmt(r.get('test_robust_acc')):>11} "
+            f"  {str(tid):<15} {_fmt(r.get(x)):>7} {_fmt_ci(r, y):>12} {_fmt(r.get('val_proxy_acc')):>7} "
+            f"{_fmt(r.get('test_clean_acc')):>10} {_fmt_ci(r, 'test_robust_acc'):>16} "
             f"{'-' if lift is None else f'{lift:+.4f}':>7}  {tail}"
         )
 

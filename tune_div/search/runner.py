@@ -290,6 +290,11 @@ def report(s: Settings, p: Prepared, outcome: SearchOutcome, naive: Any, quiet: 
     report_front_on_test(s, outcome.table["front"], p.tracker, quiet)
     outcome.baseline = finish_baseline(naive, False, quiet)
     baseline.lift(outcome.rows, outcome.baseline, s.metrics[1])
+    base_robust = (outcome.baseline or {}).get(s.metrics[1])
+    if base_robust is not None:
+        x, y = s.metrics[0], s.metrics[1]
+        points = [(float(r[x]), float(r[y])) for r in outcome.table["front"]]
+        outcome.table["lift_hypervolume"] = pareto.lift_hypervolume(points, base_robust, s.clean_floor)
 
 
 def creation_order(row: dict[str, Any]) -> int:

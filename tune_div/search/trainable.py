@@ -35,6 +35,7 @@ import torch
 
 from .. import attacks, data
 from ..eval import Surrogate, accuracy, audit, craft, eval_subset, proxy_inflation_flags, sanity_checks, sanity_flags
+from ..eval.intervals import annotate
 from ..train import TrainConfig, Trainer
 from .settings import FINAL, OBJECTIVE_DEFAULTS, check_objective
 from .trial_config import Blackbox, TrialConfig
@@ -42,6 +43,8 @@ from .trial_config import Blackbox, TrialConfig
 CHECKPOINT_FILE = "state.pt"
 METRICS_FILE = "metrics.json"  # the checkpointed epoch's report, beside the state
 ERROR_KEY = "trial_error"  # a report saying the trial's code raised: never retried
+# measured on the objective's validation subset; each is reported with its n and 95% interval
+SUBSET_METRICS = ("proxy_clean_acc", "val_proxy_acc", "val_robust_acc", "val_audit_acc", "val_blackbox_acc")
 
 
 def train_config(config: TrialConfig) -> TrainConfig:
@@ -111,7 +114,7 @@ def test_metrics(model, cfg: TrainConfig, objective: dict[str, Any]) -> dict[str
     out["test_robust_acc"] = out["test_proxy_acc"]
     if objective.get("audit"):
         out["test_audit_acc"] = out["test_robust_acc"] = test.audit(model, objective["audit"])
-    return out
+    return annotate(out, dict.fromkeys(out, len(test.y)))
 
 
 def front_test_report(config: TrialConfig, checkpoint: Any) -> dict[str, float]:
@@ -176,6 +179,7 @@ def run_trial(config: TrialConfig, report: Any, checkpoint_dir: str | None = Non
     flags = {"flags": last.get("flags", ""), "flagged": last.get("flagged", 0)}  # carried between evaluations
     while not trainer.done:
         metrics = trainer.train_epoch()  # DivergenceError fails this trial with its reason
+        metrics = annotate(metrics, {"val_clean_acc": len(trainer.val_loader.labels)})  # the whole val split
         final = trainer.done  # the last epoch, or early stopping (train.early_stop_patience)
         if final or trainer.epoch in rungs:
             metrics.update(epoch_metrics(trainer.ensemble.eval(), spec, objective, transfer, sanity_n, final))
@@ -219,7 +223,7 @@ def epoch_metrics(
             flags += proxy_inflation_flags(white, {str(objective.eps): out["val_audit_acc"]})
     out["flags"] = ",".join(sorted({f["name"] for f in flags}))
     out["flagged"] = int(bool(flags))
-    return out
+    return annotate(out, dict.fromkeys(SUBSET_METRICS, len(objective.y)))
 
 
 def trainable(config: dict[str, Any]) -> None:

@@ -31,7 +31,10 @@ def compare(uri: str, experiments: list[str], out: Path, clean_floor: float | No
         rows = trial_rows(client, parent)
         t = pareto.pareto_table(rows, tuple(objectives), clean_floor=clean_floor)
         defense = parent.data.tags.get("defense", name)
-        fronts.append((defense, [(r[objectives[0]], r[objectives[1]]) for r in t["front"]], t["hypervolume"]))
+        points = [(r[objectives[0]], r[objectives[1]]) for r in t["front"]]
+        fronts.append((defense, points, t["hypervolume"]))
+        base = parent.data.metrics.get(f"baseline_{objectives[1]}")  # the naive baseline of that search
+        lift_hv = pareto.lift_hypervolume(points, base, clean_floor) if base is not None else None
         table.append(
             {
                 "experiment": name,
@@ -40,6 +43,8 @@ def compare(uri: str, experiments: list[str], out: Path, clean_floor: float | No
                 "trials": len(rows),
                 "front_size": len(t["front"]),
                 "hypervolume": round(t["hypervolume"], 6),
+                "baseline_robust": base,
+                "lift_hypervolume": None if lift_hv is None else round(lift_hv, 6),
             }
         )
     title = "Pareto fronts" + (f" (clean floor {clean_floor})" if clean_floor is not None else "")
@@ -57,7 +62,13 @@ def compare(uri: str, experiments: list[str], out: Path, clean_floor: float | No
     )
     ts = int(time.time() * 1000)
     client.log_batch(
-        run.info.run_id, metrics=[metric(f"hypervolume_{r['defense']}", r["hypervolume"], 0, ts) for r in table]
+        run.info.run_id,
+        metrics=[metric(f"hypervolume_{r['defense']}", r["hypervolume"], 0, ts) for r in table]
+        + [
+            metric(f"lift_hypervolume_{r['defense']}", r["lift_hypervolume"], 0, ts)
+            for r in table
+            if r["lift_hypervolume"] is not None
+        ],
     )
     for f in (plot, csv_path):
         client.log_artifact(run.info.run_id, str(f))

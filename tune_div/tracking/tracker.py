@@ -197,6 +197,9 @@ class SearchTracker:
         self.client.set_tag(self.parent_run_id, NOTE_TAG, note)
         self.log_parent_metrics(
             {
+                **(
+                    {"lift_hypervolume": table["lift_hypervolume"]} if table.get("lift_hypervolume") is not None else {}
+                ),
                 "hypervolume": table["hypervolume"],
                 "front_size": len(table["front"]),
                 "trials_finished": sum(r["status"] == TrialState.TERMINATED for r in rows),
