@@ -43,8 +43,10 @@ def test_smoke_search_prints_the_brute_force_front(smoke):
     brute = {t for t, p in pts.items() if not any(q[0] >= p[0] and q[1] >= p[1] and q != p for q in pts.values())}
     table = out.split("Pareto front")[1].split("written:")[0]
     assert "robust accuracy audited (fast preset" in table.splitlines()[0]
-    lines = [ln for ln in table.splitlines()[2:] if ln.strip()]
+    lines = [ln for ln in table.splitlines()[2:] if ln.strip() and not ln.strip().startswith("*")]
     printed = {ln.split()[0] for ln in lines if not ln.split()[0] == "naive-baseline"}
+    # the paired test's verdict, in one line under the table
+    assert re.search(r"\* lift over naive significant at 0\.05 \(exact McNemar on the same 200 points\)", table)
     assert printed == brute and brute
     doc = json.loads((exp / "pareto.json").read_text())
     assert {r["trial_id"] for r in doc["front"]} == brute and doc["hypervolume"] > 0
@@ -59,6 +61,17 @@ def test_smoke_search_prints_the_brute_force_front(smoke):
     assert f"{base['val_robust_acc']:.4f}" in base_line
     for r in doc["front"]:
         assert r["audit_lift_over_naive"] == pytest.approx(r["val_robust_acc"] - base["val_robust_acc"])
+        # paired on the same points: the interval holds the lift, and p is the exact McNemar test's
+        assert r["audit_lift_ci_low"] <= r["audit_lift_over_naive"] <= r["audit_lift_ci_high"]
+        assert 0 < r["audit_lift_p"] <= 1 and (r["audit_lift_p"] < 0.05) == (
+            not r["audit_lift_ci_low"] <= 0 <= r["audit_lift_ci_high"]
+        )
+        assert r["test_audit_lift_over_naive"] == pytest.approx(r["test_robust_acc"] - base["test_robust_acc"])
+    assert doc["significant_lift"] == sum(
+        r["audit_lift_p"] < 0.05 and r["audit_lift_over_naive"] > 0 for r in doc["front"]
+    )
+    assert not any(k.endswith("_points") for k in base)  # the per-point masks stay out of the files
+    for r in doc["front"]:
         assert r["test_robust_acc"] == r["test_audit_acc"]  # the front's test split, audited
     # Every accuracy carries its point count and 95% Wilson interval, in trials.csv and pareto.json alike.
     for r in rows:

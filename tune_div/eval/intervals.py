@@ -119,6 +119,15 @@ def paired_lift(a: Sequence[bool], b: Sequence[bool], confidence: float = CONFID
     )
 
 
+def points_text(mask: Sequence[bool]) -> str:
+    """A per-point mask as a string of ``0`` and ``1`` (how results carry it through Ray and JSON)."""
+    return "".join("1" if bool(v) else "0" for v in mask)
+
+
+def points_mask(text: str) -> list[bool]:
+    return [c == "1" for c in text]
+
+
 def annotate(record: Mapping[str, Any], counts: Mapping[str, int]) -> dict[str, Any]:
     """``record`` with ``X_n``, ``X_ci_low`` and ``X_ci_high`` beside every accuracy ``X`` that
     ``counts`` gives a point count for (and that the record holds as a finite number)."""

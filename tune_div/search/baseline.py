@@ -15,12 +15,16 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..eval.intervals import SUFFIXES, paired_lift, points_mask
 from ..files import atomic_write_text, cache_root
 from ..tracking.tracker import FINAL_METRICS
 from .states import TrialState
 from .trial_config import TrialConfig
 
 BASELINE_ID = "naive-baseline"
+
+
+POINTS = ("val_robust_points", "test_robust_points")  # per-point robustness, for the paired tests
 
 
 def baseline_config(param_space: TrialConfig) -> TrialConfig:
@@ -43,19 +47,42 @@ def measure(config: TrialConfig) -> dict[str, Any]:
     path = cache_path(config)
     if path.is_file():
         try:
-            return json.loads(path.read_text())
+            cached = json.loads(path.read_text())
+            if all(k in cached for k in POINTS):  # an entry from before the paired test is measured again
+                return cached
         except ValueError:
             pass  # a damaged cache entry is measured again
     last = run_trial(config, lambda metrics, trainer: None)
-    out = {k: last[k] for k in (*FINAL_METRICS, "flags") if k in last}
+    keys = (*FINAL_METRICS, *(f"{m}{s}" for m in FINAL_METRICS for s in SUFFIXES), *POINTS, "flags")
+    out = {k: last[k] for k in keys if k in last}
     atomic_write_text(path, json.dumps(out, indent=2))
     return out
 
 
 def lift(rows: list[dict[str, Any]], baseline: dict[str, Any] | None, objective: str) -> None:
     """Set ``audit_lift_over_naive`` on every finished row: its audited robust accuracy minus the
-    baseline's (None when the search is not audited or the baseline is missing)."""
-    ref = (baseline or {}).get(objective) if (baseline or {}).get("val_audit_acc") is not None else None
+    baseline's (None when the search is not audited or the baseline is missing). Where the row and the
+    baseline carry their per-point robustness on the same points, the paired test of that lift too:
+    ``audit_lift_ci_low``, ``audit_lift_ci_high`` (95%) and ``audit_lift_p`` (exact McNemar), and the same
+    for the test split as ``test_audit_lift_*`` (front members, which have a test split)."""
+    base = baseline or {}
+    ref = base.get(objective) if base.get("val_audit_acc") is not None else None
     for r in rows:
         ok = ref is not None and r.get("status") == TrialState.TERMINATED and r.get(objective) is not None
         r["audit_lift_over_naive"] = r[objective] - ref if ok else None
+        for split, prefix in (("val", "audit_lift"), ("test", "test_audit_lift")):
+            key = f"{split}_robust_points"
+            paired = None
+            if ok and r.get(key) and base.get(key) and len(r[key]) == len(base[key]):
+                paired = paired_lift(points_mask(r[key]), points_mask(base[key]))
+            if split == "test":
+                r["test_audit_lift_over_naive"] = paired.lift if paired else None
+            r[f"{prefix}_ci_low"] = paired.low if paired else None
+            r[f"{prefix}_ci_high"] = paired.high if paired else None
+            r[f"{prefix}_p"] = paired.p_value if paired else None
+
+
+def significant_lift(row: dict[str, Any]) -> bool:
+    """Whether a row beats the baseline significantly at 0.05 (a positive lift, exact McNemar)."""
+    p, lift_ = row.get("audit_lift_p"), row.get("audit_lift_over_naive")
+    return p is not None and lift_ is not None and p < 0.05 and lift_ > 0

@@ -21,14 +21,17 @@ from typing import Any
 from ..eval.intervals import SUFFIXES, interval_of
 from ..files import atomic_write_text
 from ..tracking.tracker import FINAL_METRICS as METRICS
+from ..tracking.tracker import LIFT_METRICS
 from . import ray_layout, states
-from .baseline import BASELINE_ID
+from .baseline import BASELINE_ID, significant_lift
 from .settings import FINAL, Settings
 from .states import TrialState
 from .trial_config import TrialConfig
 
 # beside each accuracy X: X_n (its points), X_ci_low and X_ci_high (its 95% Wilson interval)
 INTERVALS = [f"{m}{suffix}" for m in METRICS for suffix in SUFFIXES]
+# the lift over the naive baseline on the same points: value, 95% paired interval, exact McNemar p
+LIFT = list(LIFT_METRICS)
 COLUMNS = [
     "trial_id",
     "status",
@@ -37,7 +40,7 @@ COLUMNS = [
     "eligibility",
     *METRICS,
     *INTERVALS,
-    "audit_lift_over_naive",
+    *LIFT,
     "flags",
     "hparams",
     "train",
@@ -89,7 +92,7 @@ def collect(grid, stopped: dict[str, int] | None = None) -> list[dict[str, Any]]
                 "train": dict(config.train) if config else {},
                 "epoch": m.get("epoch"),
                 "flags": m.get("flags", ""),
-                **{k: m.get(k) for k in (*METRICS, *INTERVALS)},
+                **{k: m.get(k) for k in (*METRICS, *INTERVALS, "val_robust_points")},
                 "path": r.path,
                 "config": config,
                 "checkpoint": r.checkpoint,
@@ -126,7 +129,8 @@ def write_results(
         "lift_hypervolume": table.get("lift_hypervolume"),
         "knee": table["knee"]["trial_id"] if table["knee"] else None,
         "front": [{k: r.get(k) for k in COLUMNS} for r in table["front"]],
-        "naive_baseline": base,
+        "naive_baseline": {k: v for k, v in base.items() if not k.endswith("_points")} if base else None,
+        "significant_lift": sum(significant_lift(r) for r in table["front"]) if base else None,
     }
     return [
         atomic_write_text(s.path / "trials.csv", _csv(rows)),
@@ -171,7 +175,7 @@ def print_table(
     )
     print(
         f"  {'trial':<15} {'clean':>7} {'robust ±95%':>12} {'proxy':>7} {'test clean':>10} {'test robust ±95%':>16} "
-        f"{'lift':>7}  hyperparameters"
+        f"{'lift':>8}  hyperparameters"
     )
 
     def line(tid, r, tail):
@@ -179,7 +183,7 @@ def print_table(
         print(
             f"  {str(tid):<15} {_fmt(r.get(x)):>7} {_fmt_ci(r, y):>12} {_fmt(r.get('val_proxy_acc')):>7} "
             f"{_fmt(r.get('test_clean_acc')):>10} {_fmt_ci(r, 'test_robust_acc'):>16} "
-            f"{'-' if lift is None else f'{lift:+.4f}':>7}  {tail}"
+            f"{'-' if lift is None else f'{lift:+.4f}' + ('*' if significant_lift(r) else ' '):>8}  {tail}"
         )
 
     for r in table["front"]:
@@ -191,6 +195,17 @@ def print_table(
             "undefended ensemble, same budget (reference; lift = robust minus its robust)"
             + (f"  FLAGS {base['flags']}" if base.get("flags") else ""),
         )
+        tested = [r for r in table["front"] if r.get("audit_lift_p") is not None]
+        if tested:
+            n_sig = sum(significant_lift(r) for r in tested)
+            print(
+                f"  * lift over naive significant at 0.05 (exact McNemar on the same {tested[0][f'{y}_n']} points): "
+                + (
+                    f"{n_sig} of {len(tested)} front members"
+                    if n_sig
+                    else f"no front member beats the naive baseline significantly ({s.defense} at this budget)"
+                )
+            )
     else:
         print("  (no naive baseline: the search was interrupted or the baseline failed)")
     print(

@@ -34,8 +34,9 @@ from typing import Any
 import torch
 
 from .. import attacks, data
+from ..attacks.base import correct
 from ..eval import Surrogate, accuracy, audit, craft, eval_subset, proxy_inflation_flags, sanity_checks, sanity_flags
-from ..eval.intervals import annotate
+from ..eval.intervals import annotate, points_text
 from ..train import TrainConfig, Trainer
 from .settings import FINAL, OBJECTIVE_DEFAULTS, check_objective
 from .trial_config import Blackbox, TrialConfig
@@ -70,14 +71,26 @@ class SubsetAttack:
 
     def __call__(self, model) -> tuple[float, float]:
         """(clean accuracy, proxy robust accuracy) on the subset."""
+        clean, robust = self.measure(model)
+        return clean, float(robust.float().mean())
+
+    def measure(self, model) -> tuple[float, torch.Tensor]:
+        """Clean accuracy and the proxy's per-point robustness ``[n]`` bool."""
         torch.manual_seed(0)  # the PGD random start: same proxy draw for every trial and epoch
         x_adv = craft(self.attack, model, self.x, self.y, self.eps, self.options)
-        return accuracy(model, self.x, self.y), accuracy(model, x_adv, self.y)
+        model.eval()
+        with torch.no_grad():
+            robust = correct(model, x_adv, self.y)
+        return accuracy(model, self.x, self.y), robust
 
     def audit(self, model, preset: str) -> float:
         """The audit's robust accuracy (docs/audit.md) on the same subset, at the same eps."""
+        return float(self.audit_points(model, preset).float().mean())
+
+    def audit_points(self, model, preset: str) -> torch.Tensor:
+        """The audit's per-point robustness ``[n]`` bool on the same subset, at the same eps."""
         torch.manual_seed(0)
-        return audit(model, self.x, self.y, self.eps, preset).robust_acc
+        return audit(model, self.x, self.y, self.eps, preset).robust
 
 
 class TransferObjective:
@@ -93,31 +106,39 @@ class TransferObjective:
         return accuracy(model, x_adv, p.y)
 
 
-def final_metrics(model, objective: dict[str, Any], val: SubsetAttack, val_proxy: float) -> dict[str, float]:
+def final_metrics(model, objective: dict[str, Any], val: SubsetAttack, proxy_points: torch.Tensor) -> dict[str, Any]:
     """After the last epoch: the audit on the validation subset (``val_audit_acc``, which becomes
-    ``val_robust_acc``, the robust objective). Without an audit preset the robust number is the proxy's."""
+    ``val_robust_acc``, the robust objective). Without an audit preset the robust number is the proxy's.
+    ``val_robust_points`` is the robust objective per point, for the paired test against the baseline."""
     preset = objective.get("audit")
-    out = {"val_robust_acc": val_proxy}
+    points = proxy_points
+    out: dict[str, Any] = {}
     if preset:
         t0 = time.perf_counter()
-        out["val_audit_acc"] = out["val_robust_acc"] = val.audit(model, preset)
+        points = val.audit_points(model, preset)
+        out["val_audit_acc"] = float(points.float().mean())
         out["audit_time_s"] = time.perf_counter() - t0
+    out["val_robust_acc"] = float(points.float().mean())
+    out["val_robust_points"] = points_text(points.tolist())
     return out
 
 
-def test_metrics(model, cfg: TrainConfig, objective: dict[str, Any]) -> dict[str, float]:
+def test_metrics(model, cfg: TrainConfig, objective: dict[str, Any]) -> dict[str, Any]:
     """The test split, for the final report only (never to choose among trials): clean and
     proxy accuracy and, with an audit preset, the audited ``test_robust_acc`` (else the proxy's)."""
     test = SubsetAttack(cfg, objective, split="test", n=objective.get("test_n"))
-    out: dict[str, float] = {}
-    out["test_clean_acc"], out["test_proxy_acc"] = test(model)
-    out["test_robust_acc"] = out["test_proxy_acc"]
+    out: dict[str, Any] = {}
+    out["test_clean_acc"], points = test.measure(model)
+    out["test_proxy_acc"] = out["test_robust_acc"] = float(points.float().mean())
     if objective.get("audit"):
-        out["test_audit_acc"] = out["test_robust_acc"] = test.audit(model, objective["audit"])
-    return annotate(out, dict.fromkeys(out, len(test.y)))
+        points = test.audit_points(model, objective["audit"])
+        out["test_audit_acc"] = out["test_robust_acc"] = float(points.float().mean())
+    out = annotate(out, dict.fromkeys(out, len(test.y)))
+    out["test_robust_points"] = points_text(points.tolist())
+    return out
 
 
-def front_test_report(config: TrialConfig, checkpoint: Any) -> dict[str, float]:
+def front_test_report(config: TrialConfig, checkpoint: Any) -> dict[str, Any]:
     """The test split of a finished trial, from its last checkpoint (a Ray ``Checkpoint``): the final
     report of a front member, run by the driver after the search. Same subset, seed and thread count as
     the trial, so a retrained exported config measures the same numbers."""
@@ -133,12 +154,13 @@ def objective_metrics(trainer: Trainer, objective: dict) -> dict[str, float]:
     retrained exported config: the numbers compare with the trial's."""
     model = trainer.ensemble.eval()
     val = SubsetAttack(trainer.cfg, objective)
-    _, proxy = val(model)
-    return {
-        "val_proxy_acc": proxy,
-        **final_metrics(model, objective, val, proxy),
-        **test_metrics(model, trainer.cfg, objective),
-    }
+    _, points = val.measure(model)
+    out = annotate(
+        {"val_proxy_acc": float(points.float().mean()), **final_metrics(model, objective, val, points)},
+        dict.fromkeys(SUBSET_METRICS, len(val.y)),
+    )
+    out.update(test_metrics(model, trainer.cfg, objective))
+    return {k: v for k, v in out.items() if not k.endswith("_points")}
 
 
 def run_trial(config: TrialConfig, report: Any, checkpoint_dir: str | None = None) -> dict[str, Any]:
@@ -205,8 +227,8 @@ def epoch_metrics(
     proxy overstates the audit."""
     t0 = time.perf_counter()
     out: dict[str, Any] = {}
-    out["proxy_clean_acc"], out["val_proxy_acc"] = objective(model)
-    out["val_robust_acc"] = out["val_proxy_acc"]  # the audit replaces it after the last epoch
+    out["proxy_clean_acc"], proxy_points = objective.measure(model)
+    out["val_proxy_acc"] = out["val_robust_acc"] = float(proxy_points.float().mean())  # the audit replaces it
     white = {objective.attack: {str(objective.eps): out["val_proxy_acc"]}}
     black = None
     if transfer is not None:
@@ -218,7 +240,7 @@ def epoch_metrics(
         flags = sanity_flags(checks, white, black)
     out["eval_time_s"] = time.perf_counter() - t0
     if final:
-        out.update(final_metrics(model, spec, objective, out["val_proxy_acc"]))
+        out.update(final_metrics(model, spec, objective, proxy_points))
         if "val_audit_acc" in out:
             flags += proxy_inflation_flags(white, {str(objective.eps): out["val_audit_acc"]})
     out["flags"] = ",".join(sorted({f["name"] for f in flags}))

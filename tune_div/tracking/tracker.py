@@ -50,6 +50,10 @@ FINAL_METRICS = (
     "test_audit_acc",
 )
 FINAL_ONLY = ("val_robust_acc", "test_robust_acc")
+# the lift over the naive baseline, with its paired 95% interval and exact McNemar p (search/baseline.py)
+LIFT_METRICS = tuple(
+    f"{split}audit_lift{part}" for split in ("", "test_") for part in ("_over_naive", "_ci_low", "_ci_high", "_p")
+)
 STOPPED_TAG = "tune_div.stopped_at"  # the rung epoch a trial was stopped at
 LOGGED_METRICS_PREFIXES = (
     "val_",
@@ -209,8 +213,9 @@ class SearchTracker:
         for r in rows:  # only tags that changed: this runs at every trial end, over every trial
             run_id = self.children.get(str(r["trial_id"]))
             if run_id and r.get("audit_lift_over_naive") is not None:
+                lift = {k: r.get(k) for k in LIFT_METRICS}
                 self.client.log_batch(
-                    run_id, metrics=[metric("final_audit_lift_over_naive", r["audit_lift_over_naive"], 0, ts)]
+                    run_id, metrics=[metric(f"final_{k}", v, 0, ts) for k, v in numeric(lift, None).items()]
                 )
             tags = (
                 "true" if r.get("pareto") else "false",
