@@ -265,6 +265,15 @@ def test_export_from_mlflow_alone_and_retrain_reproduces_the_trial(smoke, real_d
     got = json.loads(out.read_text())["metrics"]
     for key in ("val_clean_acc", "val_robust_acc", "test_clean_acc", "test_robust_acc"):
         assert got[key] == best["metrics"][key], key  # same seed, same threads: the same numbers on CPU
+    for key in ("val_robust_acc", "test_robust_acc"):  # with their points and 95% intervals, retrained or not
+        n = best["metrics"][f"{key}_n"]
+        assert isinstance(n, int) and got[f"{key}_n"] == n
+        assert (
+            got[f"{key}_ci_low"]
+            == pytest.approx(best["metrics"][f"{key}_ci_low"])
+            == wilson(round(best["metrics"][key] * n), n).low
+        )
+    assert "audit_lift_p" in best["metrics"]
     # --clean-floor on export keeps the front of the trials at or above it.
     rows = [r for r in read_rows(smoke["exp"]) if not r["flags"]]
     floor = sorted(float(r["val_clean_acc"]) for r in rows)[len(rows) // 2]

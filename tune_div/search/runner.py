@@ -448,10 +448,12 @@ def publish_front(
         robust_note="audited" if s.audit != "off" else "proxy, not audited",
     )
     space_file = atomic_write_text(s.path / "search_space.yaml", space.to_yaml())
+    # the front first: the export reads each member's lift over the baseline from its run
+    tracker.log_front(rows, table, [*files, plot, space_file], robust_label(s), base)
     exported = s.path / "exported"
     tracking.export_from_tracking(
         s.mlflow_uri, parent_run_id=tracker.parent_run_id, out=exported, clean_floor=s.clean_floor
     )
-    tracker.log_front(rows, table, [*files, plot, space_file, exported], robust_label(s), base)
+    tracker.log_files([exported])
     if base:
         tracker.log_parent_metrics({f"baseline_{k}": v for k, v in base.items() if isinstance(v, float)})

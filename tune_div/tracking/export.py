@@ -16,13 +16,17 @@ from typing import Any
 import yaml
 
 from ..errors import UserError
+from ..eval.intervals import SUFFIXES
 from ..files import atomic_write_text
 from ..search import pareto, states
 from ..search.states import TrialState
 from ..train import config_file
 from .tracker import FINAL_METRICS as METRICS
-from .tracker import PARENT_ROLE, STOPPED_TAG
+from .tracker import LIFT_METRICS, PARENT_ROLE, STOPPED_TAG
 from .uri import client_for
+
+# what an exported config says beside each accuracy: its points, its 95% interval, the paired lift
+SHOWN = (*(f"{m}{s}" for m in METRICS for s in SUFFIXES), *LIFT_METRICS)
 
 STATUS = {"FINISHED": TrialState.TERMINATED, "FAILED": TrialState.ERROR}  # MLflow run status -> trial state
 
@@ -68,6 +72,7 @@ def trial_rows(client, parent) -> list[dict[str, Any]]:
                 "status": status,
                 "flags": r.data.tags.get("flags", ""),
                 **{k: m.get(f"final_{k}", m.get(k)) for k in METRICS},
+                **{k: m[f"final_{k}"] for k in SHOWN if f"final_{k}" in m},  # n, interval, paired lift
             }
         )
     return sorted(rows, key=lambda row: str(row["trial_id"]))
@@ -78,7 +83,10 @@ def config_doc(client, row: dict[str, Any], parent, uri: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as d:
         path = client.download_artifacts(row["run_id"], "config.yaml", d)
         doc = yaml.safe_load(Path(path).read_text())
-    doc["metrics"] = {k: row[k] for k in METRICS if row.get(k) is not None}
+    doc["metrics"] = {k: row[k] for k in (*METRICS, *SHOWN) if row.get(k) is not None}
+    for key in doc["metrics"]:
+        if key.endswith("_n"):
+            doc["metrics"][key] = int(doc["metrics"][key])
     exp = client.get_experiment(parent.info.experiment_id)
     doc["source"] = config_file.provenance(exp.name, parent.info.run_id, row["run_id"], row["trial_id"], uri)
     return doc

@@ -227,6 +227,10 @@ class SearchTracker:
                     run_id, tags=[tag("pareto", tags[0]), tag("tune_div.eligibility", tags[1]), tag("knee", tags[2])]
                 )
                 self.front_tags[run_id] = tags
+        self.log_files(files)
+
+    def log_files(self, files: list[Path]) -> None:
+        """Files and folders (by their name) as artifacts of the parent."""
         for f in files:
             if f.is_file():
                 self.client.log_artifact(self.parent_run_id, str(f))
