@@ -184,6 +184,18 @@ def test_one_epoch_naive_on_real_mnist_cli(real_data, tmp_path, monkeypatch, cap
     assert bb["pgd"]["0.1"] > wb["pgd"]["0.1"] and bb["fgsm"]["0.1"] > wb["fgsm"]["0.1"]
     assert r["flags"] == []
     assert "white-box pgd" in capsys.readouterr().out
+    # every accuracy with its 95% Wilson interval on the same 1000 points
+    from scipy.stats import binomtest
+
+    def wilson(acc):
+        ci = binomtest(round(acc * 1000), 1000).proportion_ci(method="wilson")
+        return [ci.low, ci.high]
+
+    assert r["clean_acc_n"] == 1000 and [r["clean_acc_ci_low"], r["clean_acc_ci_high"]] == wilson(r["clean_acc"])
+    ci = r["intervals"]
+    assert ci["n"] == 1000 and ci["method"] == "wilson"
+    assert ci["white_box"]["pgd"]["0.1"] == pytest.approx(wilson(wb["pgd"]["0.1"]))
+    assert ci["black_box"]["fgsm"]["0.3"] == pytest.approx(wilson(bb["fgsm"]["0.3"]))
 
 
 @pytest.mark.parametrize(

@@ -70,6 +70,15 @@ def test_smoke_run_writes_the_side_by_side_table(smoke):
         assert f"({PAPER['white_box']['mnist'][method][3]:.1f})" in rows[0]  # PGD, white-box
         assert f"({PAPER['black_box']['mnist'][method][3]:.1f})" in rows[6]
     assert "Kendall τ" in md and "audit" in md and proc.stdout.count("| Naive |") == 12
+    # one seed: each cell's 95% Wilson interval, on the test split (clean) or the n robust points
+    from scipy.stats import binomtest
+
+    n = doc["settings"]["n"]
+    assert f"a proportion on {n} points: its 95% Wilson interval" in md
+    for r in doc["rows"]:
+        points = doc["runs"][r["method"]][0]["clean_n"] if r["column"] == "clean" else n
+        ci = binomtest(round(r["measured"] / 100 * points), points).proportion_ci(method="wilson")
+        assert (r["ci_low"], r["ci_high"]) == pytest.approx((100 * ci.low, 100 * ci.high)), r
 
 
 def test_csv_holds_the_seed_means_of_the_measured_accuracies(smoke):

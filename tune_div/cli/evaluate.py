@@ -162,7 +162,8 @@ class Progress:
 def print_summary(r: dict) -> None:
     print(
         f"{r['dataset']} {r['split']}, n={r['n']}: clean accuracy {r['clean_acc']:.4f} "
-        f"({r['forward_passes_per_prediction']} forward passes per prediction)"
+        f"({r['forward_passes_per_prediction']} forward passes per prediction); intervals are 95% Wilson, "
+        f"about ±{1.96 * (0.25 / r['n']) ** 0.5:.3f} at 50% on these points"
     )
     tm = r["threat_models"]
     for attack, per_eps in tm.get("white_box", {}).items():
@@ -182,7 +183,11 @@ def print_summary(r: dict) -> None:
         a = r["audit"]
         for eps, acc in a["robust_acc"].items():
             steps = ", ".join(f"{k} {v:.4f}" for k, v in a["per_attack"][eps].items())
-            print(f"  audit ({a['preset']}) eps={eps}: {acc:.4f}  (robust accuracy after {steps}; docs/audit.md)")
+            low, high = r["intervals"]["audit"][eps]
+            print(
+                f"  audit ({a['preset']}) eps={eps}: {acc:.4f} [{low:.4f}, {high:.4f}]  "
+                f"(robust accuracy after {steps}; docs/audit.md)"
+            )
     for f in r.get("flags", []):
         print(f"  WARNING {f['name']}: {f['message']} (see {f['doc']})")
     if "sanity" in r and not r.get("flags"):

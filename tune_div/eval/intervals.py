@@ -141,6 +141,14 @@ def annotate(record: Mapping[str, Any], counts: Mapping[str, int]) -> dict[str, 
     return out
 
 
+def nested(tree: Any, n: int, confidence: float = CONFIDENCE) -> Any:
+    """The same nesting of dicts with every accuracy leaf replaced by its ``[low, high]`` interval."""
+    if isinstance(tree, Mapping):
+        return {k: nested(v, n, confidence) for k, v in tree.items()}
+    ci = accuracy_interval(float(tree), n, confidence)
+    return [ci.low, ci.high]
+
+
 def interval_of(record: Mapping[str, Any], key: str) -> Interval | None:
     """The interval an annotated record holds for ``key``; None where it has no point count."""
     value, n = record.get(key), record.get(f"{key}_n")

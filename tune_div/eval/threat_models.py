@@ -28,6 +28,7 @@ from ..attacks.audit import PRESETS as AUDIT_PRESETS
 from ..errors import UserError
 from ..train import TrainConfig
 from ..train.config import resolve_memory_format
+from .intervals import CONFIDENCE, annotate, nested
 from .points import ATTACK_BATCH, DEFAULT_N, accuracy, audit, craft, eval_subset
 from .sanity import proxy_inflation_flags, sanity_checks, sanity_flags
 from .surrogate import Surrogate, config_key, surrogate_config
@@ -228,5 +229,22 @@ def evaluate(
     if spec.audit and spec.white_box:
         flags += proxy_inflation_flags(result["threat_models"]["white_box"], result["audit"]["robust_acc"])
     result["flags"] = flags
+    result.update(intervals(result))
     result["seconds"] = time.perf_counter() - started
     return result
+
+
+def intervals(result: dict[str, Any]) -> dict[str, Any]:
+    """Every accuracy of an evaluation with its 95% Wilson interval on the result's ``n`` points:
+    ``clean_acc_n``, ``clean_acc_ci_low``, ``clean_acc_ci_high`` beside the clean accuracy, and an
+    ``intervals`` block that mirrors the robust accuracies' nesting with ``[low, high]`` leaves."""
+    n = int(result["n"])
+    tm = result["threat_models"]
+    block: dict[str, Any] = {"method": "wilson", "confidence": CONFIDENCE, "n": n}
+    if "white_box" in tm:
+        block["white_box"] = nested(tm["white_box"], n)
+    if "black_box" in tm:
+        block["black_box"] = nested(tm["black_box"]["acc"], n)
+    if "audit" in result:
+        block["audit"] = nested(result["audit"]["robust_acc"], n)
+    return {**annotate({"clean_acc": result["clean_acc"]}, {"clean_acc": n}), "intervals": block}

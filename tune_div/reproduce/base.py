@@ -110,6 +110,29 @@ def kendall_tau(measured: Sequence[float], paper: Sequence[float]) -> float | No
     return None if tau is None or math.isnan(tau) else float(tau)
 
 
+def interval_note(n: int) -> str:
+    """The header line every table gets: how wide a single measured proportion's interval is."""
+    from ..eval.intervals import accuracy_interval
+
+    half, tenth = (100 * accuracy_interval(p, n).half_width for p in (0.5, 0.1))
+    return (
+        f"- each robust number of one seed is a proportion on {n} points: its 95% Wilson interval is about "
+        f"±{half:.1f} points at 50% and ±{tenth:.1f} at 10% or 90% (`ci_low`, `ci_high` in the JSON); with "
+        "several seeds, ±std is the seed spread"
+    )
+
+
+def seed_interval(values: Sequence[float], n: int) -> tuple[float | None, float | None]:
+    """The 95% Wilson interval, in percent, of one seed's accuracy (a fraction) on ``n`` points; (None,
+    None) for several seeds, whose spread is their std."""
+    from ..eval.intervals import accuracy_interval
+
+    if len(values) != 1:
+        return None, None
+    ci = accuracy_interval(values[0], n)
+    return 100 * ci.low, 100 * ci.high
+
+
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for one value)."""
     n = len(values)

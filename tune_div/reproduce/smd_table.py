@@ -33,7 +33,17 @@ from .. import data
 from ..errors import DivergenceError, UserError
 from ..eval import EvalSpec
 from ..train import EVAL_BATCH, TrainConfig, ensemble_and_member_accuracy
-from .base import Log, Protocol, evaluate_cached, kendall_tau, mean_std, register_protocol, train_cached
+from .base import (
+    Log,
+    Protocol,
+    evaluate_cached,
+    interval_note,
+    kendall_tau,
+    mean_std,
+    register_protocol,
+    seed_interval,
+    train_cached,
+)
 
 METHODS = ("naive", "adp", "gal", "dverge", "smd", "smd_plus")
 LABELS = {"naive": "Naive", "adp": "ADP", "gal": "GAL", "dverge": "DVERGE", "smd": "SMD", "smd_plus": "SMD+"}
@@ -249,6 +259,7 @@ class SMDTable(Protocol):
                     {
                         "seed": seed,
                         "clean": clean,
+                        "clean_n": len(test_loader.labels),
                         "white_box": result["threat_models"]["white_box"],
                         "black_box": result["threat_models"]["black_box"]["acc"],
                         "surrogate_clean": result["threat_models"]["black_box"]["surrogate"]["clean_acc"],
@@ -289,9 +300,12 @@ def aggregate(s: dict[str, Any], runs: dict[str, list[dict[str, Any]]]) -> dict[
                 for column in COLUMNS:
                     if column == "clean":
                         values = [r["clean"] for r in runs[method]]
+                        points = runs[method][0]["clean_n"]
                     else:
                         values = [r[threat][column][key] for r in runs[method]]
+                        points = s["n"]
                     mean, std = mean_std([100 * v for v in values])
+                    low, high = seed_interval(values, points)
                     rows.append(
                         {
                             "threat": threat,
@@ -300,12 +314,15 @@ def aggregate(s: dict[str, Any], runs: dict[str, list[dict[str, Any]]]) -> dict[
                             "column": column,
                             "measured": mean,
                             "std": std,
+                            "ci_low": low,
+                            "ci_high": high,
                             "seeds": len(values),
                             "paper": paper_value(threat, s["dataset"], method, column),
                         }
                     )
                 if threat == "white_box" and s["audit"]:
                     mean, std = mean_std([100 * r["audit"][key] for r in runs[method]])
+                    low, high = seed_interval([r["audit"][key] for r in runs[method]], s["n"])
                     rows.append(
                         {
                             "threat": threat,
@@ -313,6 +330,8 @@ def aggregate(s: dict[str, Any], runs: dict[str, list[dict[str, Any]]]) -> dict[
                             "method": method,
                             "column": "audit",
                             "measured": mean,
+                            "ci_low": low,
+                            "ci_high": high,
                             "std": std,
                             "seeds": len(runs[method]),
                             "paper": None,
@@ -353,7 +372,9 @@ def write_outputs(doc: dict[str, Any], out: Path) -> None:
     stem = out / f"smd-table_{doc['settings']['dataset']}"
     atomic_write_text(stem.with_suffix(".json"), json.dumps(doc, indent=2))
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["threat", "eps", "method", "column", "measured", "std", "seeds", "paper"])
+    writer = csv.DictWriter(
+        buf, fieldnames=["threat", "eps", "method", "column", "measured", "std", "ci_low", "ci_high", "seeds", "paper"]
+    )
     writer.writeheader()
     writer.writerows(doc["rows"])
     atomic_write_text(stem.with_suffix(".csv"), buf.getvalue())
@@ -380,6 +401,7 @@ def markdown(doc: dict[str, Any]) -> str:
         f"{s['seeds']} seed(s) (mean ±std); budget `{s['budget']}`"
         + (f" (train subset {s['subset']}, validation subset {s['val_subset']})" if s["subset"] else ""),
         f"- robust accuracy on {s['n']} test points (fixed seeded subset), clean accuracy on the whole test split",
+        interval_note(s["n"]),
         (
             f"- audit: {s['audit']} preset (worst case of five attacks per point, docs/audit.md)"
             if s["audit"]
