@@ -10,13 +10,17 @@ from tune_div.errors import UserError
 from tune_div.eval import accuracy
 
 # Cheap settings per attack so the whole registry runs in seconds on CPU.
-FAST = {"square": {"n_queries": 300}, "autoattack": {"preset": "fast", "square_queries": 100}}
-EPS = {"cw_l2": 3.0}
+FAST = {
+    "square": {"n_queries": 300},
+    "autoattack": {"preset": "fast", "square_queries": 100},
+    "ead": {"max_iterations": 50, "binary_search_steps": 3},
+}
+EPS = {"cw_l2": 3.0, "ead": 20.0, "jsma": 0.1}  # L2 radius, L1 budget, fraction of features changed
 
 
 @pytest.mark.parametrize("name", attacks.names())
 def test_attack_lowers_accuracy(name, trained_ensemble, eval_points):
-    n = 16 if name == "cw_l2" else 64  # advertorch's CW loops over samples in Python
+    n = {"cw_l2": 16, "jsma": 32}.get(name, 64)  # advertorch's CW loops over samples, JSMA over pixel pairs
     x, y = eval_points[0][:n], eval_points[1][:n]
     eps = EPS.get(name, 0.25)
     torch.manual_seed(0)
@@ -24,8 +28,13 @@ def test_attack_lowers_accuracy(name, trained_ensemble, eval_points):
     clean, robust = accuracy(trained_ensemble, x, y), accuracy(trained_ensemble, x_adv, y)
     assert robust < clean - 0.2, (clean, robust)
     assert x_adv.shape == x.shape
-    if attacks.ATTACKS.get(name).norm == "l2":  # L∞ balls are enforced by the base class for every attack
+    norm = attacks.ATTACKS.get(name).norm  # L∞ balls are enforced by the base class for every attack
+    if norm == "l2":
         assert float((x_adv - x).flatten(1).norm(dim=1).max()) <= eps + 1e-4
+    if norm == "l1":
+        assert float((x_adv - x).flatten(1).abs().sum(dim=1).max()) <= eps + 1e-3
+    if norm == "l0":
+        assert int((x_adv != x).flatten(1).sum(dim=1).max()) <= eps * x[0].numel()
     assert not trained_ensemble.training  # the attack restored the caller's mode
 
 

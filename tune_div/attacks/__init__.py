@@ -7,7 +7,21 @@ declares whether it is iterative, its step option and its single-step counterpar
 strong adaptive suite (worst case per point) behind every robust accuracy reported as audited.
 """
 
-from . import audit, autoattack, autopgd, bim, cw, fgsm, logits, mim, pgd, rfgsm, square  # noqa: F401  (registers)
+from . import (  # noqa: F401  (registers)
+    audit,
+    autoattack,
+    autopgd,
+    bim,
+    cw,
+    ead,
+    fgsm,
+    jsma,
+    logits,
+    mim,
+    pgd,
+    rfgsm,
+    square,
+)
 from .audit import AuditReport
 from .base import Attack, MeanLogits
 from .registry import ATTACKS, register_attack

@@ -24,7 +24,8 @@ from torch import nn
 from ..domains import Domain, Float, check, check_all
 from ..errors import UserError
 
-EPS_DOMAIN = {"linf": Float(0.0, 1.0), "l2": Float(low=0.0)}  # 0 returns the input unchanged
+# 0 returns the input unchanged; for L0 ``eps`` is the largest fraction of the features changed
+EPS_DOMAIN = {"linf": Float(0.0, 1.0), "l2": Float(low=0.0), "l1": Float(low=0.0), "l0": Float(0.0, 1.0)}
 
 
 class Attack(abc.ABC):
