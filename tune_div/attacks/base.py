@@ -75,6 +75,14 @@ class Attack(abc.ABC):
         return x_adv.clamp_(0.0, 1.0)
 
 
+def scale_into_ball(x: torch.Tensor, x_adv: torch.Tensor, eps: float, p: int) -> torch.Tensor:
+    """``x_adv`` with each perturbation longer than ``eps`` in the L``p`` norm scaled back onto the ball
+    (the L∞ ball is enforced by :class:`Attack` itself)."""
+    delta = x_adv - x
+    norms = delta.flatten(1).norm(p=p, dim=1).clamp_min(1e-12).view(-1, *[1] * (x.dim() - 1))
+    return x + delta * torch.clamp(eps / norms, max=1.0)
+
+
 class MeanLogits(nn.Module):
     """An ensemble seen through its mean member logits ``[B, C]`` (a model without ``member_logits``: its
     own output). Attacking this view instead of the log-mean-softmax output avoids the saturation of a

@@ -12,7 +12,7 @@ from torch import nn
 
 from ..compat import import_advertorch
 from ..domains import COUNT, NON_NEGATIVE, POSITIVE, Bool, Maybe
-from .base import Attack
+from .base import Attack, scale_into_ball
 from .registry import register_attack
 
 
@@ -97,6 +97,4 @@ class CWL2(Attack):
             clip_min=0.0,
             clip_max=1.0,
         ).perturb(x, y)
-        delta = x_adv - x
-        norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (x.dim() - 1))
-        return x + delta * torch.clamp(eps / norms, max=1.0)
+        return scale_into_ball(x, x_adv, eps, p=2)

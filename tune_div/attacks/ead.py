@@ -14,7 +14,7 @@ import torch
 
 from ..compat import import_advertorch
 from ..domains import COUNT, NON_NEGATIVE, POSITIVE, OneOf
-from .base import Attack
+from .base import Attack, scale_into_ball
 from .registry import register_attack
 
 
@@ -64,6 +64,4 @@ class EAD(Attack):
             clip_min=0.0,
             clip_max=1.0,
         ).perturb(x, y)
-        delta = x_adv - x
-        norms = delta.flatten(1).abs().sum(dim=1).clamp_min(1e-12).view(-1, *[1] * (x.dim() - 1))
-        return x + delta * torch.clamp(eps / norms, max=1.0)
+        return scale_into_ball(x, x_adv, eps, p=1)

@@ -34,8 +34,17 @@ from typing import Any
 import torch
 
 from .. import attacks, data
-from ..attacks.base import correct
-from ..eval import Surrogate, accuracy, audit, craft, eval_subset, proxy_inflation_flags, sanity_checks, sanity_flags
+from ..eval import (
+    Surrogate,
+    accuracy,
+    audit,
+    craft,
+    eval_subset,
+    predict,
+    proxy_inflation_flags,
+    sanity_checks,
+    sanity_flags,
+)
 from ..eval.intervals import annotate, points_text
 from ..train import TrainConfig, Trainer
 from .settings import FINAL, OBJECTIVE_DEFAULTS, check_objective
@@ -78,10 +87,7 @@ class SubsetAttack:
         """Clean accuracy and the proxy's per-point robustness ``[n]`` bool."""
         torch.manual_seed(0)  # the PGD random start: same proxy draw for every trial and epoch
         x_adv = craft(self.attack, model, self.x, self.y, self.eps, self.options)
-        model.eval()
-        with torch.no_grad():
-            robust = correct(model, x_adv, self.y)
-        return accuracy(model, self.x, self.y), robust
+        return accuracy(model, self.x, self.y), predict(model, x_adv) == self.y
 
     def audit(self, model, preset: str) -> float:
         """The audit's robust accuracy (docs/audit.md) on the same subset, at the same eps."""

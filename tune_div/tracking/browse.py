@@ -46,9 +46,10 @@ def _cell(text: str) -> str:
 
 
 def _hparams(row: Mapping[str, Any]) -> str:
+    from ..search.results import hparams_text  # the printed table's; imported late (results imports tracking)
+
     values = {**(row.get("hparams") or {}), **(row.get("train") or {})}
-    text = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
-    return f"`{_cell(text)}`" if text else "defaults"
+    return f"`{_cell(hparams_text(values))}`" if values else "defaults"
 
 
 def front_markdown(
