@@ -85,8 +85,8 @@ SMOKE_FLOOR = 0.5  # the smoke search's clean floor: every 1-epoch trial clears 
 
 @pytest.fixture(scope="session")
 def smoke(ray_session, real_data, tmp_path_factory):
-    """One real smoke search (3 SMD trials, 1 epoch) shared by the tests of its outputs (the search's files,
-    MLflow, the UI in a browser)."""
+    """One real smoke search (3 SMD trials, 1 epoch, its winners confirmed with one fresh seed) shared by the
+    tests of its outputs (the search's files, MLflow, the export, the UI in a browser)."""
     from tune_div.cli import search
 
     storage = tmp_path_factory.mktemp("smoke")
@@ -108,6 +108,8 @@ def smoke(ray_session, real_data, tmp_path_factory):
                 "1",
                 "--clean-floor",
                 str(SMOKE_FLOOR),
+                "--confirm",
+                "1",
                 "--data-dir",
                 str(real_data),
                 "--storage-path",

@@ -30,7 +30,8 @@ def table(front, knee=None):
 def test_front_markdown_links_each_member_marks_the_knee_and_ends_with_the_baseline():
     front = [
         {"trial_id": "a1", "val_clean_acc": 0.9, "val_robust_acc": 0.5, "val_proxy_acc": 0.55,
-         "audit_lift_over_naive": 0.02, "hparams": {"lam": 1.5678}, "train": {"lr": 0.001}},
+         "val_robust_acc_n": 200, "val_robust_acc_ci_low": 0.431, "val_robust_acc_ci_high": 0.569,
+         "audit_lift_over_naive": 0.02, "audit_lift_p": 0.01, "hparams": {"lam": 1.5678}, "train": {"lr": 0.001}},
         {"trial_id": "b2", "val_clean_acc": 0.8, "val_robust_acc": 0.6, "val_proxy_acc": None,
          "audit_lift_over_naive": None, "hparams": {"mode": "a|b"}, "train": {}},
     ]  # fmt: skip
@@ -40,11 +41,26 @@ def test_front_markdown_links_each_member_marks_the_knee_and_ends_with_the_basel
     rows = [ln for ln in md.splitlines() if ln.startswith("| ")][1:]
     assert rows[0] == "| [b2] | 0.8000 | 0.6000 | – | – | `mode=a\\|b` |".replace("[b2]", "b2")  # no run yet: no link
     assert rows[1] == (
-        "| [a1](#/experiments/7/runs/run-a?workflowType=machine_learning) **knee** | 0.9000 | 0.5000 | 0.5500 | "
-        "+0.0200 | `lam=1.568 lr=0.001` |"
+        "| [a1](#/experiments/7/runs/run-a?workflowType=machine_learning) **knee** | 0.9000 | 0.5000 [0.431, 0.569] "
+        "| 0.5500 | +0.0200* | `lam=1.568 lr=0.001` |"
     )
     assert rows[2].startswith("| naive baseline | 0.8500 | 0.4800 | – | 0 (reference) |")
     assert "robust accuracy audited" in md and "2 trial(s)" in md
+    assert "lift significant at 0.05" in md
+
+
+def test_a_confirmed_front_shows_its_seed_means():
+    front = [
+        {"trial_id": "a1", "val_clean_acc": 0.9, "val_robust_acc": 0.5, "knee": True, "hparams": {}, "train": {},
+         "confirmed_val_robust_acc": 0.45, "confirmed_val_robust_acc_std": 0.0412, "confirm_seeds": [0, 1, 2],
+         "confirmed_lift": 0.031, "confirmed_lift_significant": True},
+        {"trial_id": "b2", "val_clean_acc": 0.8, "val_robust_acc": 0.6, "hparams": {}, "train": {}},
+    ]  # fmt: skip
+    md = browse.front_markdown(table(front, knee="a1"), "7", {}, "audited")
+    header, _, first, second = [ln for ln in md.splitlines() if ln.startswith("|")][:4]
+    assert "confirmed robust, test lift (seeds)" in header
+    assert first.startswith("| b2 |") and "| – |" in first  # not confirmed: a dash
+    assert "| 0.4500 ± 0.041, +0.0310* (3) |" in second
 
 
 def test_an_empty_front_says_so():

@@ -159,7 +159,11 @@ def test_the_mlflow_ui_opens_on_the_search_with_its_front_trials_and_plot(smoke,
         run_of = {c.data.tags["tune_div.trial_id"]: c.info.run_id for c in children}
         for member in front["front"]:
             (row,) = [c for c in cells if c[0].split()[0] == member["trial_id"]]
-            assert row[1:3] == [f"{member['val_clean_acc']:.4f}", f"{member['val_robust_acc']:.4f}"]
+            robust = (
+                f"{member['val_robust_acc']:.4f} [{member['val_robust_acc_ci_low']:.3f}, "
+                f"{member['val_robust_acc_ci_high']:.3f}]"
+            )  # the value and its 95% interval
+            assert row[1:3] == [f"{member['val_clean_acc']:.4f}", robust]
             link = table.find_element(By.LINK_TEXT, member["trial_id"])
             assert f"/runs/{run_of[member['trial_id']]}" in link.get_attribute("href")
         knee = [c for c in cells if "knee" in c[0]]

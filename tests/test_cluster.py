@@ -94,11 +94,13 @@ def run_until(p: subprocess.Popen, predicate, timeout: float) -> list[str]:
     raise AssertionError("the search ended before the moment to act:\n" + "".join(lines)[-2000:])
 
 
-def test_kill_9_of_the_driver_at_two_moments_then_resume_leaves_nothing_open(real_data, tmp_path):
+def test_kill_9_of_the_driver_at_three_moments_then_resume_leaves_nothing_open(real_data, tmp_path):
     """First kill: mid-epoch of a trial whose epoch 1 is checkpointed. Second: right after a trial
-    finished, when the next trial has just been asked from Optuna (Ray may not have recorded it yet)."""
+    finished, when the next trial has just been asked from Optuna (Ray may not have recorded it yet).
+    Third: during the seed confirmation (``--confirm 2``), once its first retrain has finished."""
     exp = tmp_path / "x"
-    cmd = search_cmd(real_data, tmp_path, "--samples", "3", "--concurrency", "1", "--epochs", "2")
+    confirm = ("--confirm", "2", "--confirm-top", "1")
+    cmd = search_cmd(real_data, tmp_path, "--samples", "3", "--concurrency", "1", "--epochs", "2", *confirm)
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
     try:
         first = run_until(p, lambda ln: "epoch 1/2" in ln, 240)[-1]
@@ -119,12 +121,34 @@ def test_kill_9_of_the_driver_at_two_moments_then_resume_leaves_nothing_open(rea
         q.wait(timeout=30)
     assert not any(f"[{killed_mid}]" in ln and "epoch 1/2" in ln for ln in lines)  # continued from epoch 1
     assert any(f"[{killed_mid}]" in ln and "epoch 2/2" in ln for ln in lines), "".join(lines)
+    c = subprocess.Popen(resume, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+    try:
+        lines = run_until(c, lambda ln: "(confirmation 1 of 2)" in ln, 400)
+        c.send_signal(signal.SIGKILL)
+    finally:
+        c.kill()
+        c.wait(timeout=30)
+    done = {p.parent.name: p.stat().st_mtime_ns for p in exp.glob("confirm/*/seed_*/result.json")}
+    assert done, "".join(lines)[-2000:]  # at least the seed that said so had finished
     r = subprocess.run(resume, capture_output=True, text=True, cwd=REPO, timeout=400)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "Traceback" not in r.stdout + r.stderr
     rows = rows_of(exp)
     assert len(rows) == 3 and all(row["status"] == "TERMINATED" for row in rows.values())
     assert_nothing_left_open(exp, f"sqlite:///{tmp_path / 'mlflow.db'}", rows)
+    # the confirmation went on where it was cut: a finished seed is read back, never trained again
+    assert f"confirmation: {len(done)} seed(s) finished before, read back (not retrained)" in r.stdout
+    for name, stamp in done.items():
+        assert not any(f"] seed {name[len('seed_') :]}:" in ln for ln in r.stdout.splitlines()), r.stdout[-2000:]
+        (again,) = exp.glob(f"confirm/*/{name}/result.json")
+        assert again.stat().st_mtime_ns == stamp
+    (member,) = json.loads((exp / "pareto.json").read_text())["confirmed"]
+    assert member["confirm_seeds"] == [0, 1, 2] and not list(exp.glob("confirm/*/*/state.pt"))
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("smd-mnist").experiment_id])
+    retrains = [r for r in runs if r.data.tags.get("tune_div.role") == "confirmation"]
+    assert sorted(r.data.tags["tune_div.confirm_seed"] for r in retrains) == ["1", "2"]  # none logged twice
+    assert all(r.info.status == "FINISHED" for r in retrains)
 
 
 @pytest.fixture

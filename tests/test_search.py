@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -41,7 +42,7 @@ def test_smoke_search_prints_the_brute_force_front(smoke):
     ok = [r for r in rows if not r["flags"]]
     pts = {r["trial_id"]: (float(r["val_clean_acc"]), float(r["val_robust_acc"])) for r in ok}
     brute = {t for t, p in pts.items() if not any(q[0] >= p[0] and q[1] >= p[1] and q != p for q in pts.values())}
-    table = out.split("Pareto front")[1].split("written:")[0]
+    table = out.split("Pareto front")[1].split("written:")[0].split("Seed confirmation")[0]
     assert "robust accuracy audited (fast preset" in table.splitlines()[0]
     lines = [ln for ln in table.splitlines()[2:] if ln.strip() and not ln.strip().startswith("*")]
     printed = {ln.split()[0] for ln in lines if not ln.split()[0] == "naive-baseline"}
@@ -151,6 +152,58 @@ def mlflow_runs(storage: Path, experiment: str = "smd-mnist"):
     return client, parents, children
 
 
+def test_the_winners_are_confirmed_with_a_fresh_seed_and_chosen_on_the_means(smoke):
+    """``--confirm 1``: the knee and the best robust (or the next trial off the front) retrained with seed
+    1 on the same data, audited on the test split, each a run nested under its trial's run; the knee and
+    best robust chosen again on the means, and the export writing those, with the confirmed numbers."""
+    exp, out = smoke["exp"], smoke["out"]
+    doc = json.loads((exp / "pareto.json").read_text())
+    conf, confirmed = doc["confirmation"], doc["confirmed"]
+    assert conf["seeds"] == [1] and conf["trained"] == len(confirmed) == len(conf["members"]) >= 1
+    assert [r["trial_id"] for r in confirmed] == conf["members"] and not conf["failures"]
+    rows = {r["trial_id"]: r for r in read_rows(exp)}
+    for r in confirmed:
+        assert r["confirm_seeds"] == [0, 1]
+        result = json.loads((exp / "confirm" / r["trial_id"] / "seed_1" / "result.json").read_text())
+        for key in ("val_clean_acc", "val_robust_acc", "test_clean_acc", "test_robust_acc"):
+            values = r[f"confirmed_{key}_values"]
+            assert values == pytest.approx([r[key], result[key]])  # the search's seed, then the fresh one
+            assert r[f"confirmed_{key}"] == pytest.approx(statistics.fmean(values))
+            assert r[f"confirmed_{key}_std"] == pytest.approx(statistics.stdev(values))
+        for key in ("val_robust_acc_n", "test_robust_acc_n"):  # measured on the same points
+            assert result[key] == r[key]
+        assert r["confirmed_lift_values"][0] == pytest.approx(r["test_audit_lift_over_naive"])
+        assert float(rows[r["trial_id"]]["confirmed_val_robust_acc"]) == pytest.approx(r["confirmed_val_robust_acc"])
+    assert not list(exp.glob("confirm/*/*/state.pt"))  # no weights kept
+    means = [(r["confirmed_val_clean_acc"], r["confirmed_val_robust_acc"]) for r in confirmed]
+    assert doc["knee"] == conf["knee"] == confirmed[pareto.knee(means)]["trial_id"]
+    best = max(confirmed, key=lambda r: (r["confirmed_val_robust_acc"], r["confirmed_val_clean_acc"]))
+    assert conf["best"] == best["trial_id"]
+    assert "Seed confirmation: " in out and "confirmation cost: " in out and f"knee {conf['knee']}" in out
+    # MLflow: each retrain is a run nested under its trial's run, with its own numbers
+    client, (parent,), children = mlflow_runs(smoke["storage"])
+    run_of = {c.data.tags["tune_div.trial_id"]: c for c in children}
+    for r in confirmed:
+        (run,) = client.search_runs(
+            [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{run_of[r['trial_id']].info.run_id}'"
+        )
+        assert run.data.tags["tune_div.role"] == "confirmation" and run.data.tags["tune_div.confirm_seed"] == "1"
+        assert run.info.status == "FINISHED"
+        assert run.data.metrics["final_test_robust_acc"] == pytest.approx(r["confirmed_test_robust_acc_values"][1])
+        trial_metrics = run_of[r["trial_id"]].data.metrics
+        assert trial_metrics["final_confirmed_val_robust_acc"] == pytest.approx(r["confirmed_val_robust_acc"])
+        assert trial_metrics["final_confirmed_seeds"] == 2
+    assert run_of[doc["knee"]].data.tags["knee"] == "true"
+    # the export writes the confirmed choice, with the confirmed numbers
+    for name, tid in (("knee", conf["knee"]), ("best_robust", conf["best"])):
+        written = yaml.safe_load((exp / "exported" / f"{name}.yaml").read_text())
+        assert written["source"]["trial_id"] == tid
+        (r,) = [c for c in confirmed if c["trial_id"] == tid]
+        assert written["metrics"]["confirmed_val_robust_acc"] == pytest.approx(r["confirmed_val_robust_acc"])
+        assert written["metrics"]["confirmed_seeds"] == 2
+        assert written["metrics"]["confirmed_lift"] == pytest.approx(r["confirmed_lift"])
+
+
 def test_mlflow_parent_and_children_match_the_search(smoke):
     client, parents, children = mlflow_runs(smoke["storage"])
     (parent,) = parents
@@ -192,18 +245,26 @@ def test_the_experiment_is_model_training_and_the_parent_describes_its_front(smo
     assert table[0].split("|")[1:-1] == [
         " trial ",
         " clean ",
-        " robust ",
+        " robust (95%) ",
         " proxy ",
         " lift over naive ",
+        " confirmed robust, test lift (seeds) ",  # the smoke search is seed-confirmed
         " hyperparameters ",
     ]
     body = table[1:]
-    assert len(body) == len(doc["front"]) + 1 and body[-1].startswith("| naive baseline |")
-    for r in doc["front"]:
+    off = [r for r in doc["confirmed"] if not r["pareto"]]  # confirmed from just off the front
+    assert len(body) == len(doc["front"]) + len(off) + 1 and body[-1].startswith("| naive baseline |")
+    for r in doc["front"] + off:
         (row,) = [ln for ln in body if f"[{r['trial_id']}]" in ln]
         assert f"(#/experiments/{exp.experiment_id}/runs/{run_of[r['trial_id']]}?workflowType=machine_learning)" in row
-        assert f"| {r['val_robust_acc']:.4f} |" in row and f"| {r['val_clean_acc']:.4f} |" in row
+        robust = f"| {r['val_robust_acc']:.4f} [{r['val_robust_acc_ci_low']:.3f}, {r['val_robust_acc_ci_high']:.3f}] |"
+        assert robust in row and f"| {r['val_clean_acc']:.4f} |" in row
         assert ("**knee**" in row) == (r["trial_id"] == doc["knee"])
+        assert ("(off the front)" in row) == (not r["pareto"])
+    for r in doc["confirmed"]:
+        (row,) = [ln for ln in body if f"[{r['trial_id']}]" in ln]
+        assert f"| {r['confirmed_val_robust_acc']:.4f} ± {r['confirmed_val_robust_acc_std']:.3f}, " in row
+        assert row.split("|")[6].strip().endswith("(2)")
 
 
 def test_the_optuna_study_carries_names_runs_and_the_audit(smoke):
@@ -221,6 +282,13 @@ def test_the_optuna_study_carries_names_runs_and_the_audit(smoke):
         assert t.user_attrs["flags"] == rows[tid]["flags"]
         for key in ("val_audit_acc", "val_proxy_acc"):
             assert t.user_attrs[key] == pytest.approx(float(rows[tid][key]))
+            low, high, n = (rows[tid][f"{key}{suffix}"] for suffix in ("_ci_low", "_ci_high", "_n"))
+            assert t.user_attrs[f"{key}_95ci"] == f"[{float(low):.3f}, {float(high):.3f}] of {n}"
+    doc = json.loads((smoke["exp"] / "pareto.json").read_text())
+    assert sorted(study.user_attrs["confirmed"]) == sorted(r["trial_id"] for r in doc["confirmed"])
+    assert study.user_attrs["confirmed_knee"] == doc["knee"]
+    for r in doc["confirmed"]:
+        assert f"robust {r['confirmed_val_robust_acc']:.4f} ± " in study.user_attrs["confirmed"][r["trial_id"]]
 
 
 def test_export_from_mlflow_alone_and_retrain_reproduces_the_trial(smoke, real_data, tmp_path, capsys):

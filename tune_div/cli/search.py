@@ -14,7 +14,7 @@ import sys
 
 from .. import data, defenses, models
 from ..errors import UserError
-from ..search.settings import AUDITS, BUDGETS, OBJECTIVES, SAMPLERS, SCHEDULERS, Settings
+from ..search.settings import AUDITS, BUDGETS, CLI, OBJECTIVES, SAMPLERS, SCHEDULERS, Settings
 from .common import ArgumentParser, cli_errors
 
 PROG = "tune-div search"
@@ -60,6 +60,21 @@ def build_parser(prog: str = PROG) -> ArgumentParser:
         help="retries of a trial whose worker or node is lost, from its last checkpoint (default 2); "
         "an error of the trial itself (divergence) is never retried",
     )
+    p.add_argument(
+        "--confirm",
+        type=int,
+        metavar="K",
+        help="retrain the front's winners with K fresh seeds after the search, audited on the test split, and "
+        "choose the knee and best robust on the means (default: the budget's, smoke 0, small and paper 2); "
+        "with --resume, confirms a finished search",
+    )
+    p.add_argument(
+        "--confirm-top",
+        type=top_count,
+        metavar="T",
+        help="confirm the first T front members, the knee and best robust first (default 2; paper: all); "
+        "0 or all: the whole front",
+    )
     p.add_argument("--clean-floor", type=float, help="constraint: trials below this clean accuracy are infeasible")
     p.add_argument("--gpus", type=float, default=0, help="GPUs for the whole search (0: CPU)")
     p.add_argument(
@@ -92,10 +107,31 @@ def build_parser(prog: str = PROG) -> ArgumentParser:
     return p
 
 
+def top_count(text: str) -> int:
+    """``--confirm-top``: a count, or ``all`` (stored as 0, the whole front)."""
+    if text.strip().lower() == "all":
+        return 0
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of front members or 'all', got {text!r}") from None
+
+
 def settings_from(args: argparse.Namespace) -> Settings:
     """The new search's settings from the parsed command line (the options that are settings)."""
     names = set(inspect.signature(Settings.create).parameters) - {"defense"}
     return Settings.create(args.defense, **{k: v for k, v in vars(args).items() if k in names})
+
+
+def confirm_on_resume(s: Settings, args: argparse.Namespace) -> None:
+    """``--resume DIR --confirm K [--confirm-top T]``: confirm (more of) a search; saved with its settings."""
+    changed = {k: getattr(args, k) for k in ("confirm", "confirm_top") if getattr(args, k) is not None}
+    if not changed:
+        return
+    for k, v in changed.items():
+        setattr(s, k, v)
+    s.check(CLI)
+    s.save()
 
 
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:
@@ -106,6 +142,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
 
         if args.resume:
             s = Settings.load(args.resume)
+            confirm_on_resume(s, args)
         else:
             s = settings_from(args)
             if s.path.exists() and any(s.path.iterdir()):

@@ -68,6 +68,8 @@ def config_key(cfg: TrainConfig) -> str:
     d.pop("device")
     if d.get("precision") == "auto":  # the default keeps the keys of models cached before the field existed
         d.pop("precision")
+    if d.get("split_seed") is None:  # likewise: the data's seed is the training seed
+        d.pop("split_seed", None)
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -132,3 +132,19 @@ def pareto_table(
         "knee": ok[k] if k is not None else None,
         "objectives": list(objectives),
     }
+
+
+def confirmed_choice(
+    rows: Sequence[dict[str, Any]], objectives: Sequence[str] = ("val_clean_acc", "val_robust_acc")
+) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(knee, best robust) among the seed-confirmed rows, chosen on their confirmed means
+    (``confirmed_<objective>``, search/confirm.py) as :func:`knee` and the highest robust mean; None when
+    no row is confirmed. The search itself and the export choose so, once a search is confirmed."""
+    x, y = objectives
+    done = [r for r in rows if r.get(f"confirmed_{x}") is not None and r.get(f"confirmed_{y}") is not None]
+    if not done:
+        return None
+    points = [(float(r[f"confirmed_{x}"]), float(r[f"confirmed_{y}"])) for r in done]
+    k = knee(points)
+    best = max(range(len(done)), key=lambda i: (points[i][1], points[i][0]))
+    return done[k if k is not None else best], done[best]

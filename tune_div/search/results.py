@@ -20,10 +20,12 @@ from typing import Any
 
 from ..eval.intervals import SUFFIXES, interval_of
 from ..files import atomic_write_text
+from ..progress import duration
 from ..tracking.tracker import FINAL_METRICS as METRICS
 from ..tracking.tracker import LIFT_METRICS
 from . import ray_layout, states
 from .baseline import BASELINE_ID, significant_lift
+from .confirm import COLUMNS as CONFIRM_COLUMNS
 from .settings import FINAL, Settings
 from .states import TrialState
 from .trial_config import TrialConfig
@@ -41,6 +43,7 @@ COLUMNS = [
     *METRICS,
     *INTERVALS,
     *LIFT,
+    *CONFIRM_COLUMNS,
     "flags",
     "hparams",
     "train",
@@ -91,6 +94,7 @@ def collect(grid, stopped: dict[str, int] | None = None) -> list[dict[str, Any]]
                 "hparams": dict(config.hparams) if config else {},
                 "train": dict(config.train) if config else {},
                 "epoch": m.get("epoch"),
+                "time_total_s": m.get("time_total_s"),
                 "flags": m.get("flags", ""),
                 **{k: m.get(k) for k in (*METRICS, *INTERVALS, "val_robust_points")},
                 "path": r.path,
@@ -106,7 +110,8 @@ def _csv(rows: list[dict[str, Any]]) -> str:
     w = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
     w.writeheader()
     for r in rows:
-        w.writerow({**r, "hparams": json.dumps(r["hparams"]), "train": json.dumps(r["train"])})
+        lists = {k: json.dumps(r[k]) for k in CONFIRM_COLUMNS if isinstance(r.get(k), list)}
+        w.writerow({**r, **lists, "hparams": json.dumps(r["hparams"]), "train": json.dumps(r["train"])})
     return buf.getvalue()
 
 
@@ -131,6 +136,9 @@ def write_results(
         "front": [{k: r.get(k) for k in COLUMNS} for r in table["front"]],
         "naive_baseline": {k: v for k, v in base.items() if not k.endswith("_points")} if base else None,
         "significant_lift": sum(significant_lift(r) for r in table["front"]) if base else None,
+        # with --confirm: the seeds, members, costs, and the knee and best robust before and after
+        "confirmation": table.get("confirmation"),
+        "confirmed": [{k: r.get(k) for k in COLUMNS} for r in table.get("confirmed", [])],
     }
     return [
         atomic_write_text(s.path / "trials.csv", _csv(rows)),
@@ -208,7 +216,64 @@ def print_table(
             )
     else:
         print("  (no naive baseline: the search was interrupted or the baseline failed)")
+    if table.get("confirmation"):
+        print_confirmation(s, table)
     print(
         f"written: {s.path / 'pareto.csv'}, {s.path / 'pareto.json'}, {s.path / 'trials.csv'}, "
         f"Optuna study {s.study_path} (tune-div ui --optuna)"
+    )
+
+
+def _mean_std(r: dict[str, Any], key: str) -> str:
+    mean, std = r.get(f"confirmed_{key}"), r.get(f"confirmed_{key}_std")
+    return f"{mean:.4f}±{std:.3f}" if isinstance(mean, float) and isinstance(std, float) else "-"
+
+
+def print_confirmation(s: Settings, table: dict[str, Any]) -> None:
+    """The seed confirmation under the front: each member's mean ± std over its seeds, the per-seed test
+    robust accuracies, the lift over naive per seed; which knee and best robust the means chose; the cost."""
+    c = table["confirmation"]
+    x, y = table["objectives"]
+    seeds = [s.seed, *c["seeds"]]
+    print(
+        f"Seed confirmation: {len(c['members'])} member(s) retrained with seeds {', '.join(map(str, c['seeds']))} "
+        f"(same data and points as seed {s.seed}); mean ± std over seeds {', '.join(map(str, seeds))}:"
+    )
+    print(
+        f"  {'trial':<15} {'clean':>12} {'robust':>12} {'test robust':>12} {'test lift':>13} {'p':>6}  "
+        "per seed (test robust)"
+    )
+    by_id = {str(r["trial_id"]): r for r in table.get("confirmed", [])}
+    for tid in c["members"]:
+        r = by_id.get(tid, {})
+        lift, std, p = r.get("confirmed_lift"), r.get("confirmed_lift_std"), r.get("confirmed_lift_p")
+        sig = "*" if r.get("confirmed_lift_significant") else " "
+        lift_text = "-" if lift is None else f"{lift:+.4f}±{std:.3f}{sig}"
+        values = " ".join(f"{v:.3f}" for v in r.get("confirmed_test_robust_acc_values") or [])
+        print(
+            f"  {tid:<15} {_mean_std(r, x):>12} {_mean_std(r, y):>12} {_mean_std(r, 'test_robust_acc'):>12} "
+            f"{lift_text:>13} {'-' if p is None else f'{p:.3g}':>6}  {values}"
+            + ("  <- knee" if r.get("knee") else "")
+            + ("" if r.get("pareto") else "  (off the search's front)")
+        )
+    verdicts = [by_id.get(t, {}).get("confirmed_lift_verdict") for t in c["members"]]
+    print(
+        f"  * confirmed lift over naive (pooled exact McNemar p < 0.05 on the test split, one sign on every seed): "
+        f"{verdicts.count('better')} of {len(c['members'])} better than naive, {verdicts.count('worse')} worse"
+    )
+    if c.get("knee"):
+        same = "unchanged" if c["knee"] == c["search_knee"] else f"was {c['search_knee']} on the search's seed"
+        best = "unchanged" if c["best"] == c["search_best"] else f"was {c['search_best']}"
+        print(
+            f"  chosen on the confirmed means: knee {c['knee']} ({same}), best robust {c['best']} ({best}); "
+            "these are what the export writes"
+        )
+    for f in c.get("failures") or []:
+        print(f"  failed: {f}")
+    ratio = c["compute_s"] / c["search_compute_s"] if c.get("search_compute_s") else None
+    print(
+        f"  confirmation cost: {c['trained']} retraining(s) run"
+        + (f", {c['reused']} read back from before" if c.get("reused") else "")
+        + f", {duration(c['compute_s'])} of compute, {duration(c['wall_s'])} wall with the naive baseline's seeds"
+        + (f"; {ratio:.2f}x the trials' {duration(c['search_compute_s'])}" if ratio is not None else "")
     )

@@ -179,6 +179,7 @@ def run(s: Settings, address: str | None = None, resume: bool = False, quiet: bo
         rows, naive = tune_trials(s, prepared, resume, quiet)
         outcome = collect_outcome(s, rows)
         report(s, prepared, outcome, naive, quiet)
+        confirm_front(s, prepared, outcome, quiet)
         publish(s, prepared, outcome)
     return outcome
 
@@ -297,6 +298,82 @@ def report(s: Settings, p: Prepared, outcome: SearchOutcome, naive: Any, quiet: 
         outcome.table["lift_hypervolume"] = pareto.lift_hypervolume(points, base_robust, s.clean_floor)
 
 
+def confirm_front(s: Settings, p: Prepared, outcome: SearchOutcome, quiet: bool) -> None:
+    """Seed confirmation (``--confirm K``, search/confirm.py): retrain the chosen front members and the
+    naive baseline with K fresh seeds, as Ray tasks with a trial's resources; set each member's confirmed
+    numbers, choose the knee and the best robust again on the confirmed means, and log every retrain as
+    an MLflow run nested under its trial's run. A Ctrl-C here leaves the search interrupted (resume it)."""
+    if s.confirm <= 0 or outcome.all_failed is not None or outcome.interrupted or not outcome.table["front"]:
+        return
+    import ray
+
+    from . import confirm
+
+    objectives = (s.metrics[0], s.metrics[1])
+    chosen = confirm.members(outcome.table, s.confirm_top, objectives, outcome.rows)
+    off_front = [r for r in chosen if not r.get("pareto")]
+    if off_front:  # their search seed's test split, as the front's (measured once, from their checkpoints)
+        report_front_on_test(s, off_front, p.tracker, quiet, "trial(s) just off the front, to confirm")
+        baseline.lift(off_front, outcome.baseline, s.metrics[1])
+    fresh = confirm.seeds(s.seed, s.confirm)
+    root = s.path / confirm.FOLDER
+    jobs = {
+        (str(r["trial_id"]), seed): (confirm.seed_config(r["config"], seed), root / str(r["trial_id"]) / f"seed_{seed}")
+        for r in chosen
+        for seed in fresh
+    }
+    task = ray.remote(num_cpus=s.cpus_per_trial, num_gpus=s.gpus_per_trial, max_retries=0)(confirm.retrain)
+    naive_task = ray.remote(num_cpus=s.cpus_per_trial, num_gpus=s.gpus_per_trial, max_retries=0)(baseline.measure)
+    naive_config = baseline.baseline_config(p.param_space)
+
+    def measure_naive(seed: int):
+        return naive_task.remote(confirm.seed_config(naive_config, seed))
+
+    say = (lambda m: None) if quiet else (lambda m: print(m, flush=True))
+    on_front = len(chosen) - len(off_front)
+    say(
+        f"confirming {on_front} front member(s)"
+        + (f" and {len(off_front)} trial(s) just off the front" if off_front else "")
+        + f" with {s.confirm} fresh seed(s) each "
+        f"({', '.join(map(str, fresh))}; same data and points): {len(jobs)} retrainings, audited on the test split"
+    )
+    results, naive, conf = confirm.run(
+        jobs,
+        task,
+        measure_naive if outcome.baseline is not None else None,
+        fresh,
+        p.tracker.log_confirmation,
+        say,
+    )
+    base = {s.seed: outcome.baseline} if outcome.baseline is not None else {}
+    for r in chosen:
+        tid = str(r["trial_id"])
+        per_seed = {s.seed: r, **{seed: results[(tid, seed)] for seed in fresh if (tid, seed) in results}}
+        confirm.summarize(r, per_seed, {**base, **naive})
+        logged = {k: r[k] for k in confirm.LOGGED if isinstance(r.get(k), (int, float))}
+        p.tracker.log_final(tid, {**logged, "confirmed_seeds": len(per_seed)})
+    conf.members = [str(r["trial_id"]) for r in chosen]
+    conf.search_knee = str(outcome.table["knee"]["trial_id"]) if outcome.table["knee"] else None
+    y = objectives[1]
+    conf.search_best = str(max(outcome.table["front"], key=lambda r: (r[y], r[objectives[0]]))["trial_id"])
+    choice = None if conf.interrupted else pareto.confirmed_choice(chosen, objectives)
+    if choice is not None:
+        new_knee, best = choice
+        for r in outcome.rows:
+            r["knee"] = r is new_knee
+        outcome.table["knee"] = new_knee
+        conf.knee, conf.best = str(new_knee["trial_id"]), str(best["trial_id"])
+    from .searcher import record_confirmation
+
+    record_confirmation(s.study_url, s.experiment, chosen, conf.knee)
+    outcome.table["confirmed"] = chosen
+    outcome.table["confirmation"] = {
+        **conf.to_dict(),
+        "search_compute_s": sum(float(r.get("time_total_s") or 0.0) for r in outcome.rows),
+    }
+    outcome.interrupted = outcome.interrupted or conf.interrupted
+
+
 def creation_order(row: dict[str, Any]) -> int:
     """A trial's index in the search (from its Ray folder); trials without one sort last."""
     index = ray_layout.creation_index(str(row.get("path")))
@@ -363,7 +440,11 @@ def stopped_trials(path: Path) -> dict[str, int]:
 
 
 def report_front_on_test(
-    s: Settings, front: list[dict[str, Any]], tracker: tracking.SearchTracker, quiet: bool
+    s: Settings,
+    front: list[dict[str, Any]],
+    tracker: tracking.SearchTracker,
+    quiet: bool,
+    what: str = "front member(s)",
 ) -> None:
     """The final report of the front: each member's test split (clean, proxy, audit) measured from its
     last checkpoint, in Ray tasks with a trial's resources; the numbers go into the rows and onto the
@@ -376,8 +457,8 @@ def report_front_on_test(
     if not todo:
         return
     if not quiet:
-        what = f"audited, {s.audit} preset" if s.audit != "off" else "proxy"
-        print(f"measuring the test split of the {len(todo)} front member(s) ({what})", flush=True)
+        how = f"audited, {s.audit} preset" if s.audit != "off" else "proxy"
+        print(f"measuring the test split of the {len(todo)} {what} ({how})", flush=True)
     task = ray.remote(num_cpus=s.cpus_per_trial, num_gpus=s.gpus_per_trial, max_retries=0)(front_test_report)
     refs = [task.remote(r["config"], r["checkpoint"]) for r in todo]
     for r, ref in zip(todo, refs):

@@ -25,6 +25,7 @@ from typing import Any
 import optuna
 from ray.tune.search.optuna import OptunaSearch
 
+from ..eval.intervals import interval_of
 from .settings import FINAL, SAMPLERS, Settings
 
 CLEAN_FLOOR = "clean_floor"  # the name of the constraint in the Optuna study
@@ -92,6 +93,9 @@ def close_trial(
     for key in SHOWN_METRICS:
         if isinstance(result.get(key), (int, float)):
             ot_trial.set_user_attr(key, float(result[key]))
+        ci = interval_of(result, key)
+        if ci is not None:  # one attribute per accuracy: the dashboard's table stays readable
+            ot_trial.set_user_attr(f"{key}_95ci", f"[{ci.low:.3f}, {ci.high:.3f}] of {ci.n}")
     study.tell(ot_trial, values=[float(v) for v in values if v is not None], state=optuna.trial.TrialState.COMPLETE)
     return "COMPLETE"
 
@@ -160,6 +164,25 @@ def link_run(storage_url: str, study_name: str, ray_trial_id: str, run_id: str) 
             open_trial(study, t).set_user_attr(MLFLOW_RUN_ID, run_id)
             return True
     return False
+
+
+def record_confirmation(storage_url: str, study_name: str, rows: list[dict[str, Any]], knee: str | None) -> None:
+    """The seed confirmation (search/confirm.py) on the study, for optuna-dashboard: a finished trial cannot
+    take new attributes, so the study holds ``confirmed`` (Ray trial id -> its confirmed numbers in one
+    line) and ``confirmed_knee``."""
+    study = optuna.load_study(study_name=study_name, storage=storage_url)
+    lines = {}
+    for r in rows:
+        if r.get("confirmed_val_robust_acc") is None:
+            continue
+        lift = r.get("confirmed_lift")
+        lines[str(r["trial_id"])] = (
+            f"robust {r['confirmed_val_robust_acc']:.4f} ± {r['confirmed_val_robust_acc_std']:.3f}, clean "
+            f"{r['confirmed_val_clean_acc']:.4f} over seeds {', '.join(map(str, r['confirm_seeds']))}"
+            + ("" if lift is None else f"; test lift over naive {lift:+.4f} ({r['confirmed_lift_verdict']})")
+        )
+    study.set_user_attr("confirmed", lines)
+    study.set_user_attr("confirmed_knee", knee)
 
 
 def make_searcher(s: Settings, space) -> ParetoOptunaSearch:

@@ -51,6 +51,9 @@ FINAL = "final"  # result key: True on a trial's last epoch (not Ray's reserved 
 SETTINGS_FILE = "search.json"
 
 # Budgets: smoke finishes on a 2-core CPU in a few minutes; paper uses the papers' epochs, full data.
+# ``confirm``: fresh seeds each confirmed front member is retrained with after the search (search/confirm.py),
+# ``confirm_top``: how many members, the knee and the best robust first (0: the whole front). Smoke checks
+# the pipeline and confirms nothing unless asked.
 BUDGETS: dict[str, dict[str, Any]] = {
     "smoke": {
         "samples": 4,
@@ -60,6 +63,8 @@ BUDGETS: dict[str, dict[str, Any]] = {
         "objective_n": 200,
         "sanity_n": 100,
         "test_n": 500,
+        "confirm": 0,
+        "confirm_top": 2,
     },
     "small": {
         "samples": 16,
@@ -69,6 +74,8 @@ BUDGETS: dict[str, dict[str, Any]] = {
         "objective_n": 500,
         "sanity_n": 200,
         "test_n": 1000,
+        "confirm": 2,
+        "confirm_top": 2,
     },
     "paper": {
         "samples": 32,
@@ -78,6 +85,8 @@ BUDGETS: dict[str, dict[str, Any]] = {
         "objective_n": 1000,
         "sanity_n": 200,
         "test_n": None,
+        "confirm": 2,
+        "confirm_top": 0,
     },
 }
 
@@ -115,6 +124,8 @@ SETTINGS_DOMAINS = {
     "reduction_factor": Int(min=2),
     "max_retries": Int(min=0),
     "execution": OneOf(models.EXECUTIONS),
+    "confirm": Int(min=0),
+    "confirm_top": Int(min=0),
 }
 
 
@@ -149,6 +160,8 @@ class Settings:
     reduction_factor: int = 3
     max_retries: int = 2  # a trial whose worker is lost is retried this often from its last checkpoint
     execution: str = "auto"  # how each trial's members run (TrainConfig.execution)
+    confirm: int = 0  # fresh seeds per confirmed front member (search/confirm.py); 0: no confirmation
+    confirm_top: int = 2  # the members confirmed: the knee, the best robust, then by robust (0: the front)
 
     @property
     def metrics(self) -> list[str]:
@@ -251,6 +264,8 @@ class Settings:
         data_dir: str | None = None,
         tracking_uri: str | None = None,
         inject_nan_if: str | None = None,
+        confirm: int | None = None,
+        confirm_top: int | None = None,
     ) -> Settings:
         """Validated settings of a new search, from the command line's options by name (``None``: the
         budget's, the dataset's or the device's default); nothing is written. Every value is checked
@@ -293,6 +308,8 @@ class Settings:
             reduction_factor=reduction_factor,
             max_retries=max_retries,
             execution=execution or "auto",
+            confirm=given["confirm"] if confirm is None else confirm,
+            confirm_top=given["confirm_top"] if confirm_top is None else confirm_top,
         )
         s.check(CLI)
         if s.data_dir:  # trials run in their own working directories: hand them an absolute data folder

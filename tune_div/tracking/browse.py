@@ -41,6 +41,24 @@ def _acc(v: Any) -> str:
     return f"{v:.4f}" if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else "–"
 
 
+def _ci(row: Mapping[str, Any], key: str) -> str:
+    """``0.5850 [0.541, 0.628]``: the value and its 95% interval, where the row has them."""
+    from ..eval.intervals import interval_of
+
+    ci = interval_of(row, key)
+    return f"{ci.value:.4f} [{ci.low:.3f}, {ci.high:.3f}]" if ci is not None else _acc(row.get(key))
+
+
+def _confirmed(row: Mapping[str, Any], key: str) -> str:
+    """A seed-confirmed member's mean ± std robust accuracy, test lift and seed count (else a dash)."""
+    mean, std = row.get(f"confirmed_{key}"), row.get(f"confirmed_{key}_std")
+    if mean is None:
+        return " – |"
+    lift = row.get("confirmed_lift")
+    lift_text = "" if lift is None else f", {lift:+.4f}" + ("*" if row.get("confirmed_lift_significant") else "")
+    return f" {mean:.4f} ± {std or 0:.3f}{lift_text} ({len(row.get('confirm_seeds') or [])}) |"
+
+
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
@@ -70,27 +88,35 @@ def front_markdown(
         f"{len(table['front'])} trial(s) on the front of `{x}` against `{y}`; robust accuracy {robust}. "
         f"Hypervolume {table['hypervolume']:.4f} against {tuple(table['reference'])}."
     )
+    confirmed = bool(table.get("confirmed")) or any(r.get(f"confirmed_{y}") is not None for r in table["front"])
+    extra = " confirmed robust, test lift (seeds) |" if confirmed else ""
     lines += [
         "",
-        "| trial | clean | robust | proxy | lift over naive | hyperparameters |",
-        "|---|---:|---:|---:|---:|---|",
+        f"| trial | clean | robust (95%) | proxy | lift over naive |{extra} hyperparameters |",
+        "|---|---:|---:|---:|---:|" + ("---:|" if confirmed else "") + "---|",
     ]
-    for r in sorted(table["front"], key=lambda row: -float(row[y])):
+    off = [r for r in table.get("confirmed", []) if not r.get("pareto")]  # confirmed from just off the front
+    for r in sorted(table["front"], key=lambda row: -float(row[y])) + off:
         tid = str(r["trial_id"])
         run_id = children.get(tid)
         name = f"[{tid}]({run_link(experiment_id, run_id)})" if run_id else tid
         if r.get("knee"):
             name += " **knee**"
+        if not r.get("pareto", True):
+            name += " (off the front)"
         lift = r.get("audit_lift_over_naive")
+        sig = "*" if r.get("audit_lift_p") is not None and r["audit_lift_p"] < 0.05 and (lift or 0) > 0 else ""
         lines.append(
-            f"| {name} | {_acc(r.get(x))} | {_acc(r.get(y))} | {_acc(r.get('val_proxy_acc'))} | "
-            f"{'–' if lift is None else f'{lift:+.4f}'} | {_hparams(r)} |"
+            f"| {name} | {_acc(r.get(x))} | {_ci(r, y)} | {_acc(r.get('val_proxy_acc'))} | "
+            f"{'–' if lift is None else f'{lift:+.4f}{sig}'} |{_confirmed(r, y) if confirmed else ''} {_hparams(r)} |"
         )
     if baseline:
         lines.append(
-            f"| naive baseline | {_acc(baseline.get(x))} | {_acc(baseline.get(y))} | "
-            f"{_acc(baseline.get('val_proxy_acc'))} | 0 (reference) | undefended ensemble, same budget |"
+            f"| naive baseline | {_acc(baseline.get(x))} | {_ci(baseline, y)} | "
+            f"{_acc(baseline.get('val_proxy_acc'))} | 0 (reference) |{' |' if confirmed else ''} "
+            "undefended ensemble, same budget |"
         )
+        lines += ["", "\\* lift significant at 0.05 (exact McNemar on the same points)."]
     if not table["front"]:
         lines.append("| (no eligible trial yet) | | | | | |")
     return "\n".join(lines) + "\n"

@@ -1,10 +1,12 @@
 """Export the best configs of a search from MLflow alone (no Ray results needed).
 
 Writes one ``pareto_<trial>.yaml`` per trial on the front, ``best_robust.yaml`` (the highest robust
-accuracy among eligible trials at or above the floor) and ``knee.yaml``, in the exported-config format
-of docs/design.md, with provenance (experiment, parent and trial run ids, tracking URI). An experiment name
-stands for its most recent search. Retrain any of them with ``tune-div train --config FILE``; the
-command is ``tune-div export`` (``tune_div.cli.export``).
+accuracy among eligible trials at or above the floor) and ``knee.yaml``; in a seed-confirmed search
+(``--confirm``) both are chosen among the confirmed members on their confirmed means, and every
+confirmed member's ``metrics`` carry ``confirmed_*`` (mean and std over its seeds, the lift over
+naive). The format is docs/design.md's exported config, with provenance (experiment, parent and trial
+run ids, tracking URI). An experiment name stands for its most recent search. Retrain any of them with
+``tune-div train --config FILE``; the command is ``tune-div export`` (``tune_div.cli.export``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from ..errors import UserError
 from ..eval.intervals import SUFFIXES
 from ..files import atomic_write_text
 from ..search import pareto, states
+from ..search.confirm import LOGGED as CONFIRMED
 from ..search.states import TrialState
 from ..train import config_file
 from .tracker import FINAL_METRICS as METRICS
@@ -26,7 +29,8 @@ from .tracker import LIFT_METRICS, PARENT_ROLE, STOPPED_TAG
 from .uri import client_for
 
 # what an exported config says beside each accuracy: its points, its 95% interval, the paired lift
-SHOWN = (*(f"{m}{s}" for m in METRICS for s in SUFFIXES), *LIFT_METRICS)
+# and, for a seed-confirmed member, its confirmed means, stds, lift and number of seeds
+SHOWN = (*(f"{m}{s}" for m in METRICS for s in SUFFIXES), *LIFT_METRICS, *CONFIRMED)
 
 STATUS = {"FINISHED": TrialState.TERMINATED, "FAILED": TrialState.ERROR}  # MLflow run status -> trial state
 
@@ -85,7 +89,7 @@ def config_doc(client, row: dict[str, Any], parent, uri: str) -> dict[str, Any]:
         doc = yaml.safe_load(Path(path).read_text())
     doc["metrics"] = {k: row[k] for k in (*METRICS, *SHOWN) if row.get(k) is not None}
     for key in doc["metrics"]:
-        if key.endswith("_n"):
+        if key.endswith("_n") or key == "confirmed_seeds":
             doc["metrics"][key] = int(doc["metrics"][key])
     exp = client.get_experiment(parent.info.experiment_id)
     doc["source"] = config_file.provenance(exp.name, parent.info.run_id, row["run_id"], row["trial_id"], uri)
@@ -120,7 +124,12 @@ def export_from_tracking(
         )
         written["front"].append(str(path))
     best = max(table["front"], key=lambda r: (r[objectives[1]], r[objectives[0]]))
-    for name, row in (("best_robust", best), ("knee", table["knee"])):
+    knee = table["knee"]
+    eligible = [r for r in rows if r.get("eligibility") == "ok"]  # confirmed trials may be off the front
+    confirmed = pareto.confirmed_choice(eligible, objectives)
+    if confirmed is not None:  # a seed-confirmed search: chosen on the confirmed means, as the search did
+        knee, best = confirmed
+    for name, row in (("best_robust", best), ("knee", knee)):
         path = atomic_write_text(
             out / f"{name}.yaml", yaml.safe_dump(config_doc(client, row, parent, uri), sort_keys=False)
         )

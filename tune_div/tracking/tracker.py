@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 PARENT_ROLE = "search"
 CHILD_ROLE = "trial"
 RETRAIN_ROLE = "retrain"
+CONFIRM_ROLE = "confirmation"  # a seed confirmation's retrain, nested under its trial's run
+CONFIRM_SEED_TAG = "tune_div.confirm_seed"
 # A trial's final metrics (logged as ``final_<name>`` on its child run; read back by export).
 # val_robust_acc / test_robust_acc are the robust objective (the audit, or the proxy with --audit off):
 # final only, never per epoch, where they would mix proxy and audit in one curve.
@@ -289,6 +291,41 @@ class SearchTracker:
             self.client.log_batch(
                 run_id, metrics=[metric(f"final_{k}", v, 0, ts) for k, v in numeric(metrics, None).items()]
             )
+
+    def log_confirmation(self, trial_id: str, seed: int, metrics: dict[str, Any] | None, error: str = "") -> None:
+        """The run of ``trial_id`` retrained with ``seed`` (search/confirm.py), nested under the trial's run:
+        its final validation and test metrics, FINISHED; FAILED with the reason when it failed. Found
+        again by its tags, so a resumed confirmation logs each seed once."""
+        parent = self.children.get(trial_id)
+        if parent is None:
+            return
+        found = self.client.search_runs(
+            [self.experiment_id],
+            f"tags.mlflow.parentRunId = '{parent}' and tags.`{CONFIRM_SEED_TAG}` = '{seed}'",
+            max_results=1,
+        )
+        if found and found[0].info.status == "FINISHED":
+            return
+        if found:
+            run_id = found[0].info.run_id
+        else:
+            run_id = self.client.create_run(
+                self.experiment_id,
+                run_name=f"trial-{trial_id}-seed-{seed}",
+                tags={
+                    "mlflow.parentRunId": parent,
+                    "tune_div.role": CONFIRM_ROLE,
+                    "tune_div.trial_id": trial_id,
+                    CONFIRM_SEED_TAG: str(seed),
+                },
+            ).info.run_id
+            self.client.log_batch(run_id, params=[param("seed", str(seed))])
+        if metrics:
+            finals = {f"final_{k}": v for k, v in numeric(metrics).items() if k.startswith(("val_", "test_"))}
+            self.client.log_batch(run_id, metrics=[metric(k, v, 0, int(time.time() * 1000)) for k, v in finals.items()])
+        if error:
+            self.client.set_tag(run_id, "tune_div.error", error[:5000])
+        self.client.set_terminated(run_id, "FAILED" if error or not metrics else "FINISHED")
 
     def finish_child(self, trial_id: str, status: str, last: dict[str, Any] | None, error: str = "") -> None:
         run_id = self.children.get(trial_id)

@@ -98,7 +98,11 @@ class TrainConfig:
     plateau_factor: float = 0.5
     plateau_patience: int = 5
     early_stop_patience: int | None = None  # None: train every epoch
-    seed: int = 0
+    seed: int = 0  # the training randomness: initialisation, shuffling, augmentation
+    # The seed of the data: the train/validation split and the subsets (None: ``seed``). A seed
+    # confirmation retrains with a fresh ``seed`` and the search's ``split_seed``, so the model sees the
+    # same images and is measured on the same validation points, none of which it trained on.
+    split_seed: int | None = None
     subset: int | None = None  # train on a seeded subset of N images
     val_size: int = data.DEFAULT_VAL_SIZE
     val_subset: int | None = None  # evaluate on a seeded subset of the validation split
@@ -158,6 +162,11 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def data_seed(self) -> int:
+        """The seed of the train/validation split and the subsets."""
+        return self.seed if self.split_seed is None else self.split_seed
+
     def identity(self) -> dict[str, Any]:
         """What defines the model trained (a checkpoint of another identity is refused); hyperparameters
         with the paper's values filled in, so ``{}`` and ``{"lam": 1.0}`` are the same SMD."""
@@ -182,6 +191,7 @@ FIELD_DOMAINS = {
     "plateau_patience": Int(min=0),
     "early_stop_patience": Maybe(COUNT),
     "seed": SEED,
+    "split_seed": Maybe(SEED),
     "subset": Maybe(COUNT),
     "val_size": COUNT,
     "val_subset": Maybe(COUNT),

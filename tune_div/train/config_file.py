@@ -61,6 +61,11 @@ def to_train_config(doc: dict[str, Any], **overrides: Any) -> TrainConfig:
         if doc.get(key) is not None:
             d[key] = doc[key]
     d.update(doc.get("train") or {})
+    seed = overrides.get("seed")
+    if seed is not None and d.get("split_seed") is None and seed != d.get("seed", 0):
+        # another training seed keeps the config's data: its training images, and the validation points
+        # its objective is measured on (none of which the retrained model may train on)
+        d["split_seed"] = d.get("seed", 0)
     d.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig.from_dict(d)
 
@@ -90,7 +95,8 @@ def document(
             "seed": cfg.seed,
         },
     }
-    for key in ("subset", "val_subset", "val_size", "activation", "adv_train", "num_threads", "memory_format"):
+    optional = ("split_seed", "subset", "val_subset", "val_size", "activation", "adv_train", "num_threads")
+    for key in (*optional, "memory_format"):
         if getattr(cfg, key) is not None:
             doc["train"][key] = getattr(cfg, key)
     for key in ("execution", "precision"):

@@ -107,10 +107,10 @@ class Trainer:
         self.defense.to(self.device)
 
         train_x, train_y = data.load(
-            cfg.dataset, "train", cfg.data_dir, subset=cfg.subset, seed=cfg.seed, val_size=cfg.val_size
+            cfg.dataset, "train", cfg.data_dir, subset=cfg.subset, seed=cfg.data_seed, val_size=cfg.val_size
         )
         val_x, val_y = data.load(
-            cfg.dataset, "val", cfg.data_dir, subset=cfg.val_subset, seed=cfg.seed, val_size=cfg.val_size
+            cfg.dataset, "val", cfg.data_dir, subset=cfg.val_subset, seed=cfg.data_seed, val_size=cfg.val_size
         )
         augment = meta.augment if cfg.augment is None else cfg.augment
         self.train_loader = data.TensorLoader(
@@ -225,7 +225,7 @@ class Trainer:
 
     # -- evaluation --------------------------------------------------------------------------------
     def test_accuracy(self, subset: int | None = None) -> tuple[float, list[float]]:
-        x, y = data.load(self.cfg.dataset, "test", self.cfg.data_dir, subset=subset, seed=self.cfg.seed)
+        x, y = data.load(self.cfg.dataset, "test", self.cfg.data_dir, subset=subset, seed=self.cfg.data_seed)
         return ensemble_and_member_accuracy(self.ensemble, data.TensorLoader(x, y, EVAL_BATCH, device=self.device))
 
     # -- checkpoints -------------------------------------------------------------------------------
