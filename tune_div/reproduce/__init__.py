@@ -7,7 +7,7 @@ measured numbers next to the paper's (Markdown, CSV, JSON, a plot and an MLflow 
 holds the real runs.
 """
 
-from . import smd_table  # noqa: F401  (registers the protocols)
+from . import budget_check, smd_table  # noqa: F401  (registers the protocols)
 from .base import PROTOCOLS, Protocol, register_protocol
 
 
