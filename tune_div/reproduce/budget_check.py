@@ -106,8 +106,8 @@ class BudgetCheck(Protocol):
             "audit": args.audit,
             "eps": meta.objective_eps,
             "arch": meta.default_arch,
-            "epochs": {b: sizes[b][0] for b in budgets},
-            "subset": {b: sizes[b][1] for b in budgets},
+            "epochs": {b: size[0] for b, size in sizes.items() if size},
+            "subset": {b: size[1] for b, size in sizes.items() if size},
             "data_dir": args.data_dir,
         }
 
