@@ -120,6 +120,83 @@ def test_adp_matches_hand_computation(problem):
     assert float(total.detach()) == pytest.approx(ce - alpha * entropy - beta * log_det, rel=1e-7)
 
 
+def np_kl(p, q):
+    """Batch mean of KL(p ‖ q) summed over classes."""
+    return float(np.mean((p * (np.log(p) - np.log(q))).sum(-1)))
+
+
+def test_trades_matches_hand_computation(problem):
+    """TRADES on a linear ensemble: CE of the mean prediction plus β·KL(f(x) ‖ f(x')), computed here in
+    NumPy from the x' the defense's own inner maximisation finds (same seed); x' stays in the ε ball and
+    raises the KL above its start."""
+    from tune_div.defenses.trades import trades_example
+
+    ws, bs, x, y = problem
+    beta, eps = 2.5, 0.05
+    defense = defenses.build("trades", beta=beta, eps=eps, step=0.01, steps=5)
+    ens = linear_ensemble(ws, bs)
+    torch.manual_seed(3)
+    x_adv = trades_example(ens, torch.tensor(x), eps, 0.01, 5).numpy()
+    torch.manual_seed(3)
+    total, parts = run(defense, ens, x, y)
+
+    def mean_prob(z):
+        return np.mean([np_softmax(z.reshape(len(z), -1) @ w.T + b) for w, b in zip(ws, bs)], axis=0)
+
+    p, q = mean_prob(x), mean_prob(x_adv)
+    ce = float(-np.mean(np.log(p[np.arange(B), y])))
+    kl = np_kl(p, q)
+    assert parts["ce"] == pytest.approx(ce, rel=1e-9) and parts["kl"] == pytest.approx(kl, rel=1e-9)
+    assert float(total.detach()) == pytest.approx(ce + beta * kl, rel=1e-9)
+    assert np.abs(x_adv - x).max() <= eps + 1e-12 and x_adv.min() >= 0 and x_adv.max() <= 1
+    torch.manual_seed(3)
+    start = trades_example(ens, torch.tensor(x), eps, 0.01, 0).numpy()  # the Gaussian start alone
+    assert kl > np_kl(p, mean_prob(start)) > 0
+
+
+def test_trs_matches_hand_computation(problem):
+    """TRS without the smoothness example (smooth_steps 0: at x): Σ CE_i + λ_a·mean_{i<j} |cos(g_i, g_j)| +
+    λ_b·mean_i 2‖g_i‖², with g_i the closed-form input gradient of member i's batch-mean CE."""
+    ws, bs, x, y = problem
+    total, parts = run(defenses.build("trs", lambda_a=3.0, lambda_b=7.0, smooth_steps=0), linear_ensemble(ws, bs), x, y)
+    flat = x.reshape(B, -1)
+    onehot = np.eye(C)[y]
+    grads = [(np_softmax(flat @ w.T + b) - onehot) @ w / B for w, b in zip(ws, bs)]  # ∂(mean CE_i)/∂x_b
+    cos = [
+        abs(gi[k] @ gj[k]) / (np.linalg.norm(gi[k]) * np.linalg.norm(gj[k]))
+        for gi, gj in combinations(grads, 2)
+        for k in range(B)
+    ]
+    sim = float(np.mean(cos))
+    smooth = float(np.mean([2 * (g**2).sum(-1).mean() for g in grads]))
+    ce = sum(np_ce(w, b, x, y) for w, b in zip(ws, bs))
+    assert parts["sim"] == pytest.approx(sim, rel=1e-9) and parts["smooth"] == pytest.approx(smooth, rel=1e-9)
+    assert float(total.detach()) == pytest.approx(ce + 3.0 * sim + 7.0 * smooth, rel=1e-9)
+
+
+def test_trs_smoothness_example_climbs_the_gradient_norm_inside_its_growing_ball(problem):
+    from tune_div.defenses.trs import loss_grads, smooth_example, smoothness
+
+    ws, bs, x, y = problem
+    defense = defenses.build("trs", init_eps=0.1, adv_eps=0.3)
+    ens = linear_ensemble(ws, bs)
+    ens.train_config = {"epochs": 4}
+    defense.prepare(ens)
+    eps = []
+    for epoch in (1, 2, 3, 4):
+        defense.start_epoch(epoch, ens)
+        eps.append(defense.eps)
+    assert eps == pytest.approx([0.1, 0.15, 0.2, 0.25])  # init + (adv - init)·(epoch - 1)/epochs
+    xt, yt = torch.tensor(x), torch.tensor(y)
+    torch.manual_seed(0)
+    start = smooth_example(ens, xt, yt, 0.2, 0)
+    torch.manual_seed(0)
+    climbed = smooth_example(ens, xt, yt, 0.2, 6)
+    assert (climbed - xt).abs().max() <= 0.2 + 1e-12 and climbed.min() >= 0 and climbed.max() <= 1
+    after, before = (float(smoothness(loss_grads(ens, z, yt)[1]).detach()) for z in (climbed, start))
+    assert after > before
+
+
 def test_naive_is_the_sum_of_member_cross_entropies(problem):
     ws, bs, x, y = problem
     total, parts = run(defenses.build("naive"), linear_ensemble(ws, bs), x, y)
@@ -209,6 +286,8 @@ RAW_PARTS = {
     "srelu": set(),
     "dverge": set(),
     "smd_plus": {"smd"},
+    "trades": {"kl"},
+    "trs": {"sim", "smooth"},
 }
 
 

@@ -26,7 +26,12 @@ from tune_div.defenses.dverge import DVERGE, feature_distill, layer_features
 from tune_div.errors import UserError
 from tune_div.models import fused
 
-FAST = {"dverge": {"distill_steps": 2}, "smd_plus": {"distill_steps": 2}}
+FAST = {
+    "dverge": {"distill_steps": 2},
+    "smd_plus": {"distill_steps": 2},
+    "trades": {"steps": 2},
+    "trs": {"smooth_steps": 2},
+}
 SIZE = 12  # small images keep the 7 x 9 grid fast; every architecture accepts them
 
 

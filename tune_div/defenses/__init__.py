@@ -4,7 +4,7 @@ Adding a defense is one new file here that subclasses :class:`Defense` and regis
 ``@register_defense("name")``, imported below, plus ``search_spaces/<name>.yaml``.
 """
 
-from . import adp, cldl, drelu, dverge, gal, naive, smd, smd_plus  # noqa: F401  (registers the defenses)
+from . import adp, cldl, drelu, dverge, gal, naive, smd, smd_plus, trades, trs  # noqa: F401  (registers the defenses)
 from .base import Defense
 from .registry import DEFENSES, register_defense
 
