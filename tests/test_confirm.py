@@ -236,3 +236,70 @@ def test_the_noise_summary_of_a_confirmed_search():
     assert n["naive_pairing_ratio"] == pytest.approx(expected)
     with pytest.raises(ValueError, match="not seed-confirmed"):
         confirm.noise_summary({**doc, "confirmation": None})
+
+
+def test_the_printed_table_says_what_confirmation_found_and_cost(tmp_path, monkeypatch, capsys):
+    from tune_div.search import results, settings
+
+    s = settings.Settings.create("smd", budget="small", storage_path=str(tmp_path), experiment="p")
+    r = {
+        **row("a", 0.96, 0.70, knee=True),
+        "status": "TERMINATED",
+        "eligibility": "ok",
+        "pareto": True,
+        "flags": "",
+        "hparams": {"lam": 1.0},
+        "train": {},
+    }
+    r.update(
+        confirmed_val_clean_acc=0.95,
+        confirmed_val_clean_acc_std=0.01,
+        confirmed_val_robust_acc=0.6,
+        confirmed_val_robust_acc_std=0.1,
+        confirmed_test_robust_acc=0.62,
+        confirmed_test_robust_acc_std=0.12,
+        confirmed_test_robust_acc_values=[0.75, 0.6, 0.51],
+        confirmed_lift=-0.1,
+        confirmed_lift_std=0.08,
+        confirmed_lift_p=1e-9,
+        confirmed_lift_verdict="worse",
+    )
+    off = {**row("b", 0.95, 0.65), "pareto": False, "confirmed_lift_verdict": "not told apart"}
+    table = {
+        "objectives": ["val_clean_acc", "val_robust_acc"],
+        "front": [r],
+        "hypervolume": 0.5,
+        "reference": [0, 0],
+        "knee": r,
+        "confirmed": [r, off],
+        "confirmation": {
+            "seeds": [1, 2],
+            "members": ["a", "b"],
+            "trained": 4,
+            "reused": 0,
+            "compute_s": 600.0,
+            "wall_s": 400.0,
+            "search_compute_s": 300.0,
+            "failures": [],
+            "knee": "a",
+            "search_knee": "b",
+            "best": "a",
+            "search_best": "a",
+        },
+    }
+    monkeypatch.setitem(settings.BUDGET_CHECKS, ("small", "mnist", "smd"), "SMD misranked here (measured)")
+    results.print_table(s, [r], table)
+    out = capsys.readouterr().out
+    assert "1 trials: 1 finished" in out and "; seed confirmation: 2 member(s) x 2 seed(s), 10m00s of compute" in out
+    assert "Seed confirmation: 2 member(s) retrained with seeds 1, 2" in out
+    confirmation = out.split("Seed confirmation")[1]
+    (line,) = [ln for ln in confirmation.splitlines() if ln.startswith("  a ")]
+    assert "0.6000±0.100" in line and "-0.1000±0.080" in line and "0.750 0.600 0.510" in line and "<- knee" in line
+    assert "(off the search's front)" in next(ln for ln in confirmation.splitlines() if ln.startswith("  b "))
+    assert "0 of 2 better than naive, 1 worse" in out
+    assert "knee a (was b on the search's seed), best robust a (unchanged)" in out
+    assert "2.00x the trials' 5m00s" in out
+    assert (
+        out.rstrip().splitlines()[-2]
+        == "budget check (small budget, reproduce budget-check): SMD misranked here (measured)"
+    )

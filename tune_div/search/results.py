@@ -26,7 +26,7 @@ from ..tracking.tracker import LIFT_METRICS
 from . import ray_layout, states
 from .baseline import BASELINE_ID, significant_lift
 from .confirm import COLUMNS as CONFIRM_COLUMNS
-from .settings import FINAL, Settings
+from .settings import BUDGET_CHECKS, FINAL, Settings
 from .states import TrialState
 from .trial_config import TrialConfig
 
@@ -162,11 +162,18 @@ def print_table(
 ) -> None:
     failed = [r for r in rows if r["status"] == TrialState.ERROR]
     n_stopped = sum(states.is_stopped(r["status"]) for r in rows)
+    conf = table.get("confirmation")
     print(
         f"\n{len(rows)} trials: {sum(r['status'] == 'TERMINATED' for r in rows)} finished, "
         f"{n_stopped} stopped at a rung, {len(failed)} failed, "
         f"{sum(r['eligibility'] == 'flagged' for r in rows)} flagged, "
         f"{sum(r['eligibility'] == 'infeasible' for r in rows)} infeasible"
+        + (
+            f"; seed confirmation: {len(conf['members'])} member(s) x {len(conf['seeds'])} seed(s), "
+            f"{duration(conf['compute_s'])} of compute"
+            if conf
+            else ""
+        )
     )
     for r in failed:
         print(f"  failed {r['trial_id']}: {r['error']}")
@@ -218,6 +225,9 @@ def print_table(
         print("  (no naive baseline: the search was interrupted or the baseline failed)")
     if table.get("confirmation"):
         print_confirmation(s, table)
+    note = BUDGET_CHECKS.get((s.budget, s.dataset, s.defense))
+    if note:
+        print(f"budget check ({s.budget} budget, reproduce budget-check): {note}")
     print(
         f"written: {s.path / 'pareto.csv'}, {s.path / 'pareto.json'}, {s.path / 'trials.csv'}, "
         f"Optuna study {s.study_path} (tune-div ui --optuna)"

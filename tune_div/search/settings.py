@@ -91,6 +91,12 @@ BUDGETS: dict[str, dict[str, Any]] = {
 }
 
 
+# What `tune-div reproduce budget-check` measured where a budget ranks a defense against the naive baseline
+# otherwise than the paper budget (docs/reproduction.md, "Budget check"): said at the end of every search
+# with that budget, dataset and defense.
+BUDGET_CHECKS: dict[tuple[str, str, str], str] = {}
+
+
 CLI = "command line"  # check()'s ``what`` for values that came from flags: errors name the flag
 FLAGS = {"objectives": "--objective", "space_file": "--space"}  # fields whose flag is named otherwise
 
