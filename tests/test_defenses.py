@@ -276,6 +276,8 @@ def test_losses_backpropagate_finite_gradients_in_degenerate_cases(name, case):
         assert parts[name] == pytest.approx(math.log(3))  # cos = 0 for every pair
 
 
+FEW_STEPS = {"trades": {"steps": 3}, "trs": {"smooth_steps": 2}}  # inner maximisations, kept short here
+
 RAW_PARTS = {
     "naive": set(),
     "adp": {"entropy", "log_det"},
@@ -295,7 +297,7 @@ RAW_PARTS = {
 @pytest.mark.parametrize("arch", ["lenet5", "dense", "shallow_cnn", "resnet20"])
 def test_every_defense_trains_two_steps_on_small_architectures(name, arch):
     torch.manual_seed(0)
-    defense = defenses.build(name)
+    defense = defenses.build(name, **FEW_STEPS.get(name, {}))
     ens = models.build_ensemble(arch, 3, 10, 1, **defense.model_options)
     defense.prepare(ens)
     params = list(ens.parameters()) + list(defense.parameters())
