@@ -30,7 +30,7 @@ def test_a_budget_is_a_search_budget_or_epochs_and_images():
 
 def test_a_smoke_budget_check_pairs_each_seed_and_pools_them(real_data, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TUNE_DIV_CACHE", str(tmp_path / "cache"))
-    argv = ["budget-check", "--budgets", "smoke", "--seeds", "2", "--n", "60", "--hparam", "lam=2"]
+    argv = ["budget-check", "--budgets", "1:1000", "--seeds", "2", "--n", "60", "--hparam", "lam=2"]
     argv += ["--data-dir", str(real_data), "--out", str(tmp_path / "out"), "--no-mlflow"]
     assert reproduce_cli.main(argv) == 0
     doc = json.loads((tmp_path / "out" / "budget-check_mnist.json").read_text())
@@ -53,7 +53,7 @@ def test_a_smoke_budget_check_pairs_each_seed_and_pools_them(real_data, tmp_path
     lifts = [x["lift"] for x in smoke["seeds"]]
     assert smoke["lift"] == pytest.approx(sum(lifts) / 2) and smoke["verdict"] == verdict(lifts, smoke["lift_p"])
     md = (tmp_path / "out" / "budget-check_mnist.md").read_text()
-    assert "| **smoke** |" in md and ("budgets **agree**" in md) and "lam=2" in md
+    assert "| **1:1000** |" in md and ("budgets **agree**" in md) and "lam=2" in md
     assert (tmp_path / "out" / "budget-check_mnist.png").stat().st_size > 0
     # a rerun trains and audits nothing again
     capsys.readouterr()

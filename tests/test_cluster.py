@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -97,9 +98,9 @@ def run_until(p: subprocess.Popen, predicate, timeout: float) -> list[str]:
 def test_kill_9_of_the_driver_at_three_moments_then_resume_leaves_nothing_open(real_data, tmp_path):
     """First kill: mid-epoch of a trial whose epoch 1 is checkpointed. Second: right after a trial
     finished, when the next trial has just been asked from Optuna (Ray may not have recorded it yet).
-    Third: during the seed confirmation (``--confirm 2``), once its first retrain has finished."""
+    Third: during the seed confirmation (``--confirm 1`` of two members), once its first retrain has finished."""
     exp = tmp_path / "x"
-    confirm = ("--confirm", "2", "--confirm-top", "1")
+    confirm = ("--confirm", "1", "--confirm-top", "2")
     cmd = search_cmd(real_data, tmp_path, "--samples", "3", "--concurrency", "1", "--epochs", "2", *confirm)
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
     try:
@@ -123,12 +124,14 @@ def test_kill_9_of_the_driver_at_three_moments_then_resume_leaves_nothing_open(r
     assert any(f"[{killed_mid}]" in ln and "epoch 2/2" in ln for ln in lines), "".join(lines)
     c = subprocess.Popen(resume, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
     try:
-        lines = run_until(c, lambda ln: "(confirmation 1 of 2)" in ln, 400)
+        lines = run_until(c, lambda ln: "(confirmation 1 of " in ln, 400)
         c.send_signal(signal.SIGKILL)
     finally:
         c.kill()
         c.wait(timeout=30)
-    done = {p.parent.name: p.stat().st_mtime_ns for p in exp.glob("confirm/*/seed_*/result.json")}
+    done = {
+        f"{p.parent.parent.name}/{p.parent.name}": p.stat().st_mtime_ns for p in exp.glob("confirm/*/*/result.json")
+    }
     assert done, "".join(lines)[-2000:]  # at least the seed that said so had finished
     r = subprocess.run(resume, capture_output=True, text=True, cwd=REPO, timeout=400)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
@@ -137,17 +140,21 @@ def test_kill_9_of_the_driver_at_three_moments_then_resume_leaves_nothing_open(r
     assert len(rows) == 3 and all(row["status"] == "TERMINATED" for row in rows.values())
     assert_nothing_left_open(exp, f"sqlite:///{tmp_path / 'mlflow.db'}", rows)
     # the confirmation went on where it was cut: a finished seed is read back, never trained again
-    assert f"confirmation: {len(done)} seed(s) finished before, read back (not retrained)" in r.stdout
-    for name, stamp in done.items():
-        assert not any(f"] seed {name[len('seed_') :]}:" in ln for ln in r.stdout.splitlines()), r.stdout[-2000:]
-        (again,) = exp.glob(f"confirm/*/{name}/result.json")
-        assert again.stat().st_mtime_ns == stamp
-    (member,) = json.loads((exp / "pareto.json").read_text())["confirmed"]
-    assert member["confirm_seeds"] == [0, 1, 2] and not list(exp.glob("confirm/*/*/state.pt"))
+    # a retrain that finished while the driver died also counts (its worker can outlive the driver briefly)
+    reused = re.search(r"confirmation: (\d+) seed\(s\) finished before, read back \(not retrained\)", r.stdout)
+    assert reused and int(reused.group(1)) >= len(done), r.stdout[-2000:]
+    for key, stamp in done.items():
+        tid, seed = key.split("/seed_")
+        assert not any(f"[{tid}] seed {seed}:" in ln for ln in r.stdout.splitlines()), r.stdout[-2000:]
+        assert (exp / "confirm" / key / "result.json").stat().st_mtime_ns == stamp
+    confirmed = json.loads((exp / "pareto.json").read_text())["confirmed"]
+    assert confirmed and all(m["confirm_seeds"] == [0, 1] for m in confirmed)
+    assert not list(exp.glob("confirm/*/*/state.pt"))
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("smd-mnist").experiment_id])
     retrains = [r for r in runs if r.data.tags.get("tune_div.role") == "confirmation"]
-    assert sorted(r.data.tags["tune_div.confirm_seed"] for r in retrains) == ["1", "2"]  # none logged twice
+    assert len(retrains) == len(confirmed)  # one run per (member, seed): none logged twice across the kill
+    assert all(r.data.tags["tune_div.confirm_seed"] == "1" for r in retrains)
     assert all(r.info.status == "FINISHED" for r in retrains)
 
 

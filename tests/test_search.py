@@ -504,6 +504,7 @@ def test_a_diverging_trial_fails_alone_with_its_reason(ray_session, real_data, t
     assert all(by_trial[r["trial_id"]].info.status == "FINISHED" for r in finished)
 
 
+@pytest.mark.slow  # 16 real trials at once on 2 cores, about 2.5 minutes: out of the default run's time
 def test_fractional_gpus_run_sixteen_trials_at_once(ray_session, real_data, tmp_path, capsys):
     rc, out = run_search(
         [
