@@ -89,10 +89,10 @@ class TRS(Defense):
         ce = member_ce(logits, y).sum()
         sim = pairwise_cosines(g).abs().mean() if g.shape[0] > 1 else g.new_zeros(())
         half = x.shape[0] // 2
-        x_smooth = x
+        g_smooth = g  # without the smoothness example the term is taken at x, whose gradients are g
         if h["smooth_steps"] > 0 and half < x.shape[0]:
             x_smooth = torch.cat([x[:half], smooth_example(ensemble, x[half:], y[half:], self.eps, h["smooth_steps"])])
-        _, g_smooth = loss_grads(ensemble, x_smooth, y)
+            _, g_smooth = loss_grads(ensemble, x_smooth, y)
         smooth = smoothness(g_smooth)
         total = ce + h["lambda_a"] * sim + h["lambda_b"] * smooth
         return total, parts_dict(ce, total, sim=sim, smooth=smooth)
