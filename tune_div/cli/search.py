@@ -162,6 +162,14 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
             return 1
         print_table(s, result.rows, result.table, result.baseline)
         if result.interrupted:
+            print("nothing exported yet: the resumed search exports its front when it ends", file=sys.stderr)
+        elif not result.table["front"]:
+            print(
+                f"nothing exported: no trial finished feasible and unflagged (each one's state in "
+                f"{s.path / 'trials.csv'})",
+                file=sys.stderr,
+            )
+        if result.interrupted:
             print(f"interrupted: continue with  {prog} --resume {s.path}", file=sys.stderr)
             return 130
     return 0

@@ -506,20 +506,29 @@ def finish_baseline(ref, interrupted: bool, quiet: bool) -> dict[str, Any] | Non
 
 def publish(s: Settings, p: Prepared, outcome: SearchOutcome) -> None:
     """``pareto.*`` and ``trials.csv``, and the parent run's artifacts and status: FAILED when every trial
-    failed, KILLED when interrupted, else FINISHED with the plot, the search space and the exports."""
+    failed, KILLED when interrupted (exported only when the resumed search ends), else FINISHED with the
+    plot, the search space and the exports."""
     files = write_results(s, outcome.rows, outcome.table, outcome.baseline)
     if outcome.all_failed is not None:
         p.tracker.end_parent("FAILED")
         return
-    publish_front(s, p.tracker, p.space, outcome.rows, outcome.table, files, outcome.baseline)
+    export = not outcome.interrupted and bool(outcome.table["front"])
+    publish_front(s, p.tracker, p.space, outcome.rows, outcome.table, files, outcome.baseline, export)
     p.tracker.end_parent("KILLED" if outcome.interrupted else "FINISHED")
 
 
 def publish_front(
-    s: Settings, tracker: tracking.SearchTracker, space, rows, table, files: list[Path], base: dict[str, Any] | None
+    s: Settings,
+    tracker: tracking.SearchTracker,
+    space,
+    rows,
+    table,
+    files: list[Path],
+    base: dict[str, Any] | None,
+    export: bool = True,
 ) -> None:
     """Parent artifacts: the Pareto table and plot (with the naive baseline), every trial, the effective
-    search space, the exports; the baseline's metrics on the parent."""
+    search space, the exports (when ``export``); the baseline's metrics on the parent."""
     plot = tracking.pareto_plot(
         rows,
         table,
@@ -531,10 +540,11 @@ def publish_front(
     space_file = atomic_write_text(s.path / "search_space.yaml", space.to_yaml())
     # the front first: the export reads each member's lift over the baseline from its run
     tracker.log_front(rows, table, [*files, plot, space_file], robust_label(s), base)
-    exported = s.path / "exported"
-    tracking.export_from_tracking(
-        s.mlflow_uri, parent_run_id=tracker.parent_run_id, out=exported, clean_floor=s.clean_floor
-    )
-    tracker.log_files([exported])
+    if export:
+        exported = s.path / "exported"
+        tracking.export_from_tracking(
+            s.mlflow_uri, parent_run_id=tracker.parent_run_id, out=exported, clean_floor=s.clean_floor
+        )
+        tracker.log_files([exported])
     if base:
         tracker.log_parent_metrics({f"baseline_{k}": v for k, v in base.items() if isinstance(v, float)})
