@@ -77,3 +77,48 @@ def test_adv_train_eps_defaults_to_the_datasets_objective_eps():
     assert TrainConfig(dataset="fashion_mnist", adv_train={"attack": "fgsm"}).adv_train["eps"] == 0.1
     assert TrainConfig(dataset="cifar10", adv_train={"attack": "fgsm"}).adv_train["eps"] == 0.01
     assert TrainConfig(dataset="cifar10", adv_train={"attack": "pgd", "eps": 0.03}).adv_train["eps"] == 0.03
+
+
+def test_ensemble_adversarial_training_crafts_on_the_static_source_model(real_data, tmp_path):
+    """Tramèr et al.'s ensemble adversarial training: the examples are FGSM of the saved source model,
+    not of the ensemble being trained, and the source never changes."""
+    from tune_div import attacks, models
+
+    source = Trainer(TrainConfig(defense="naive", data_dir=str(real_data), subset=64, val_subset=50, seed=5))
+    path = tmp_path / "source.pt"
+    models.save_ensemble(source.ensemble, path)
+    spec = {"attack": "fgsm", "eps": 0.2, "ratio": 0.5, "source": str(path)}
+    trainer = Trainer(TrainConfig(defense="naive", data_dir=str(real_data), subset=64, val_subset=50, adv_train=spec))
+    x, y = next(iter(trainer.train_loader))
+    mixed = trainer.mix_adversarial(x, y)
+    n = len(x) // 2
+    on_source = attacks.run("fgsm", models.load_ensemble(path).eval(), x[:n], y[:n], 0.2)
+    on_self = attacks.run("fgsm", trainer.ensemble, x[:n], y[:n], 0.2)
+    assert torch.allclose(mixed[:n], on_source, atol=1e-6) and not torch.allclose(mixed[:n], on_self, atol=1e-3)
+    before = [p.detach().clone() for p in trainer.adv_source.parameters()]
+    trainer.train_epoch()
+    assert all(torch.equal(a, b) for a, b in zip(before, trainer.adv_source.parameters()))
+    assert trainer.cfg.to_dict()["adv_train"]["source"] == str(path)
+
+
+def test_random_eps_is_the_half_normal_truncated_to_eps():
+    from scipy.stats import truncnorm
+
+    from tune_div.train.trainer import truncated_eps
+
+    eps = 0.3
+    draws = [truncated_eps(eps, seed) for seed in range(4000)]
+    assert all(0 <= d <= eps for d in draws) and truncated_eps(eps, 7) == truncated_eps(eps, 7)
+    sigma = eps / 2
+    law = truncnorm(0, eps / sigma, scale=sigma)  # N(0, σ²) on [0, ε]: the half-normal truncated at ε
+    mean = sum(draws) / len(draws)
+    assert mean == pytest.approx(law.mean(), abs=4 * law.std() / len(draws) ** 0.5)
+    assert sum(d <= law.median() for d in draws) / len(draws) == pytest.approx(0.5, abs=0.03)
+
+
+def test_the_optional_keys_stay_out_of_a_config_that_does_not_set_them():
+    plain = validate_adv_train({"attack": "pgd"}, 0.1)
+    assert "source" not in plain and "random_eps" not in plain
+    assert validate_adv_train({"attack": "fgsm", "random_eps": True}, 0.1)["random_eps"] is True
+    with pytest.raises(UserError, match="random_eps"):
+        validate_adv_train({"attack": "fgsm", "random_eps": "yes"}, 0.1)

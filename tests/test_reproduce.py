@@ -47,7 +47,7 @@ def smoke(real_data, tmp_path_factory):
 
 
 def test_registry_lists_the_protocol():
-    assert reproduce.names() == ["budget-check", "smd-table"] and reproduce.names("smd*") == ["smd-table"]
+    assert "smd-table" in reproduce.names() and reproduce.names("smd*") == ["smd-table"]
 
 
 def test_smoke_run_writes_the_side_by_side_table(smoke):

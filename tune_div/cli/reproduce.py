@@ -1,5 +1,6 @@
 """Reproduce a paper's table next to the paper's numbers: ``tune-div reproduce smd-table --dataset mnist
-[--methods naive,smd] [--seeds 5] [--epochs 50] [--budget smoke|full] [--out reproductions/]``.
+[--methods naive,smd] [--seeds 5] [--epochs 50] [--budget smoke|full] [--out reproductions/]``; and
+``tune-div reproduce claims`` writes the claims ledger from the results.
 
 Prints progress and the table's path; writes ``<out>/<protocol>_<dataset>.{md,csv,json,png}`` and logs
 them to an MLflow run (experiment ``reproduce-<protocol>``; ``--no-mlflow`` to skip). Trained ensembles
@@ -18,6 +19,8 @@ from ..errors import DivergenceError, UserError
 from .common import ArgumentParser, cli_errors, fail
 
 PROG = "tune-div reproduce"
+CLAIMS = "claims"
+CLAIMS_HELP = "the claims ledger (docs/claims.md): each paper's headline claims checked against the results"
 
 
 def build_parser(prog: str = PROG) -> ArgumentParser:
@@ -31,7 +34,31 @@ def build_parser(prog: str = PROG) -> ArgumentParser:
         sp.add_argument("--data-dir", help="dataset folder (else $TUNE_DIV_DATA, else ~/.cache/tune_div/data)")
         sp.add_argument("--tracking-uri", help="MLflow store (default sqlite:///<out>/mlflow.db)")
         sp.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+    cp = sub.add_parser(CLAIMS, help=CLAIMS_HELP, description=CLAIMS_HELP)
+    cp.add_argument("--from", dest="source", default="reproductions", help="folder of reproduction results (JSON)")
+    cp.add_argument("--out", default="docs/claims.md", help="the ledger's Markdown (its rows beside it, .json)")
+    cp.add_argument("--tracking-uri", help="MLflow store to log the ledger to (default: none)")
     return p
+
+
+def claims_main(args) -> int:
+    """``tune-div reproduce claims``: the claims ledger from the results under ``--from``."""
+    from ..reproduce import claims
+
+    source, out = Path(args.source), Path(args.out)
+    if not source.is_dir():
+        raise UserError(f"--from {source} is not a folder; name the folder of the reproduction results")
+    if out.suffix != ".md":
+        raise UserError(f"--out {out} should name a Markdown file (.md)")
+    rows = claims.write(source, out)
+    counts = ", ".join(f"{sum(r['verdict'] == v for r in rows)} {v}" for v in claims.VERDICTS)
+    print(f"written: {out} and {out.with_suffix('.json')} ({len(rows)} claims: {counts})")
+    if args.tracking_uri:
+        from ..tracking.reproduction import log_claims
+
+        run_id = log_claims(args.tracking_uri, rows, [out, out.with_suffix(".json")])
+        print(f"logged to MLflow ({args.tracking_uri}): experiment reproduce-claims, run {run_id}")
+    return 0
 
 
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:
@@ -39,6 +66,8 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     args = build_parser(prog).parse_args(argv)
     args.command_line = shlex.join(["tune-div", "reproduce", *argv])
     with cli_errors(prog):
+        if args.protocol == CLAIMS:
+            return claims_main(args)
         out = Path(args.out)
         if out.exists() and not out.is_dir():
             raise UserError(f"--out {out} is a file; name a folder for the table files")

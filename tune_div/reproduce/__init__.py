@@ -7,7 +7,7 @@ measured numbers next to the paper's (Markdown, CSV, JSON, a plot and an MLflow 
 holds the real runs.
 """
 
-from . import budget_check, smd_table  # noqa: F401  (registers the protocols)
+from . import adp_table, budget_check, cldl_table, drelu_table, gal_table, smd_table  # noqa: F401  (registers)
 from .base import PROTOCOLS, Protocol, register_protocol
 
 

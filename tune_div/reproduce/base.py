@@ -13,6 +13,8 @@ import argparse
 import hashlib
 import json
 import math
+import os
+import platform
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -139,3 +141,12 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     mean = sum(values) / n
     std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
     return mean, std
+
+
+def machine() -> str:
+    """The machine a reproduction ran on, as its table states it."""
+    import torch
+
+    return f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, " + (
+        torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    )

@@ -236,7 +236,7 @@ def _row(budget, method, column, measured, std, seeds, eps) -> dict[str, Any]:
 
 
 def _machine() -> str:
-    from .smd_table import machine
+    from .base import machine
 
     return machine()
 

@@ -59,3 +59,19 @@ def _log_reproduction(uri: str, protocol: str, doc: dict[str, Any], files: list[
         client.log_artifact(run_id, str(f))
     client.set_terminated(run_id, "FINISHED")
     return run_id
+
+
+def log_claims(uri: str, rows: list[dict[str, Any]], files: list[Path]) -> str:
+    """The claims ledger as one run of experiment ``reproduce-claims``: a count per verdict and the files."""
+    with quiet_mlflow():
+        client = client_for(uri)
+        exp_id = get_or_create_experiment(client, "reproduce-claims", artifact_root_for(uri))
+        run_id = client.create_run(exp_id, run_name="claims", tags={"tune_div.role": "claims"}).info.run_id
+        ts = int(time.time() * 1000)
+        verdicts = sorted({r["verdict"] for r in rows})
+        counts = {v: sum(r["verdict"] == v for r in rows) for v in verdicts}
+        client.log_batch(run_id, metrics=[metric(f"claims/{v.replace(' ', '_')}", n, 0, ts) for v, n in counts.items()])
+        for f in files:
+            client.log_artifact(run_id, str(f))
+        client.set_terminated(run_id, "FINISHED")
+        return run_id

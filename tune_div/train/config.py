@@ -43,6 +43,11 @@ from .precision import CHOICES as PRECISION_CHOICES
 # Adversarial training defaults: PGD-10 with half of every batch replaced; eps None = the dataset's
 # objective eps (its catalog entry).
 ADV_TRAIN_DEFAULTS = {"attack": "pgd", "eps": None, "steps": 10, "ratio": 0.5}
+# Ensemble adversarial training (Tramèr et al. 2018, as GAL combines it with its loss): ``source`` names a
+# static pre-trained model file (``models.save_ensemble``) the examples are crafted on instead of the
+# ensemble being trained; ``random_eps`` draws each batch's ε from a normal of std ε/2 truncated to
+# [0, ε] (Kurakin et al. 2016). Kept in a config only when set, so existing configs keep their keys.
+ADV_TRAIN_OPTIONAL = {"source": None, "random_eps": False}
 MEMORY_FORMATS = ("auto", "contiguous", "channels_last")
 SCHEDULES = ("multistep", "plateau")
 
@@ -210,10 +215,15 @@ def validate_adv_train(spec: dict[str, Any], default_eps: float) -> dict[str, An
     """Fill defaults and check an ``adv_train`` spec; ``steps`` applies to iterative attacks only."""
     if not isinstance(spec, dict):
         raise UserError(f"adv_train: expected a mapping of {sorted(ADV_TRAIN_DEFAULTS)}, got {spec!r}")
-    unknown = sorted(set(spec) - set(ADV_TRAIN_DEFAULTS))
+    valid = {**ADV_TRAIN_DEFAULTS, **ADV_TRAIN_OPTIONAL}
+    unknown = sorted(set(spec) - set(valid))
     if unknown:
-        raise UserError(f"unknown adv_train key(s) {unknown}; valid: {sorted(ADV_TRAIN_DEFAULTS)}")
-    out = {**ADV_TRAIN_DEFAULTS, **spec}
+        raise UserError(f"unknown adv_train key(s) {unknown}; valid: {sorted(valid)}")
+    out = {**ADV_TRAIN_DEFAULTS, **{k: v for k, v in spec.items() if ADV_TRAIN_OPTIONAL.get(k, object()) != v}}
+    if out.get("source") is not None:
+        check("adv_train", "source", out["source"], Text())
+    if "random_eps" in out:
+        check("adv_train", "random_eps", out["random_eps"], Bool())
     usable = attacks.names(adversarial_training=True)
     if out["attack"] not in usable:
         raise UserError(f"adv_train attack must be one of {', '.join(usable)}, got {out['attack']!r}")

@@ -28,6 +28,16 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return seed * 100_003 + epoch
 
 
+def truncated_eps(eps: float, seed: int) -> float:
+    """|N(0, (ε/2)²)| redrawn until it is at most ε: the half-normal truncated to [0, ε] (Kurakin et al.
+    2016), from its own generator so the training's random stream is untouched."""
+    g = torch.Generator().manual_seed(seed)
+    while True:
+        value = abs(float(torch.randn((), generator=g))) * eps / 2
+        if value <= eps:
+            return value
+
+
 @torch.no_grad()
 def ensemble_eval(ensemble: models.Ensemble, loader: data.TensorLoader) -> tuple[float, list[float], float]:
     """Clean accuracy of the ensemble and of each member, and the ensemble's mean NLL, on a loader (eval mode)."""
@@ -105,6 +115,9 @@ class Trainer:
         self.ensemble.to(self.device, memory_format=self.memory_format)  # type: ignore[call-overload]
         self.ensemble.set_execution(cfg.execution)
         self.defense.to(self.device)
+        source = (cfg.adv_train or {}).get("source")
+        # ensemble adversarial training: examples from a static pre-trained model, never updated here
+        self.adv_source = models.load_ensemble(source, self.device).eval() if source else None
 
         train_x, train_y = data.load(
             cfg.dataset, "train", cfg.data_dir, subset=cfg.subset, seed=cfg.data_seed, val_size=cfg.val_size
@@ -149,7 +162,7 @@ class Trainer:
         start = time.perf_counter()
         for step, (x, y) in enumerate(self.train_loader):
             if self.cfg.adv_train:
-                x = self.mix_adversarial(x, y)
+                x = self.mix_adversarial(x, y, epoch_seed(self.cfg.seed, epoch) * 10_007 + step)
             with precision_context(self.precision, self.device):  # loss and backward, one switch per step
                 total, parts = self.defense.loss(self.ensemble, x, y)
                 value = float(total.detach())
@@ -186,13 +199,18 @@ class Trainer:
         self.history.append(metrics)
         return metrics
 
-    def mix_adversarial(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Replace the first ``ratio`` share of the batch by adversarial examples of the current ensemble."""
+    def mix_adversarial(self, x: torch.Tensor, y: torch.Tensor, seed: int = 0) -> torch.Tensor:
+        """Replace the first ``ratio`` share of the batch by adversarial examples of the current ensemble,
+        or of the static ``source`` model (ensemble adversarial training); ``seed`` draws a ``random_eps``."""
         spec = self.cfg.adv_train
         assert spec is not None, "mix_adversarial needs TrainConfig.adv_train"
         n = max(1, round(float(spec["ratio"]) * x.shape[0]))
         options = attacks.ATTACKS.get(spec["attack"]).with_steps(spec["steps"])
-        x_adv = attacks.run(spec["attack"], self.ensemble, x[:n], y[:n], float(spec["eps"]), **options)
+        eps = float(spec["eps"])
+        if spec.get("random_eps"):
+            eps = truncated_eps(eps, seed)
+        model = self.adv_source if self.adv_source is not None else self.ensemble
+        x_adv = attacks.run(spec["attack"], model, x[:n], y[:n], eps, **options)
         return torch.cat([x_adv, x[n:]]).contiguous(memory_format=self.memory_format)
 
     @property
