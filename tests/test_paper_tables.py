@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from paper_texts import PAPERS
 
 from tune_div import reproduce
 from tune_div.reproduce import claims
@@ -21,7 +22,6 @@ from tune_div.reproduce.drelu_table import DReLUTable
 from tune_div.reproduce.gal_table import GALTable
 
 REPO = Path(__file__).resolve().parents[1]
-PAPERS = REPO.parent / "shared" / "papers"
 needs_text = pytest.mark.skipif(not PAPERS.is_dir(), reason="the papers' text is not next to the checkout")
 
 # a few methods per table, covering each code path (surrogate, audit, single models, EAT's static source);

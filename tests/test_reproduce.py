@@ -10,16 +10,16 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from paper_texts import PAPERS
 
 from tune_div import reproduce
 from tune_div.cli import reproduce as reproduce_cli
 from tune_div.reproduce.base import kendall_tau, mean_std
 from tune_div.reproduce.smd_table import ATTACKS, COLUMNS, METHODS, PAPER
 
-PAPER_TEXT = Path(__file__).resolve().parents[2] / "shared" / "papers" / "smd_saliency_diversified_ensemble.txt"
+PAPER_TEXT = PAPERS / "smd_saliency_diversified_ensemble.txt"
 
 
 @pytest.fixture(scope="module")
