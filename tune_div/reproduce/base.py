@@ -150,3 +150,19 @@ def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, " + (
         torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     )
+
+
+def closing_lines(doc: dict[str, Any], labels: dict[str, str]) -> list[str]:
+    """The lines that end every reproduction table: the methods that diverged (and why), and the sanity
+    flags any seed of a method raised (docs/flags.md)."""
+    lines: list[str] = []
+    for m, reason in doc.get("diverged", {}).items():
+        lines += [f"{labels[m]} diverged and is left out: {reason}", ""]
+    flagged = {m: sorted({f for r in rs for f in r["flags"]}) for m, rs in doc["runs"].items()}
+    flagged = {m: f for m, f in flagged.items() if f}
+    if flagged:
+        lines += [
+            "Sanity flags (docs/flags.md): " + "; ".join(f"{labels[m]}: {', '.join(f)}" for m, f in flagged.items()),
+            "",
+        ]
+    return lines

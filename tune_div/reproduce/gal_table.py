@@ -12,6 +12,7 @@ EAT with GAL.
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from ..eval.surrogate import config_key
@@ -111,15 +112,19 @@ class GALTable(PaperTable):
         """The static model EAT crafts its training examples on (the paper: pretrained, same architecture)."""
         return super().train_config(s, self.method("baseline"), SOURCE_SEED)
 
+    def source_file(self, s: TableSettings) -> Path:
+        """Where ``train_cached`` keeps the static source model."""
+        return reproduce_cache() / config_key(self.source_config(s)) / "model.pt"
+
     def train_config(self, s: TableSettings, method: Method, seed: int) -> TrainConfig:
         cfg = super().train_config(s, method, seed)
         if cfg.adv_train and cfg.adv_train.get("source") == STATIC:
-            path = reproduce_cache() / config_key(self.source_config(s)) / "model.pt"
-            cfg = replace(cfg, adv_train={**cfg.adv_train, "source": str(path)})
+            cfg = replace(cfg, adv_train={**cfg.adv_train, "source": str(self.source_file(s))})
         return cfg
 
     def measure(self, s: TableSettings, method: Method, seed: int, log: Log) -> dict[str, Any]:
-        if (method.train.get("adv_train") or {}).get("source") == STATIC:
+        needs = (method.train.get("adv_train") or {}).get("source") == STATIC
+        if needs and not self.source_file(s).is_file():  # train it once; the Trainer loads the file
             log(f"  the static EAT source: a naive 5 x Conv3, seed {SOURCE_SEED} (trained once, cached)")
             train_cached(self.source_config(s), log)
         return super().measure(s, method, seed, log)

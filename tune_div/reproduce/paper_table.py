@@ -35,6 +35,7 @@ from ..train import EVAL_BATCH, TrainConfig, ensemble_and_member_accuracy
 from .base import (
     Log,
     Protocol,
+    closing_lines,
     evaluate_cached,
     interval_note,
     kendall_tau,
@@ -514,15 +515,7 @@ def markdown(doc: dict[str, Any]) -> str:
                 + f" | {'—' if tau is None else f'{tau:+.2f}'} |"
             )
         lines.append("")
-    for m, reason in doc.get("diverged", {}).items():
-        lines += [f"{labels[m]} diverged and is left out: {reason}", ""]
-    flagged = {m: sorted({f for r in rs for f in r["flags"]}) for m, rs in doc["runs"].items()}
-    flagged = {m: f for m, f in flagged.items() if f}
-    if flagged:
-        lines += [
-            "Sanity flags (docs/flags.md): " + "; ".join(f"{labels[m]}: {', '.join(f)}" for m, f in flagged.items()),
-            "",
-        ]
+    lines += closing_lines(doc, labels)
     return "\n".join(lines)
 
 
