@@ -278,6 +278,13 @@ def test_a_claims_verdict(values, audit, epochs, verdict, note):
     assert claims.judge(CLAIM, None)["verdict"] == "not run"
 
 
+def test_a_one_seed_run_says_its_verdict_is_not_confirmed_over_seeds():
+    one = doc_with({"a": (80.0, 70.0), "b": (60.0, 50.0)}, {"a": 70.0, "b": 50.0})
+    two = {**one, "settings": {**one["settings"], "seeds": 2}}
+    assert "one seed: not confirmed over seeds" in claims.judge(CLAIM, one)["note"]
+    assert "one seed" not in claims.judge(CLAIM, two)["note"]
+
+
 def test_the_ledger_takes_the_run_nearest_the_papers_budget_and_never_a_smoke_run(tmp_path):
     short, full = (
         doc_with({"a": (80.0, 70.0), "b": (60.0, 50.0)}, epochs=5),

@@ -11,8 +11,9 @@ measured accuracy over its attacks at that ε), the budget it ran, and a verdict
 - ``does not hold``: it fails under the paper's attacks, or only under the check (the note says which);
 - ``not run``: no result (a ``smoke`` budget's never counts) has every method the claim compares.
 
-"Beats" compares the seed means; the table beside each number gives its interval, and a margin inside
-it is noted as such. A claim is about one dataset, one threat, a set of attack columns and of ε.
+"Beats" compares the seed means; the table beside each number gives its interval, a margin inside it
+is noted as such, and so is a run of one seed (a seed can flip such a comparison: docs/reproduction.md,
+"Budget check"). A claim is about one dataset, one threat, a set of attack columns and of ε.
 """
 
 from __future__ import annotations
@@ -132,6 +133,8 @@ def judge(claim: Claim, doc: dict[str, Any] | None) -> dict[str, Any]:
     close = [(c, e) for c, e, w, b in ours if abs(w - b) < half_width(doc, w)]  # a margin inside one number's interval
     if close:
         notes.append("margin within the 95% interval at " + ", ".join(f"{labels.get(c, c)} {e:g}" for c, e in close))
+    if int(doc["settings"]["seeds"]) < 2:  # SMD against naive flipped sign between two seeds (budget check)
+        notes.append("one seed: not confirmed over seeds")
     return {**row, "verdict": verdict, "note": "; ".join(notes)}
 
 
