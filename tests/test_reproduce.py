@@ -234,3 +234,40 @@ def test_a_diverging_method_is_left_out_with_its_reason_and_the_table_goes_on(re
     )
     assert "| SMD |" not in capsys.readouterr().out
     assert "NOT AUDITED" in (tmp_path / "out" / "smd-table_mnist.md").read_text()
+
+
+def test_an_evaluation_cached_before_or_after_split_seed_existed_is_found(tmp_path, monkeypatch):
+    """The surrogate's ``split_seed: None`` (a field added after evaluations were cached) must not
+    change the evaluation's key, and a file under the key that had it is still read."""
+    import hashlib
+
+    from tune_div.eval import EvalSpec
+    from tune_div.reproduce import base
+    from tune_div.train import TrainConfig
+
+    cfg = TrainConfig(defense="naive", dataset="mnist", arch="lenet5", n_members=3, epochs=1, seed=0)
+    sur = {**cfg.to_dict(), "seed": 1000}
+    sur.pop("data_dir")
+    assert sur["split_seed"] is None
+    spec = EvalSpec(dataset="mnist", attacks=["pgd"], eps=[0.1], n=20, surrogate_config=sur)
+
+    def key_of(surrogate: dict) -> str:
+        doc = {k: v for k, v in vars(spec).items() if k != "data_dir"}
+        doc["surrogate_config"] = surrogate
+        return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    before = key_of({k: v for k, v in sur.items() if k not in ("split_seed", "precision")})
+    after = key_of(sur)
+    assert before != after
+    assert base.eval_keys(spec) == (before, after)
+
+    def no_evaluation(*a, **k):
+        raise AssertionError("the cached evaluation was not found")
+
+    monkeypatch.setattr(base, "evaluate", no_evaluation)
+    folder = tmp_path / base.config_key(cfg)
+    folder.mkdir()
+    for name, value in ((after, 0.25), (before, 0.5)):
+        (folder / f"eval_{name}.json").write_text(json.dumps({"clean_acc": value}))
+        got, hit = base.evaluate_cached(None, cfg, spec, log=print, root=tmp_path)
+        assert hit and got == {"clean_acc": value}

@@ -62,15 +62,22 @@ def surrogate_config(
     )
 
 
+def stable_config_doc(d: dict[str, Any]) -> dict[str, Any]:
+    """A TrainConfig dict less the fields whose default is the behaviour from before they existed, so a
+    key made of it stays that of models and evaluations cached before."""
+    d = dict(d)
+    if d.get("precision") == "auto":
+        d.pop("precision")
+    if d.get("split_seed") is None:  # the data's seed is the training seed
+        d.pop("split_seed", None)
+    return d
+
+
 def config_key(cfg: TrainConfig) -> str:
     d = cfg.to_dict()
     d.pop("data_dir")  # where the files are does not change the model
     d.pop("device")
-    if d.get("precision") == "auto":  # the default keeps the keys of models cached before the field existed
-        d.pop("precision")
-    if d.get("split_seed") is None:  # likewise: the data's seed is the training seed
-        d.pop("split_seed", None)
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(stable_config_doc(d), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def surrogate_cache_dir() -> Path:

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 from .. import models
 from ..eval import EvalSpec, evaluate
-from ..eval.surrogate import config_key
+from ..eval.surrogate import config_key, stable_config_doc
 from ..files import atomic_write_text, cache_root
 from ..progress import EpochProgress
 from ..registry import Registry
@@ -87,15 +87,29 @@ def train_cached(cfg: TrainConfig, log: Log, root: Path | None = None) -> tuple[
     return trainer.ensemble.eval(), history, False
 
 
+def eval_keys(spec: EvalSpec) -> tuple[str, ...]:
+    """The cache keys of an evaluation spec: the key it is stored under, then the key it had before
+    the surrogate's config was made stable (read, never written)."""
+
+    def key(doc: dict[str, Any]) -> str:
+        return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    doc = {k: v for k, v in vars(spec).items() if k != "data_dir"}
+    if doc.get("surrogate_config") is None:
+        return (key(doc),)
+    stable = {**doc, "surrogate_config": stable_config_doc(doc["surrogate_config"])}
+    return tuple(dict.fromkeys((key(stable), key(doc))))
+
+
 def evaluate_cached(
     ens: models.Ensemble, cfg: TrainConfig, spec: EvalSpec, log: Log, root: Path | None = None
 ) -> tuple[dict[str, Any], bool]:
     """``evaluate(ens, spec)``, cached next to the model ``cfg`` trained; returns (result, from_cache)."""
-    key_doc = {k: v for k, v in vars(spec).items() if k != "data_dir"}
-    key = hashlib.sha256(json.dumps(key_doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    path = (root or reproduce_cache()) / config_key(cfg) / f"eval_{key}.json"
-    if path.is_file():
-        return json.loads(path.read_text()), True
+    folder = (root or reproduce_cache()) / config_key(cfg)
+    path, *older = (folder / f"eval_{key}.json" for key in eval_keys(spec))
+    for found in (path, *older):
+        if found.is_file():
+            return json.loads(found.read_text()), True
     result = evaluate(ens, spec, log=log)
     atomic_write_text(path, json.dumps(result, indent=2))
     return result, False
