@@ -9,6 +9,7 @@ and their evaluations are cached (``$TUNE_DIV_CACHE/reproduce``): a rerun only d
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 import time
@@ -37,6 +38,7 @@ def build_parser(prog: str = PROG) -> ArgumentParser:
     cp = sub.add_parser(CLAIMS, help=CLAIMS_HELP, description=CLAIMS_HELP)
     cp.add_argument("--from", dest="source", default="reproductions", help="folder of reproduction results (JSON)")
     cp.add_argument("--out", default="docs/claims.md", help="the ledger's Markdown (its rows beside it, .json)")
+    cp.add_argument("--readme", help="also rewrite the ledger's block between the markers of this README")
     cp.add_argument("--tracking-uri", help="MLflow store to log the ledger to (default: none)")
     return p
 
@@ -50,9 +52,16 @@ def claims_main(args) -> int:
         raise UserError(f"--from {source} is not a folder; name the folder of the reproduction results")
     if out.suffix != ".md":
         raise UserError(f"--out {out} should name a Markdown file (.md)")
+    readme = Path(args.readme) if args.readme else None
+    if readme is not None:
+        claims.readme_span(readme)  # before anything is written
     rows = claims.write(source, out)
     counts = ", ".join(f"{sum(r['verdict'] == v for r in rows)} {v}" for v in claims.VERDICTS)
     print(f"written: {out} and {out.with_suffix('.json')} ({len(rows)} claims: {counts})")
+    if readme is not None:
+        link = os.path.relpath(out.resolve(), readme.resolve().parent)
+        claims.update_readme(readme, rows, Path(link).as_posix())
+        print(f"updated the ledger in {readme}")
     if args.tracking_uri:
         from ..tracking.reproduction import log_claims
 

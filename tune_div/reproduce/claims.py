@@ -1,8 +1,8 @@
 """The claims ledger: each paper's headline claims, checked against the reproductions' JSON.
 
-``tune-div reproduce claims [--from reproductions] [--out docs/claims.md]`` reads every protocol result
-under ``--from``, takes for each (protocol, dataset) the run closest to the paper's budget, and writes
-one row per :class:`Claim`: the paper's numbers, ours under the paper's attacks, ours under the audit
+``tune-div reproduce claims [--from reproductions] [--out docs/claims.md] [--readme README.md]`` reads
+every protocol result under ``--from``, takes for each (protocol, dataset) the run closest to the paper's
+budget, and writes one row per :class:`Claim`: the paper's numbers, ours under the paper's attacks, ours under the audit
 (white-box claims) or under the strongest transfer attack of the table (black-box claims: the lowest
 measured accuracy over its attacks at that ε), the budget it ran, and a verdict:
 
@@ -25,9 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from .. import data
+from ..errors import UserError
 from ..files import atomic_write_text
 
 VERDICTS = ("holds", "holds at reduced budget", "does not hold", "not run")
+README_START = "<!-- claims ledger: written by `tune-div reproduce claims --readme README.md`; do not edit -->"
+README_END = "<!-- end of the claims ledger -->"
 
 
 @dataclass(frozen=True)
@@ -217,6 +220,43 @@ def markdown(rows: list[dict[str, Any]], folder: str) -> str:
             )
         lines.append("")
     return "\n".join(lines)
+
+
+def readme_block(rows: list[dict[str, Any]], ledger_link: str) -> str:
+    """The ledger's short form for the README, between its markers: one line per claim, its verdict and
+    budget; the numbers stay in the ledger."""
+    lines = [
+        README_START,
+        "",
+        "| paper's table | claim | verdict | budget we ran |",
+        "|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(f"| `{r['protocol']}` | {r['claim']} | **{r['verdict']}** | {r['budget'] or '—'} |")
+    lines += ["", f"Numbers, intervals and notes: [{ledger_link}]({ledger_link}).", "", README_END]
+    return "\n".join(lines)
+
+
+def readme_span(readme: Path) -> tuple[int, int]:
+    """Where the ledger's block is in ``readme`` (start of its first marker, end of its last), or a
+    UserError saying which markers to add."""
+    if not readme.is_file():
+        raise UserError(f"--readme {readme} is not a file; name the README that holds the ledger's markers")
+    text = readme.read_text()
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        raise UserError(
+            f"{readme} has no claims-ledger markers; put the lines {README_START!r} and {README_END!r} "
+            "where the ledger should go"
+        )
+    return start, end + len(README_END)
+
+
+def update_readme(readme: Path, rows: list[dict[str, Any]], ledger_link: str) -> None:
+    """Replace the block between the README's ledger markers; the rest of the file is left as it was."""
+    start, end = readme_span(readme)
+    text = readme.read_text()
+    atomic_write_text(readme, text[:start] + readme_block(rows, ledger_link) + text[end:])
 
 
 def write(folder: Path, out: Path) -> list[dict[str, Any]]:
