@@ -237,8 +237,8 @@ def test_a_diverging_method_is_left_out_with_its_reason_and_the_table_goes_on(re
 
 
 def test_an_evaluation_cached_before_or_after_split_seed_existed_is_found(tmp_path, monkeypatch):
-    """The surrogate's ``split_seed: None`` (a field added after evaluations were cached) must not
-    change the evaluation's key, and a file under the key that had it is still read."""
+    """An evaluation cached before the surrogate's config gained ``split_seed`` (or ``precision``) is
+    found under the key it had then; the newest file wins."""
     import hashlib
 
     from tune_div.eval import EvalSpec
@@ -256,10 +256,11 @@ def test_an_evaluation_cached_before_or_after_split_seed_existed_is_found(tmp_pa
         doc["surrogate_config"] = surrogate
         return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
-    before = key_of({k: v for k, v in sur.items() if k not in ("split_seed", "precision")})
-    after = key_of(sur)
-    assert before != after
-    assert base.eval_keys(spec) == (before, after)
+    now = key_of(sur)
+    before_split_seed = key_of({k: v for k, v in sur.items() if k != "split_seed"})
+    before_precision = key_of({k: v for k, v in sur.items() if k not in ("split_seed", "precision")})
+    assert base.eval_keys(spec) == (now, before_split_seed, before_precision)
+    assert len(set(base.eval_keys(spec))) == 3
 
     def no_evaluation(*a, **k):
         raise AssertionError("the cached evaluation was not found")
@@ -267,7 +268,7 @@ def test_an_evaluation_cached_before_or_after_split_seed_existed_is_found(tmp_pa
     monkeypatch.setattr(base, "evaluate", no_evaluation)
     folder = tmp_path / base.config_key(cfg)
     folder.mkdir()
-    for name, value in ((after, 0.25), (before, 0.5)):
+    for name, value in ((before_precision, 0.125), (before_split_seed, 0.25), (now, 0.5)):
         (folder / f"eval_{name}.json").write_text(json.dumps({"clean_acc": value}))
         got, hit = base.evaluate_cached(None, cfg, spec, log=print, root=tmp_path)
         assert hit and got == {"clean_acc": value}

@@ -88,17 +88,23 @@ def train_cached(cfg: TrainConfig, log: Log, root: Path | None = None) -> tuple[
 
 
 def eval_keys(spec: EvalSpec) -> tuple[str, ...]:
-    """The cache keys of an evaluation spec: the key it is stored under, then the key it had before
-    the surrogate's config was made stable (read, never written)."""
+    """The cache keys of an evaluation spec: the key it is stored under, then the keys the same spec had
+    before the surrogate's config gained ``split_seed``, and before that ``precision`` (read, never
+    written), so evaluations cached by earlier versions are found."""
 
     def key(doc: dict[str, Any]) -> str:
         return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     doc = {k: v for k, v in vars(spec).items() if k != "data_dir"}
-    if doc.get("surrogate_config") is None:
+    sur = doc.get("surrogate_config")
+    if sur is None:
         return (key(doc),)
-    stable = {**doc, "surrogate_config": stable_config_doc(doc["surrogate_config"])}
-    return tuple(dict.fromkeys((key(stable), key(doc))))
+    keys = [key(doc)]
+    if sur.get("split_seed", None) is None:
+        sur = {k: v for k, v in sur.items() if k != "split_seed"}
+        keys.append(key({**doc, "surrogate_config": sur}))
+        keys.append(key({**doc, "surrogate_config": stable_config_doc(sur)}))
+    return tuple(dict.fromkeys(keys))
 
 
 def evaluate_cached(
