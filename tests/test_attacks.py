@@ -78,7 +78,7 @@ def test_rfgsm_is_a_random_step_then_fgsm_of_the_remaining_budget(trained_ensemb
 
 
 def test_options_are_validated():
-    with pytest.raises(UserError, match="valid: rand_init, step, steps"):
+    with pytest.raises(UserError, match="valid: loss, rand_init, step, steps"):
         attacks.get("pgd").options(0.1, iterations=5)
     with pytest.raises(UserError, match="unknown attack"):
         attacks.get("deepfool")
@@ -105,3 +105,27 @@ def test_declared_facts_are_consistent(name):
     if cls.adversarial_training:
         assert cls.norm == "linf"
     assert attacks.names(iterative=True) == [n for n in attacks.names() if attacks.ATTACKS.get(n).iterative]
+
+
+@pytest.mark.parametrize("name", ["fgsm", "bim", "mim", "pgd"])
+def test_the_cw_loss_option_lowers_accuracy_and_differs_from_ce(name, trained_ensemble, eval_points):
+    x, y = eval_points[0][:64], eval_points[1][:64]
+    torch.manual_seed(0)
+    cw = attacks.run(name, trained_ensemble, x, y, 0.25, loss="cw")
+    torch.manual_seed(0)
+    ce = attacks.run(name, trained_ensemble, x, y, 0.25)
+    assert accuracy(trained_ensemble, cw, y) < accuracy(trained_ensemble, x, y) - 0.2
+    assert not torch.equal(cw, ce)
+    assert float((cw - x).abs().max()) <= 0.25 + 1e-6
+    with pytest.raises(UserError, match="loss"):
+        attacks.run(name, trained_ensemble, x, y, 0.25, loss="hinge")
+
+
+def test_the_cw_hinge_loss_is_the_clamped_margin_of_the_best_wrong_class():
+    from tune_div.attacks.losses import CWHingeLoss
+
+    z = torch.tensor([[2.0, 0.5, 1.0], [0.0, 3.0, -1.0], [1.0, 1.0, 4.0]])
+    y = torch.tensor([0, 2, 2])
+    # by hand: row 0: max wrong 1.0 - 2.0 = -1.0; row 1: 3.0 - (-1.0) = 4.0; row 2: 1.0 - 4.0 = -3.0
+    assert float(CWHingeLoss(50.0)(z, y)) == pytest.approx(-1.0 + 4.0 - 3.0)
+    assert float(CWHingeLoss(2.0)(z, y)) == pytest.approx(-1.0 + 2.0 - 3.0)  # κ caps the middle row

@@ -262,3 +262,60 @@ def test_evaluate_cli_curves_and_transfer_matrix(trained_ensemble, real_data, tm
         assert row[i] <= min(row) + 1e-9  # examples crafted on a member hurt that member most
     printed = capsys.readouterr().out
     assert "transferability (pgd, eps=0.1)" in printed and printed.count("ensemble") >= 2
+
+
+def test_worst_of_versions_counts_a_point_only_if_it_survives_every_version():
+    """Stub surrogates whose 'adversarial examples' are set per version, and a model that reads its
+    prediction off the first pixel: the worst-of-versions accuracy is worked out by hand."""
+    from tune_div.eval.threat_models import worst_of_versions
+    from tune_div.train import TrainConfig
+
+    y = torch.tensor([0, 1, 2, 3])
+
+    class FirstPixel(torch.nn.Module):  # predicts class round(10 * x[0, 0, 0])
+        def forward(self, x):
+            return torch.nn.functional.one_hot((10 * x[:, 0, 0, 0]).round().long(), 10).float().log_softmax(1)
+
+    def images(labels):
+        x = torch.zeros(len(labels), 1, 2, 2)
+        x[:, 0, 0, 0] = torch.tensor(labels, dtype=torch.float) / 10
+        return x
+
+    # what the model predicts on each version's examples, per (surrogate, loss): a wrong label is a hit
+    predicted = {
+        (0, "ce"): [0, 1, 2, 3],
+        (0, "cw"): [9, 1, 2, 3],
+        (1, "ce"): [0, 1, 9, 3],
+        (1, "cw"): [0, 1, 2, 3],
+    }
+    calls = []
+
+    class Stub:
+        def __init__(self, k):
+            self.k = k
+            self.cfg = TrainConfig(defense="naive", n_members=3 + 2 * k, seed=1000 + k)
+
+        def model(self, log):
+            return None
+
+        def adversarial(self, attack, eps, options, subset_key, x, y, progress=None):
+            loss = options.get("loss", "ce")
+            calls.append((self.k, attack, loss))
+            return images(predicted[(self.k, loss)]), False
+
+    spec = EvalSpec(dataset="mnist", attacks=["pgd", "pgd_cw"], eps=[0.1], black_box=True, version_surrogates=[{}])
+    out = worst_of_versions(
+        FirstPixel(),
+        [Stub(0), Stub(1)],
+        spec,
+        {"pgd": {}, "pgd_cw": {}},
+        "k",
+        images([0, 1, 2, 3]),
+        y,
+        lambda label, total=0: lambda k: None,
+        print,
+    )
+    assert out["acc"] == {"pgd": {"0.1": 0.5}}  # points 0 and 2 fall to one version each; pgd_cw has no loss option
+    assert out["versions"] == 4 and out["losses"] == ["ce", "cw"]
+    assert [s["n_members"] for s in out["surrogates"]] == [3, 5]
+    assert sorted(calls) == [(0, "pgd", "ce"), (0, "pgd", "cw"), (1, "pgd", "ce"), (1, "pgd", "cw")]

@@ -168,11 +168,21 @@ def test_a_smoke_run_writes_the_side_by_side_table(smokes, name):
                 assert [r["method"] for r in rows] == doc["settings"]["methods"]
                 assert all(r["n"] == 20 and 0 <= r["measured"] <= 100 for r in rows)
                 for r in rows:  # the paper's value beside ours, as the class holds it
-                    assert r["paper"] == cls.paper_value("mnist", group.threat, group.column(attack), eps, r["method"])
+                    assert r["paper"] == cls.paper_value(
+                        "mnist", group.threat, group.paper_column(attack), eps, r["method"]
+                    )
                     run = doc["runs"][r["method"]][0]
                     assert r["measured"] == pytest.approx(
                         100 * run["acc"][group.threat][group.column(attack)][str(eps)]
                     )
+        if group.versions:  # the worst of the versions includes the plain one: never above it
+            for attack in group.attacks:
+                for eps in group.eps:
+                    for m in doc["settings"]["methods"]:
+                        acc = doc["runs"][m][0]["acc"]["black_box"]
+                        assert acc[group.column(attack)][str(eps)] <= acc[attack][str(eps)] + 1e-9
+            assert doc["settings"]["version_seeds"] == 1  # the smoke budget: one seed of each surrogate size
+            assert f"worst of {len(group.versions.members) * len(group.versions.losses)} versions" in md
         if group.audit:
             for eps in group.eps:
                 for m in doc["settings"]["methods"]:

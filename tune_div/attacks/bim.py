@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from torch import nn
-
 from ..compat import import_advertorch
 from ..domains import COUNT, POSITIVE, Maybe
 from .base import Attack
+from .losses import LOSS, loss_fn
 from .registry import register_attack
 
 
@@ -17,14 +16,14 @@ class BIM(Attack):
     step_option = "steps"
     single_step = "fgsm"
     source = "advertorch"
-    defaults = {"steps": 10, "step": None}
-    domains = {"steps": COUNT, "step": Maybe(POSITIVE)}
+    defaults = {"steps": 10, "step": None, "loss": "ce"}
+    domains = {"steps": COUNT, "step": Maybe(POSITIVE), "loss": LOSS}
 
-    def perturb(self, model, x, y, eps, steps, step):
+    def perturb(self, model, x, y, eps, steps, step, loss):
         at = import_advertorch()
         return at.LinfBasicIterativeAttack(
             model,
-            loss_fn=nn.NLLLoss(reduction="sum"),
+            loss_fn=loss_fn(loss),
             eps=eps,
             nb_iter=int(steps),
             eps_iter=eps / 5 if step is None else step,

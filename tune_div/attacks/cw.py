@@ -8,25 +8,12 @@ logits of the ensemble's prediction.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from ..compat import import_advertorch
 from ..domains import COUNT, NON_NEGATIVE, POSITIVE, Bool, Maybe
 from .base import Attack, scale_into_ball
+from .losses import CW_CONFIDENCE, CWHingeLoss
 from .registry import register_attack
-
-
-class CWHingeLoss(nn.Module):
-    """Σ_b min(max_{j≠y} z_j − z_y, κ): PGD maximises it until the wrong class leads by κ."""
-
-    def __init__(self, confidence: float = 0.0):
-        super().__init__()
-        self.confidence = confidence
-
-    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        true = z.gather(1, y[:, None]).squeeze(1)
-        other = z.masked_fill(nn.functional.one_hot(y, z.shape[1]).bool(), float("-inf")).amax(1)
-        return torch.clamp(other - true, max=self.confidence).sum()
 
 
 @register_attack("pgd_cw")
@@ -36,7 +23,7 @@ class PGDCW(Attack):
     step_option = "steps"
     single_step = "fgsm"
     source = "advertorch"
-    defaults = {"steps": 10, "step": None, "confidence": 50.0, "rand_init": True}
+    defaults = {"steps": 10, "step": None, "confidence": CW_CONFIDENCE, "rand_init": True}
     domains = {"steps": COUNT, "step": Maybe(POSITIVE), "confidence": NON_NEGATIVE, "rand_init": Bool()}
 
     def perturb(self, model, x, y, eps, steps, step, confidence, rand_init):

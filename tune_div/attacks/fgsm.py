@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from torch import nn
-
 from ..compat import import_advertorch
 from .base import Attack
+from .losses import LOSS, loss_fn
 from .registry import register_attack
 
 
@@ -14,9 +13,10 @@ class FGSM(Attack):
     name = "fgsm"
     adversarial_training = True
     source = "advertorch"
-    defaults = {}
+    defaults = {"loss": "ce"}
+    domains = {"loss": LOSS}
 
-    def perturb(self, model, x, y, eps, **opts):
+    def perturb(self, model, x, y, eps, loss):
         at = import_advertorch()
-        attack = at.GradientSignAttack(model, loss_fn=nn.NLLLoss(reduction="sum"), eps=eps, clip_min=0.0, clip_max=1.0)
+        attack = at.GradientSignAttack(model, loss_fn=loss_fn(loss), eps=eps, clip_min=0.0, clip_max=1.0)
         return attack.perturb(x, y)

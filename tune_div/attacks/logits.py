@@ -19,7 +19,7 @@ from ..compat import import_advertorch
 from ..domains import COUNT, NON_NEGATIVE, POSITIVE, Maybe
 from .autopgd import APGD
 from .base import Attack, MeanLogits, correct
-from .cw import CWHingeLoss
+from .losses import CWHingeLoss
 from .registry import register_attack
 
 

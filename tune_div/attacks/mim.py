@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from torch import nn
-
 from ..compat import import_advertorch
 from ..domains import COUNT, NON_NEGATIVE, POSITIVE, Maybe
 from .base import Attack
+from .losses import LOSS, loss_fn
 from .registry import register_attack
 
 
@@ -17,14 +16,14 @@ class MIM(Attack):
     step_option = "steps"
     single_step = "fgsm"
     source = "advertorch"
-    defaults = {"steps": 10, "step": None, "decay": 1.0}
-    domains = {"steps": COUNT, "step": Maybe(POSITIVE), "decay": NON_NEGATIVE}
+    defaults = {"steps": 10, "step": None, "decay": 1.0, "loss": "ce"}
+    domains = {"steps": COUNT, "step": Maybe(POSITIVE), "decay": NON_NEGATIVE, "loss": LOSS}
 
-    def perturb(self, model, x, y, eps, steps, step, decay):
+    def perturb(self, model, x, y, eps, steps, step, decay, loss):
         at = import_advertorch()
         return at.LinfMomentumIterativeAttack(
             model,
-            loss_fn=nn.NLLLoss(reduction="sum"),
+            loss_fn=loss_fn(loss),
             eps=eps,
             nb_iter=int(steps),
             decay_factor=decay,

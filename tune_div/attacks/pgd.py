@@ -5,11 +5,10 @@ Defaults as in the SMD and CLDL papers: 10 iterations of step ε/5 (``step=None`
 
 from __future__ import annotations
 
-from torch import nn
-
 from ..compat import import_advertorch
 from ..domains import COUNT, POSITIVE, Bool, Maybe
 from .base import Attack
+from .losses import LOSS, loss_fn
 from .registry import register_attack
 
 
@@ -21,14 +20,14 @@ class PGD(Attack):
     single_step = "fgsm"
     adversarial_training = True
     source = "advertorch"
-    defaults = {"steps": 10, "step": None, "rand_init": True}
-    domains = {"steps": COUNT, "step": Maybe(POSITIVE), "rand_init": Bool()}
+    defaults = {"steps": 10, "step": None, "rand_init": True, "loss": "ce"}
+    domains = {"steps": COUNT, "step": Maybe(POSITIVE), "rand_init": Bool(), "loss": LOSS}
 
-    def perturb(self, model, x, y, eps, steps, step, rand_init):
+    def perturb(self, model, x, y, eps, steps, step, rand_init, loss):
         at = import_advertorch()
         attack = at.LinfPGDAttack(
             model,
-            loss_fn=nn.NLLLoss(reduction="sum"),
+            loss_fn=loss_fn(loss),
             eps=eps,
             nb_iter=int(steps),
             eps_iter=eps / 5 if step is None else step,

@@ -25,11 +25,12 @@ from torch import nn
 from .. import attacks, data, models
 from ..attacks.audit import COMPONENTS as AUDIT_COMPONENTS
 from ..attacks.audit import PRESETS as AUDIT_PRESETS
+from ..attacks.losses import LOSS
 from ..errors import UserError
 from ..train import TrainConfig
 from ..train.config import resolve_memory_format
 from .intervals import CONFIDENCE, annotate, nested
-from .points import ATTACK_BATCH, DEFAULT_N, accuracy, audit, craft, eval_subset
+from .points import ATTACK_BATCH, DEFAULT_N, accuracy, audit, craft, eval_subset, predict
 from .sanity import proxy_inflation_flags, sanity_checks, sanity_flags
 from .surrogate import Surrogate, config_key, surrogate_config
 
@@ -87,12 +88,31 @@ class EvalSpec:
     surrogate_config: dict[str, Any] | None = None  # a TrainConfig dict used as is (one surrogate for a table)
     data_dir: str | None = None
     audit: str | None = None  # None, or the audit preset (fast | standard): docs/audit.md
+    # black-box "worst of versions": more surrogates (TrainConfig dicts) beside the main one; a point is
+    # robust only if it survives every attack crafted on every surrogate with every loss of ``version_losses``
+    version_surrogates: list[dict[str, Any]] | None = None
+    version_losses: tuple[str, ...] = ("ce", "cw")
+
+    def cache_doc(self) -> dict[str, Any]:
+        """What identifies this evaluation's result: every field but ``data_dir``; the version fields
+        only when used, so results cached before they existed keep their key."""
+        doc = {k: v for k, v in vars(self).items() if k != "data_dir"}
+        if self.version_surrogates is None:
+            doc.pop("version_surrogates")
+            doc.pop("version_losses")
+        return doc
 
     def __post_init__(self):
         for a in self.attacks:
             attacks.ATTACKS.get(a)  # unknown -> UserError naming the choices
         if not self.eps or any((not math.isfinite(e)) or e < 0 for e in self.eps):
             raise UserError(f"eps must be a non-empty list of numbers >= 0, got {self.eps}")
+        if self.version_surrogates is not None:
+            if not self.black_box:
+                raise UserError("version_surrogates need the black-box threat model (black_box=True)")
+            for loss in self.version_losses:
+                if not LOSS.accepts(loss):
+                    raise UserError(f"unknown version loss {loss!r}; choose from {LOSS.describe()}")
         if self.audit is not None and self.audit not in AUDIT_PRESETS:
             raise UserError(f"unknown audit preset '{self.audit}'; choose one of: {', '.join(AUDIT_PRESETS)}")
 
@@ -200,6 +220,13 @@ def evaluate(
             "cached_attacks": cached,
             "acc": black,
         }
+        if spec.version_surrogates is not None:
+            surs = [sur] + [
+                Surrogate(TrainConfig.from_dict({**c, "data_dir": spec.data_dir})) for c in spec.version_surrogates
+            ]
+            result["threat_models"]["black_box_versions"] = worst_of_versions(
+                ens, surs, spec, opts, subset_key, x, y, bar, log
+            )
     if spec.transfer:
         a = spec.attacks[0]
         result["threat_models"]["transfer_matrix"] = transfer_matrix(
@@ -234,6 +261,45 @@ def evaluate(
     return result
 
 
+def worst_of_versions(
+    ens: models.Ensemble,
+    surrogates: list[Surrogate],
+    spec: EvalSpec,
+    opts: dict[str, dict[str, Any]],
+    subset_key: str,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    bar: Callable[..., Callable[[int], None]],
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """Per attack with a ``loss`` option and ε: the fraction of points the ensemble classifies correctly
+    on every version (each surrogate × each loss of ``spec.version_losses``), as the CLDL authors' code
+    scores black-box robustness. Each version's examples are cached on its surrogate."""
+    described = []
+    for sur in surrogates:
+        sur.model(log)  # trains (once, cached) before any attack, and says so
+        described.append({"key": config_key(sur.cfg), "n_members": sur.cfg.n_members, "seed": sur.cfg.seed})
+    acc: dict[str, dict[str, float]] = {}
+    for a in spec.attacks:
+        if "loss" not in attacks.get(a).defaults:  # e.g. pgd_cw: already one loss's version
+            continue
+        acc[a] = {}
+        for eps in spec.eps:
+            alive = torch.ones(len(y), dtype=torch.bool)
+            for sur in surrogates:
+                for loss in spec.version_losses:
+                    options = opts[a] if loss == opts[a].get("loss", "ce") else {**opts[a], "loss": loss}
+                    x_adv, _ = sur.adversarial(a, eps, options, subset_key, x, y, bar(f"versions {a} eps={eps}"))
+                    alive &= predict(ens, x_adv) == y
+            acc[a][str(eps)] = float(alive.float().mean())
+    return {
+        "surrogates": described,
+        "losses": list(spec.version_losses),
+        "versions": len(described) * len(spec.version_losses),
+        "acc": acc,
+    }
+
+
 def intervals(result: dict[str, Any]) -> dict[str, Any]:
     """Every accuracy of an evaluation with its 95% Wilson interval on the result's ``n`` points:
     ``clean_acc_n``, ``clean_acc_ci_low``, ``clean_acc_ci_high`` beside the clean accuracy, and an
@@ -245,6 +311,8 @@ def intervals(result: dict[str, Any]) -> dict[str, Any]:
         block["white_box"] = nested(tm["white_box"], n)
     if "black_box" in tm:
         block["black_box"] = nested(tm["black_box"]["acc"], n)
+    if "black_box_versions" in tm:
+        block["black_box_versions"] = nested(tm["black_box_versions"]["acc"], n)
     if "audit" in result:
         block["audit"] = nested(result["audit"]["robust_acc"], n)
     return {**annotate({"clean_acc": result["clean_acc"]}, {"clean_acc": n}), "intervals": block}

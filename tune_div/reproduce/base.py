@@ -95,7 +95,7 @@ def eval_keys(spec: EvalSpec) -> tuple[str, ...]:
     def key(doc: dict[str, Any]) -> str:
         return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
-    doc = {k: v for k, v in vars(spec).items() if k != "data_dir"}
+    doc = spec.cache_doc()
     sur = doc.get("surrogate_config")
     if sur is None:
         return (key(doc),)

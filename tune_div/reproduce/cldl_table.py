@@ -14,9 +14,10 @@ from __future__ import annotations
 
 from .base import register_protocol
 from .claims import Claim
-from .paper_table import AttackSet, Method, PaperTable
+from .paper_table import AttackSet, Method, PaperTable, Versions
 
 BLACK = ("fgsm", "bim", "mim", "pgd", "pgd_cw")
+VERSIONS = Versions(members=(3, 5), seeds=3, losses=("ce", "cw"))  # the authors' code: 12 versions
 EPS = {"mnist": (0.1, 0.15, 0.2, 0.25), "fashion_mnist": (0.08, 0.1, 0.15, 0.2)}
 WHITE_EPS = {"mnist": (0.1, 0.2), "fashion_mnist": (0.08, 0.15)}
 
@@ -127,10 +128,12 @@ class CLDLTable(PaperTable):
         "and F-MNIST 30 epochs, which `--budget full` runs (`--epochs 200` for the text's budget). The "
         "dataset's default schedule applies (`tune-div list datasets`)",
         "architecture: our LeNet-5 (the code uses a larger LeNet variant, not stated in the paper)",
-        "metric: the paper's robust accuracy is most likely the code's worst case over 12 adversarial versions "
-        "(two surrogate sizes x CE and CW losses x 3 seeds), not stated in the paper. We report each attack "
-        "from one naive 3 x LeNet-5 surrogate (seed 1000) with the CE loss, plus PGD on the CW loss; the "
-        "claims ledger's check is the worst of those, a weaker stand-in for the worst of 12",
+        "metric: the paper's robust accuracy is most likely the authors' code's: a point counts only if it "
+        "survives all 12 adversarial versions of an attack (naive surrogates of 3 and 5 members x 3 seeds x CE "
+        "and CW losses); the paper states neither. We report both: each attack from one naive 3 x LeNet-5 "
+        "surrogate (seed 1000) with the CE loss, plus PGD on the CW loss (the plain columns), and the worst of "
+        "the 12 versions (columns marked so, surrogate seeds 1000-1002). The paper's numbers stand beside both; "
+        "the claims ledger judges the plain columns, and its check is the lowest of every black-box column",
         "hyperparameters of ADP (α 2, β 0.5), GAL (λ 0.5), DVERGE and TRS: not given in the paper; each is "
         "its own paper's default here (`tune-div list defenses`)",
         "columns: MNIST runs CLDL(3,4,4) and CLDL(3,2,1), F-MNIST CLDL(3,2,4) (`--methods` changes it)",
@@ -179,5 +182,12 @@ class CLDLTable(PaperTable):
     def attack_sets(cls, dataset: str) -> tuple[AttackSet, ...]:
         return (
             AttackSet("black_box", BLACK, EPS[dataset]),
+            AttackSet(
+                "black_box",
+                tuple(a for a in BLACK if a != "pgd_cw"),
+                EPS[dataset],
+                key="_worst",
+                versions=VERSIONS,
+            ),
             AttackSet("white_box", ("pgd",), WHITE_EPS[dataset], audit=True),
         )

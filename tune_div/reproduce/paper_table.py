@@ -22,7 +22,7 @@ import io
 import json
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -83,6 +83,21 @@ class Method:
 
 
 @dataclass(frozen=True)
+class Versions:
+    """Black-box robustness as the worst of several adversarial versions: each attack crafted on naive
+    surrogates of each size in ``members`` at ``seeds`` seeds, with each loss of ``losses``; a point counts
+    as robust only if the model survives all of them (the CLDL authors' code: 2 sizes x 2 losses x 3 seeds)."""
+
+    members: tuple[int, ...] = (3, 5)
+    seeds: int = 3
+    losses: tuple[str, ...] = ("ce", "cw")
+
+    @property
+    def count(self) -> int:
+        return len(self.members) * self.seeds * len(self.losses)
+
+
+@dataclass(frozen=True)
 class AttackSet:
     """Attacks measured at the same ε (one ``EvalSpec``): ``threat`` white_box or black_box; ``options``
     per attack; ``keys`` renames an attack's column (two settings of one attack: ``cw_l2`` at c 0.1
@@ -96,12 +111,28 @@ class AttackSet:
     key: str = ""  # a suffix of the columns: two sets with one attack (C&W at two c) stay apart
     label: str = ""  # shown after the attack's name, e.g. "c 10"
     n: int | None = None  # at most this many of the run's test points (the slow optimisation attacks on CPU)
+    versions: Versions | None = None  # black-box only: score the worst of these versions instead of one
+
+    def __post_init__(self):
+        if self.versions is not None:
+            no_loss = [a for a in self.attacks if "loss" not in ATTACKS.get(a).defaults]
+            if self.threat != "black_box" or no_loss or not self.key:
+                raise ValueError(f"a worst-of-versions set is black-box, keyed, of attacks with a loss: {no_loss}")
 
     def column(self, attack: str) -> str:
         return attack + self.key
 
-    def column_label(self, attack: str) -> str:
-        return ATTACK_LABELS.get(attack, attack) + (f" ({self.label})" if self.label else "")
+    def paper_column(self, attack: str) -> str:
+        """The column of the paper's numbers this set's column stands beside: a worst-of-versions
+        column is another reading of the same attack."""
+        return attack if self.versions else self.column(attack)
+
+    def column_label(self, attack: str, versions: Versions | None = None) -> str:
+        """The column's heading; a worst-of-versions set names how many versions it took (``versions``:
+        the run's, where its budget took fewer than the set's)."""
+        versions = versions or self.versions
+        label = f"worst of {versions.count} versions" if versions else self.label
+        return ATTACK_LABELS.get(attack, attack) + (f" ({label})" if label else "")
 
 
 @dataclass
@@ -120,7 +151,14 @@ class TableSettings:
     audit: str | None
     arch: str | None = None  # every model's architecture instead of the paper's (``--arch``; the table says so)
     slow_n: int | None = None  # the budget's cap on the points of a capped (slow) attack set; 0: not run
+    version_seeds: int | None = None  # the budget's cap on the surrogate seeds of a worst-of-versions set
     data_dir: str | None = None
+
+    def versions(self, group: AttackSet) -> Versions | None:
+        """The versions ``group`` runs at this budget."""
+        if group.versions is None or self.version_seeds is None:
+            return group.versions
+        return replace(group.versions, seeds=min(group.versions.seeds, self.version_seeds))
 
     def points(self, group: AttackSet) -> int:
         """The test points ``group`` runs on: ``n``, or fewer for a capped set."""
@@ -134,8 +172,8 @@ class TableSettings:
 
 # smoke: a minute or two of CPU, for tests and trying the command; full: the protocol's own budget.
 BUDGETS: dict[str, dict[str, Any]] = {
-    "smoke": {"epochs": 1, "subset": 1000, "val_subset": 200, "n": 40, "slow_n": 0},
-    "full": {"epochs": None, "subset": None, "val_subset": None, "n": 1000, "slow_n": None},
+    "smoke": {"epochs": 1, "subset": 1000, "val_subset": 200, "n": 40, "slow_n": 0, "version_seeds": 1},
+    "full": {"epochs": None, "subset": None, "val_subset": None, "n": 1000, "slow_n": None, "version_seeds": None},
 }
 
 
@@ -238,6 +276,7 @@ class PaperTable(Protocol):
             audit=None if args.audit == "off" else args.audit,
             arch=args.arch,
             slow_n=budget["slow_n"],
+            version_seeds=budget["version_seeds"],
             data_dir=args.data_dir,
         )
         if s.arch is not None:
@@ -261,12 +300,27 @@ class PaperTable(Protocol):
             data_dir=s.data_dir,
         )
 
-    def surrogate_config(self, s: TableSettings) -> dict[str, Any] | None:
+    def surrogate_config(
+        self, s: TableSettings, members: int | None = None, seed: int = SURROGATE_SEED
+    ) -> dict[str, Any] | None:
         if self.surrogate is None:
             return None
-        cfg = self.train_config(s, self.surrogate, SURROGATE_SEED).to_dict()
+        cfg = self.train_config(s, self.surrogate, seed).to_dict()
         cfg.pop("data_dir")
+        if members is not None:
+            cfg["n_members"] = members
         return cfg
+
+    def version_surrogates(self, s: TableSettings, versions: Versions) -> list[dict[str, Any]]:
+        """The surrogates of ``versions`` other than the main one (``surrogate_config(s)``)."""
+        main = self.surrogate_config(s)
+        out = []
+        for members in versions.members:
+            for k in range(versions.seeds):
+                cfg = self.surrogate_config(s, members, SURROGATE_SEED + k)
+                if cfg is not None and cfg != main:
+                    out.append(cfg)
+        return out
 
     def measure(self, s: TableSettings, method: Method, seed: int, log: Log) -> dict[str, Any]:
         """Train (cached) one method at one seed and measure every attack set on it."""
@@ -289,6 +343,7 @@ class PaperTable(Protocol):
         for group in self.attack_sets(s.dataset):
             if not s.points(group):
                 continue
+            versions = s.versions(group)
             spec = EvalSpec(
                 dataset=s.dataset,
                 attacks=list(group.attacks),
@@ -301,12 +356,18 @@ class PaperTable(Protocol):
                 attack_options={a: dict(o) for a, o in group.options.items()},
                 data_dir=s.data_dir,
                 audit=s.audit if group.audit else None,
+                version_surrogates=self.version_surrogates(s, versions) if versions else None,
+                version_losses=versions.losses if versions else ("ce", "cw"),
                 # the sanity checks are L∞ (tune_div.eval.sanity): only beside L∞ white-box attacks
                 sanity=group.threat == "white_box" and all(ATTACKS.get(a).norm == "linf" for a in group.attacks),
             )
             result, hit = evaluate_cached(ens, cfg, spec, log)
             tm = result["threat_models"]
-            acc = tm["white_box"] if group.threat == "white_box" else tm["black_box"]["acc"]
+            acc = (
+                tm["white_box"]
+                if group.threat == "white_box"
+                else tm["black_box_versions" if group.versions else "black_box"]["acc"]
+            )
             for attack in group.attacks:
                 run["acc"][group.threat].setdefault(group.column(attack), {}).update(acc[attack])  # sets share columns
             if group.threat == "black_box":
@@ -355,7 +416,8 @@ class PaperTable(Protocol):
             "labels": {m.key: m.label for m in self.methods},
             "columns": {
                 **{
-                    g.column(a): g.column_label(a) + (f", {s.points(g)} points" if s.points(g) < s.n else "")
+                    g.column(a): g.column_label(a, s.versions(g))
+                    + (f", {s.points(g)} points" if s.points(g) < s.n else "")
                     for g in self.attack_sets(s.dataset)
                     for a in g.attacks
                 },
@@ -379,7 +441,15 @@ class PaperTable(Protocol):
         """Mean ± std over seeds (in %) per threat, column, ε and method, with the paper's value."""
         rows: list[dict[str, Any]] = []
 
-        def add(threat: str, column: str, eps: float, method: str, values: Sequence[float], points: int) -> None:
+        def add(
+            threat: str,
+            column: str,
+            eps: float,
+            method: str,
+            values: Sequence[float],
+            points: int,
+            paper_column: str | None = None,
+        ) -> None:
             mean, std = mean_std([100 * v for v in values])
             low, high = seed_interval(values, points)
             rows.append(
@@ -394,7 +464,7 @@ class PaperTable(Protocol):
                     "ci_high": high,
                     "seeds": len(values),
                     "n": points,
-                    "paper": self.paper_value(s.dataset, threat, column, eps, method),
+                    "paper": self.paper_value(s.dataset, threat, paper_column or column, eps, method),
                 }
             )
 
@@ -405,7 +475,15 @@ class PaperTable(Protocol):
                 for eps in group.eps:
                     for m in s.methods:
                         values = [r["acc"][group.threat][group.column(attack)][str(eps)] for r in runs[m]]
-                        add(group.threat, group.column(attack), eps, m, values, s.points(group))
+                        add(
+                            group.threat,
+                            group.column(attack),
+                            eps,
+                            m,
+                            values,
+                            s.points(group),
+                            group.paper_column(attack),
+                        )
             if group.audit and s.audit:
                 for eps in group.eps:
                     for m in s.methods:
