@@ -17,34 +17,6 @@ os.environ["TUNE_DIV_OFFLINE"] = "1"
 os.environ.setdefault("RAY_TMPDIR", os.path.join(_SESSION_TMP, "ray"))
 
 
-# The default run is spread over two pytest-xdist workers (pyproject's addopts), one test module per
-# group so a module's fixtures are built once. Everything that starts Ray, a server, a browser or a
-# search shares one group, so those run one at a time as before: two local Rays, or two servers
-# picking ports, never race each other.
-SERIAL_MODULES = {
-    "test_bad_input",
-    "test_benchmarks",
-    "test_browse",
-    "test_browser",
-    "test_callbacks",
-    "test_cluster",
-    "test_confirm",
-    "test_packaging",
-    "test_scheduler",
-    "test_search",
-    "test_searcher",
-    "test_ui",
-}
-SERIAL_FIXTURES = {"ray_session", "smoke", "free_port", "mlflow_server"}
-
-
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        module = item.module.__name__.rpartition(".")[2] if item.module else item.nodeid.split("::")[0]
-        serial = module in SERIAL_MODULES or SERIAL_FIXTURES & set(getattr(item, "fixturenames", ()))
-        item.add_marker(pytest.mark.xdist_group("serial" if serial else module))
-
-
 def _find_real_data() -> Path | None:
     for candidate in (os.environ.get("TUNE_DIV_DATA"), REPO.parent / "shared" / "data"):
         if candidate and (Path(candidate) / "MNIST" / "raw" / "train-images-idx3-ubyte.gz").is_file():
