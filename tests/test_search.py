@@ -119,6 +119,7 @@ def test_smoke_search_prints_the_brute_force_front(smoke):
             )
 
 
+@pytest.mark.slow  # the standard preset on every front member, a minute; test_audit checks the same bound on evaluate
 def test_the_fronts_robust_accuracy_survives_the_standard_audit(smoke, real_data):
     """A front number is never more than 0.03 above what the audit's standard preset finds on the same
     validation points, for the trial's own final checkpoint."""
@@ -802,6 +803,7 @@ def test_moasha_stops_dominated_trials_at_rungs(ray_session, real_data, tmp_path
     assert f"{len(stopped)} stopped at a rung" in out.out
 
 
+@pytest.mark.slow  # 1.5 minutes; the default run resumes an interrupted search (FIFO) and tests MO-ASHA's rungs
 def test_moasha_resume_after_ctrl_c_keeps_rungs_and_stopped_trials(real_data, tmp_path):
     space = tmp_path / "lr.yaml"
     space.write_text(LR_SPACE)

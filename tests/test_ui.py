@@ -50,7 +50,8 @@ def port_free(port: int) -> bool:
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads the process tree from /proc")
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+# SIGHUP goes the same way as SIGTERM (one handler); its run is kept out of the default run's time
+@pytest.mark.parametrize("sig", [signal.SIGTERM, pytest.param(signal.SIGHUP, marks=pytest.mark.slow)])
 def test_a_stop_signal_leaves_no_server_process_and_frees_the_port(sig, tmp_path, free_port):
     from mlflow import MlflowClient
 
