@@ -331,3 +331,13 @@ def test_claims_bad_input_is_one_line_exit_2(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert exc.value.code == 2 and needle in err and len(err.splitlines()) == 1, err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_budget_names_an_architecture_only_where_it_was_changed():
+    base = {"dataset": "mnist", "epochs": 50, "seeds": 1, "n": 1000}
+    smd = {"protocol": "smd-table", "settings": {**base, "arch": "lenet5"}}  # the dataset's own: the paper's
+    assert claims.budget(smd) == ("50 of 50 epochs; 1 seed(s); 1000 points", False)
+    smd_other = {"protocol": "smd-table", "settings": {**base, "arch": "resnet20"}}
+    assert claims.budget(smd_other)[1] and "every model a resnet20" in claims.budget(smd_other)[0]
+    adp = {"protocol": "adp-table", "settings": {**base, "epochs": 40, "paper_epochs": 40, "arch": "lenet5"}}
+    assert claims.budget(adp) == ("40 of 40 epochs; every model a lenet5; 1 seed(s); 1000 points", True)
