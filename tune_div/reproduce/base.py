@@ -50,6 +50,12 @@ class Protocol(abc.ABC):
     def run(self, args: argparse.Namespace, out: Path, log: Log) -> dict[str, Any]:
         """Train and measure what the table needs, write it under ``out``, return the JSON-able result."""
 
+    @classmethod
+    def changed_arch(cls, settings: dict[str, Any]) -> str | None:
+        """The architecture a result's ``settings`` ran instead of the paper's, or None: a paper table's
+        ``arch`` is the ``--arch`` override."""
+        return settings.get("arch")
+
 
 def reproduce_cache() -> Path:
     return cache_root() / "reproduce"

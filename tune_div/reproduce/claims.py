@@ -77,13 +77,12 @@ def shown(found: list[tuple[str, float, float, float]], columns: dict[str, str])
 
 
 def budget(doc: dict[str, Any]) -> tuple[str, bool]:
-    """The run's budget in words, and whether it is below the paper's epochs."""
+    """The run's budget in words, and whether it is below the paper's (fewer epochs, or another architecture)."""
+    from . import PROTOCOLS
+
     s = doc["settings"]
     paper = s.get("paper_epochs") or data.info(s["dataset"]).epochs
-    # a paper table's ``arch`` is an override (--arch); smd-table's records the dataset's own architecture
-    arch = s.get("arch")
-    if doc.get("protocol") == "smd-table" and arch == data.info(s["dataset"]).default_arch:
-        arch = None
+    arch = PROTOCOLS.get(doc["protocol"]).changed_arch(s)
     reduced = s["epochs"] < paper or bool(s.get("epochs_for")) or bool(arch)
     text = f"{s['epochs']} of {paper} epochs" + "".join(f", {m} {n}" for m, n in (s.get("epochs_for") or {}).items())
     text += f"; every model a {arch}" if arch else ""

@@ -173,6 +173,12 @@ class SMDTable(Protocol):
     claims = CLAIMS
 
     @classmethod
+    def changed_arch(cls, settings: dict[str, Any]) -> str | None:
+        """smd-table records the architecture it ran; the paper's is the dataset's own."""
+        arch = settings.get("arch")
+        return None if arch == data.info(settings["dataset"]).default_arch else arch
+
+    @classmethod
     def add_arguments(cls, p) -> None:
         p.add_argument("--dataset", default="mnist", help=f"one of: {', '.join(PAPER['white_box'])}")
         p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of: {', '.join(METHODS)}")
