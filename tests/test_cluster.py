@@ -95,13 +95,12 @@ def run_until(p: subprocess.Popen, predicate, timeout: float) -> list[str]:
     raise AssertionError("the search ended before the moment to act:\n" + "".join(lines)[-2000:])
 
 
-def test_kill_9_of_the_driver_at_three_moments_then_resume_leaves_nothing_open(real_data, tmp_path):
+def kill_mid_epoch_then_after_a_trial(real_data: Path, tmp_path: Path, *extra: str) -> tuple[Path, list[str]]:
     """First kill: mid-epoch of a trial whose epoch 1 is checkpointed. Second: right after a trial
     finished, when the next trial has just been asked from Optuna (Ray may not have recorded it yet).
-    Third: during the seed confirmation (``--confirm 1`` of two members), once its first retrain has finished."""
+    Returns the experiment folder and the resume command."""
     exp = tmp_path / "x"
-    confirm = ("--confirm", "1", "--confirm-top", "2")
-    cmd = search_cmd(real_data, tmp_path, "--samples", "3", "--concurrency", "1", "--epochs", "2", *confirm)
+    cmd = search_cmd(real_data, tmp_path, "--samples", "3", "--concurrency", "1", "--epochs", "2", *extra)
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
     try:
         first = run_until(p, lambda ln: "epoch 1/2" in ln, 240)[-1]
@@ -122,6 +121,24 @@ def test_kill_9_of_the_driver_at_three_moments_then_resume_leaves_nothing_open(r
         q.wait(timeout=30)
     assert not any(f"[{killed_mid}]" in ln and "epoch 1/2" in ln for ln in lines)  # continued from epoch 1
     assert any(f"[{killed_mid}]" in ln and "epoch 2/2" in ln for ln in lines), "".join(lines)
+    return exp, resume
+
+
+def test_kill_9_of_the_driver_at_two_moments_then_resume_leaves_nothing_open(real_data, tmp_path):
+    exp, resume = kill_mid_epoch_then_after_a_trial(real_data, tmp_path)
+    r = subprocess.run(resume, capture_output=True, text=True, cwd=REPO, timeout=400)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "Traceback" not in r.stdout + r.stderr
+    rows = rows_of(exp)
+    assert len(rows) == 3 and all(row["status"] == "TERMINATED" for row in rows.values())
+    assert_nothing_left_open(exp, f"sqlite:///{tmp_path / 'mlflow.db'}", rows)
+
+
+@pytest.mark.slow
+def test_kill_9_of_the_driver_at_three_moments_then_resume_leaves_nothing_open(real_data, tmp_path):
+    """The two kills above, then a third during the seed confirmation (``--confirm 1`` of two members),
+    once its first retrain has finished."""
+    exp, resume = kill_mid_epoch_then_after_a_trial(real_data, tmp_path, "--confirm", "1", "--confirm-top", "2")
     c = subprocess.Popen(resume, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
     try:
         lines = run_until(c, lambda ln: "(confirmation 1 of " in ln, 400)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 import yaml
 from conftest import SMOKE_FLOOR as FLOOR
 
@@ -694,6 +695,36 @@ def test_existing_experiment_is_not_overwritten(ray_session, tmp_path, capsys):
     assert [p.name for p in exp.iterdir()] == ["precious.txt"]
 
 
+def test_a_trials_black_box_objective_is_the_transfer_from_the_cached_surrogate(real_data, trained_ensemble, tmp_path):
+    """What a trial reports as ``val_blackbox_acc`` (the search test below runs it through Ray, in the slow
+    set): the accuracy on the examples crafted once on the surrogate, read back by every later trial."""
+    from tune_div.eval import Surrogate, surrogate_config
+    from tune_div.search.trainable import SubsetAttack, TransferObjective, epoch_metrics
+    from tune_div.search.trial_config import Blackbox
+    from tune_div.train import TrainConfig
+
+    sur = Surrogate(
+        surrogate_config({"arch": "lenet5", "n_members": 2}, "mnist", 1, 1000, 2000, str(real_data)), tmp_path
+    )
+    sur.model()
+    spec = {"attack": "pgd", "eps": 0.1, "n": 60, "seed": 0}
+    proxy = SubsetAttack(TrainConfig(defense="naive", data_dir=str(real_data)), spec)
+    blackbox = Blackbox(sur.cfg.to_dict(), str(tmp_path))
+    out = epoch_metrics(trained_ensemble, spec, proxy, TransferObjective(blackbox, proxy, "k"), 0, False)
+    (crafted,) = (sur.folder / "adv").iterdir()
+    blob = torch.load(crafted, weights_only=True)
+    assert torch.equal(blob["y"], proxy.y)
+    with torch.no_grad():
+        by_hand = (trained_ensemble(blob["x_adv"]).argmax(1) == proxy.y).float().mean().item()
+    assert out["val_blackbox_acc"] == pytest.approx(by_hand)
+    assert out["val_blackbox_acc"] > out["val_proxy_acc"]  # a transfer is weaker than the white-box attack
+    stamp = crafted.stat().st_mtime_ns
+    later = TransferObjective(blackbox, proxy, "k")  # the next trial: loads, crafts nothing
+    assert later(trained_ensemble) == out["val_blackbox_acc"] and not later.surrogate.trained_now
+    assert crafted.stat().st_mtime_ns == stamp and len(list((sur.folder / "adv").iterdir())) == 1
+
+
+@pytest.mark.slow
 def test_black_box_objective_uses_one_cached_surrogate(ray_session, real_data, tmp_path, capsys):
     rc, out = run_search(
         [
