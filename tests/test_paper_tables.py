@@ -341,3 +341,60 @@ def test_the_budget_names_an_architecture_only_where_it_was_changed():
     assert claims.budget(smd_other)[1] and "every model a resnet20" in claims.budget(smd_other)[0]
     adp = {"protocol": "adp-table", "settings": {**base, "epochs": 40, "paper_epochs": 40, "arch": "lenet5"}}
     assert claims.budget(adp) == ("40 of 40 epochs; every model a lenet5; 1 seed(s); 1000 points", True)
+
+
+def settings_of(*argv: str):
+    from tune_div.cli.reproduce import build_parser
+
+    args = build_parser("tune-div reproduce").parse_args(list(argv))
+    return reproduce.get(args.protocol)().settings(args)
+
+
+def test_the_training_subset_is_the_flag_else_the_budget_else_the_protocols_default():
+    assert settings_of("gal-table").subset == GALTable.default_subset["mnist"] == 30000
+    assert settings_of("gal-table", "--subset", "all").subset is None
+    assert settings_of("gal-table", "--subset", "5000").subset == 5000
+    assert settings_of("gal-table", "--budget", "smoke").subset == 1000
+    assert settings_of("cldl-table").subset is None  # a protocol without a default trains on every image
+    s = settings_of("gal-table")
+    cfg = GALTable().train_config(s, GALTable.method("gal"), 0)
+    assert cfg.subset == 30000 and GALTable().surrogate_config(s)["subset"] == 30000  # the surrogate's too
+
+
+def test_a_subset_run_says_reduced_in_its_header_and_in_the_ledgers_budget():
+    from tune_div.reproduce.paper_table import markdown
+
+    s = settings_of("gal-table", "--epochs", "10")
+    doc = {
+        "protocol": "gal-table",
+        "paper": GALTable.paper,
+        "table": GALTable.table,
+        "settings": s.public(),
+        "labels": {m.key: m.label for m in GALTable.methods},
+        "rows": [],
+        "runs": {},
+        "machine": "test",
+        "seconds": 60.0,
+        "deviations": list(GALTable.deviations),
+    }
+    md = markdown(doc)
+    assert "REDUCED: every model trains on a seeded subset of 30,000 training images" in md
+    assert claims.budget(doc) == ("10 of 10 epochs on 30,000 training images; 1 seed(s); 1000 points", True)
+    full = {**doc, "settings": settings_of("gal-table", "--epochs", "10", "--subset", "all").public()}
+    assert "REDUCED" not in markdown(full).split("##")[0]
+    assert claims.budget(full) == ("10 of 10 epochs; 1 seed(s); 1000 points", False)
+
+
+@pytest.mark.parametrize(
+    "value,needle",
+    [("0", "subset=0 is not valid"), ("many", "--subset: expected a number of training images or 'all', got 'many'")],
+)
+def test_a_bad_subset_is_one_line_exit_2_before_any_work(value, needle, tmp_path, capsys):
+    from tune_div.cli import reproduce as reproduce_cli
+
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exc:
+        reproduce_cli.main(["gal-table", "--subset", value, "--out", str(out), "--no-mlflow"])
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and needle in err and len(err.splitlines()) == 1, err
+    assert not out.exists()

@@ -83,8 +83,9 @@ def budget(doc: dict[str, Any]) -> tuple[str, bool]:
     s = doc["settings"]
     paper = s.get("paper_epochs") or data.info(s["dataset"]).epochs
     arch = PROTOCOLS.get(doc["protocol"]).changed_arch(s)
-    reduced = s["epochs"] < paper or bool(s.get("epochs_for")) or bool(arch)
+    reduced = s["epochs"] < paper or bool(s.get("epochs_for")) or bool(arch) or bool(s.get("subset"))
     text = f"{s['epochs']} of {paper} epochs" + "".join(f", {m} {n}" for m, n in (s.get("epochs_for") or {}).items())
+    text += f" on {s['subset']:,} training images" if s.get("subset") else ""
     text += f"; every model a {arch}" if arch else ""
     return f"{text}; {s['seeds']} seed(s); {s['n']} points", reduced
 

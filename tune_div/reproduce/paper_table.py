@@ -189,6 +189,8 @@ class PaperTable(Protocol):
     default_methods: ClassVar[dict[str, tuple[str, ...]]] = {}  # per dataset (else every method)
     paper_epochs: ClassVar[dict[str, int]] = {}  # per dataset, what the paper trains
     default_epochs: ClassVar[dict[str, int]] = {}  # per dataset, what ``--budget full`` trains here
+    # per dataset, the seeded training images ``--budget full`` trains on here (absent: all of them)
+    default_subset: ClassVar[dict[str, int]] = {}
     routine: ClassVar[dict[str, Any]] = {}  # TrainConfig fields shared by every method and the surrogate
     surrogate: ClassVar[Method | None] = None  # the black-box source model (None: no black-box sets)
     deviations: ClassVar[tuple[str, ...]] = ()  # each setting the paper lost or we changed, and our choice
@@ -237,6 +239,18 @@ class PaperTable(Protocol):
         )
         p.add_argument("--n", type=int, help="test points the attacks run on (default: the budget's)")
         p.add_argument(
+            "--subset",
+            metavar="N|all",
+            help="train on a seeded subset of N training images, or on all of them (default: the budget's; "
+            "full: "
+            + (
+                ", ".join(f"{d} {n}" for d, n in cls.default_subset.items()) + ", else all"
+                if cls.default_subset
+                else "all"
+            )
+            + "; the table header says REDUCED)",
+        )
+        p.add_argument(
             "--arch",
             help="train every model with this architecture instead of the paper's (a quick look; the table "
             "header says so)",
@@ -271,7 +285,7 @@ class PaperTable(Protocol):
             paper_epochs=self.paper_epochs[args.dataset],
             budget=args.budget,
             n=args.n or budget["n"],
-            subset=budget["subset"],
+            subset=self.subset(args, budget),
             val_subset=budget["val_subset"],
             audit=None if args.audit == "off" else args.audit,
             arch=args.arch,
@@ -286,6 +300,22 @@ class PaperTable(Protocol):
         for key in ("seeds", "epochs", "n"):
             check(f"--{key}", key, getattr(s, key), COUNT)
         return s
+
+    def subset(self, args: argparse.Namespace, budget: dict[str, Any]) -> int | None:
+        """The training images every model trains on (None: all): ``--subset``, else the budget's, else
+        the protocol's default for the dataset."""
+        from ..domains import COUNT, check
+
+        if args.subset is None:
+            return budget["subset"] or self.default_subset.get(args.dataset)
+        if args.subset == "all":
+            return None
+        try:
+            n = int(args.subset)
+        except ValueError:
+            raise UserError(f"--subset: expected a number of training images or 'all', got {args.subset!r}") from None
+        check("--subset", "subset", n, COUNT)
+        return n
 
     def train_config(self, s: TableSettings, method: Method, seed: int) -> TrainConfig:
         return TrainConfig(
@@ -537,6 +567,11 @@ def markdown(doc: dict[str, Any]) -> str:
         + (f" (REDUCED: the paper trains {s['paper_epochs']})" if reduced else f" (the paper: {s['paper_epochs']})")
         + f"; {s['seeds']} seed(s) (mean ±std); budget `{s['budget']}`"
         + (f" (train subset {s['subset']}, validation subset {s['val_subset']})" if s["subset"] else ""),
+        *(
+            [f"- REDUCED: every model trains on a seeded subset of {s['subset']:,} training images, not all of them"]
+            if s["subset"] and s["budget"] != "smoke"
+            else []
+        ),
         f"- robust accuracy on {s['n']} test points (fixed seeded subset), clean accuracy on the whole test split",
         interval_note(s["n"]),
         (
