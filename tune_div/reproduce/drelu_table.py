@@ -99,7 +99,8 @@ class DReLUTable(PaperTable):
         "naturally, then retrains 10 epochs on PGD examples",
         "TRADES: inner PGD at ε 0.1 with 10 steps of ε/4 (the paper states only that it uses PGD)",
         "attacks: tune_div's PGD (10 steps of ε/5, random start), APGD with 10 steps, C&W-L2 with 5 binary "
-        f"search steps of 100 iterations on {SLOW_POINTS} points (the paper's settings are not stated)",
+        f"search steps of 100 iterations of step 0.1 from c 1 on {SLOW_POINTS} points (the paper's settings are "
+        "not stated)",
         "split: the standard test set; robust accuracy on a fixed seeded subset of `--n` test points",
     )
     claims = (
