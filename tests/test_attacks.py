@@ -153,3 +153,40 @@ def test_cw_l2_defaults_break_an_adversarially_trained_model_as_a_long_run_does(
         robust[name] = accuracy(model, attacks.run("cw_l2", model, x, y, 3.0, **options), y)
     assert robust["long"] < 0.3, robust  # the model is breakable within L2 3
     assert robust["defaults"] <= robust["long"] + 0.1, robust
+
+
+# A hash of each attack's defaults at its defaults_version. A change of an attack's defaults fails here:
+# bump its ``defaults_version`` (so results cached with the old ones are not read) and record the new pair.
+DEFAULTS_AT_VERSION = {
+    ("apgd_ce", 0): "f320a79a2610",
+    ("apgd_ce_logits", 0): "f320a79a2610",
+    ("apgd_dlr", 0): "f320a79a2610",
+    ("apgd_t", 0): "f320a79a2610",
+    ("audit", 0): "dda0d803ef28",
+    ("autoattack", 0): "385386d6da2c",
+    ("bim", 0): "7af2244cd972",
+    ("cw_l2", 1): "334fa725070c",
+    ("ead", 0): "0f4913832f4b",
+    ("fgsm", 0): "d88430e776c9",
+    ("jsma", 0): "208eb49889c9",
+    ("mim", 0): "71107891d91c",
+    ("pgd", 0): "f76827dbef35",
+    ("pgd_cw", 0): "4eb532b84115",
+    ("pgd_cw_logits", 0): "1e6b468b8e94",
+    ("rfgsm", 0): "04aa3ffbe710",
+    ("square", 0): "eed334c5c728",
+}
+
+
+@pytest.mark.parametrize("name", attacks.names())
+def test_an_attacks_defaults_change_only_with_its_defaults_version(name):
+    import hashlib
+    import json
+
+    cls = attacks.ATTACKS.get(name)
+    digest = hashlib.sha256(json.dumps(cls.defaults, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    assert DEFAULTS_AT_VERSION.get((name, cls.defaults_version)) == digest, (
+        f"{name}'s defaults are not the ones recorded for defaults_version {cls.defaults_version}: bump "
+        "defaults_version and record the new hash in DEFAULTS_AT_VERSION"
+    )
+    assert attacks.defaults_versions([name]) == ({name: cls.defaults_version} if cls.defaults_version else {})

@@ -273,3 +273,47 @@ def test_an_evaluation_cached_before_or_after_split_seed_existed_is_found(tmp_pa
         (folder / f"eval_{name}.json").write_text(json.dumps({"clean_acc": value}))
         got, hit = base.evaluate_cached(None, cfg, spec, log=print, root=tmp_path)
         assert hit and got == {"clean_acc": value}
+
+
+def test_an_attack_whose_defaults_changed_is_never_read_from_a_result_of_its_old_defaults(tmp_path, monkeypatch):
+    """``cw_l2``'s defaults changed (defaults_version 1): an evaluation or crafted examples cached under
+    the old defaults have the old key, so they are not read; attacks whose defaults never changed keep
+    their keys."""
+    import hashlib
+
+    import torch
+
+    from tune_div.attacks.cw import CWL2
+    from tune_div.eval import EvalSpec, Surrogate
+    from tune_div.reproduce import base
+    from tune_div.train import TrainConfig
+
+    def key_of(spec: EvalSpec, extra: dict) -> str:
+        doc = {k: v for k, v in vars(spec).items() if k not in ("data_dir", "version_surrogates", "version_losses")}
+        return hashlib.sha256(json.dumps({**doc, **extra}, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    cw = EvalSpec(dataset="mnist", attacks=["pgd", "cw_l2"], eps=[0.1], n=20)
+    pgd = EvalSpec(dataset="mnist", attacks=["pgd"], eps=[0.1], n=20)
+    assert CWL2.defaults_version == 1
+    assert base.eval_keys(cw) == (key_of(cw, {"attack_defaults": {"cw_l2": 1}}),)
+    assert base.eval_keys(pgd) == (key_of(pgd, {}),)  # unchanged: results cached before still count
+    monkeypatch.setattr(CWL2, "defaults_version", 0)
+    assert base.eval_keys(cw) == (key_of(cw, {}),)  # the key the old defaults' results were stored under
+    monkeypatch.undo()
+
+    sur = Surrogate(TrainConfig(defense="naive", epochs=1), tmp_path)
+    x, y = torch.zeros(2, 1, 28, 28), torch.tensor([0, 1])
+    old = hashlib.sha256(json.dumps(["cw_l2", 3.0, {}, "k"], sort_keys=True).encode()).hexdigest()[:16]
+    stale = sur.folder / "adv" / f"cw_l2_{old}.pt"
+    stale.parent.mkdir(parents=True)
+    torch.save({"x_adv": torch.ones_like(x), "y": y}, stale)
+    crafted = []
+    monkeypatch.setattr("tune_div.eval.surrogate.craft", lambda *a, **k: crafted.append(a[0]) or a[2].clone())
+    monkeypatch.setattr(Surrogate, "model", lambda self, log=None: None)
+    x_adv, from_cache = sur.adversarial("cw_l2", 3.0, {}, "k", x, y)
+    assert not from_cache and crafted == ["cw_l2"] and torch.equal(x_adv, x)  # crafted anew, not the stale file
+    x_pgd = torch.full_like(x, 0.5)
+    old_pgd = hashlib.sha256(json.dumps(["pgd", 0.1, {}, "k"], sort_keys=True).encode()).hexdigest()[:16]
+    torch.save({"x_adv": x_pgd, "y": y}, sur.folder / "adv" / f"pgd_{old_pgd}.pt")
+    got, from_cache = sur.adversarial("pgd", 0.1, {}, "k", x, y)
+    assert from_cache and torch.equal(got, x_pgd)  # an attack with unchanged defaults reads its old file

@@ -41,4 +41,20 @@ def run(name: str, model, x, y, eps: float, **options):
     return get(name)(model, x, y, eps, **options)
 
 
-__all__ = ["ATTACKS", "Attack", "AuditReport", "MeanLogits", "get", "names", "register_attack", "run"]
+def defaults_versions(attack_names) -> dict[str, int]:
+    """``{name: defaults_version}`` of the attacks whose defaults changed since results were first cached
+    (version above 0): the part of a cache key that keeps results of old defaults from being read."""
+    return {n: v for n in sorted(set(attack_names)) if (v := ATTACKS.get(n).defaults_version)}
+
+
+__all__ = [
+    "ATTACKS",
+    "Attack",
+    "AuditReport",
+    "MeanLogits",
+    "defaults_versions",
+    "get",
+    "names",
+    "register_attack",
+    "run",
+]

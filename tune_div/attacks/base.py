@@ -38,6 +38,9 @@ class Attack(abc.ABC):
     step_option: ClassVar[str | None] = None
     single_step: ClassVar[str | None] = None
     adversarial_training: ClassVar[bool] = False
+    # Bumped whenever ``defaults`` change: a cached result of the attack is keyed on it (when above 0),
+    # so a result the old defaults produced is never read as the new ones' (tests/test_attacks.py pins it).
+    defaults_version: ClassVar[int] = 0
 
     @classmethod
     def with_steps(cls, steps: int | None) -> dict[str, Any]:

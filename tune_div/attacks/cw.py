@@ -53,6 +53,7 @@ class CWL2(Attack):
     """
 
     name = "cw_l2"
+    defaults_version = 1  # 1: step 0.1 from c 1 (0: step 0.01 from c 0.1)
     iterative = True
     step_option = "max_iterations"
     norm = "l2"

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from .. import models
+from .. import attacks, models
 from ..files import atomic_torch_save, atomic_write_text, cache_root
 from ..train import TrainConfig, Trainer
 from ..train.config import ROUTINE
@@ -123,7 +123,9 @@ class Surrogate:
         self, attack: str, eps: float, options: dict, subset_key: str, x: torch.Tensor, y: torch.Tensor, progress=None
     ) -> tuple[torch.Tensor, bool]:
         """Examples crafted on the surrogate, from the cache when present; returns (x_adv, from_cache)."""
-        key = hashlib.sha256(json.dumps([attack, eps, options, subset_key], sort_keys=True).encode()).hexdigest()[:16]
+        keyed: list = [attack, eps, options, subset_key]
+        keyed += [v] if (v := attacks.defaults_versions([attack])) else []
+        key = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:16]
         path = self.folder / "adv" / f"{attack}_{key}.pt"
         if path.is_file():
             blob = torch.load(path, weights_only=True)

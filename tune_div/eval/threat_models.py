@@ -100,6 +100,8 @@ class EvalSpec:
         if self.version_surrogates is None:
             doc.pop("version_surrogates")
             doc.pop("version_losses")
+        if versions := attacks.defaults_versions(self.attacks):
+            doc["attack_defaults"] = versions
         return doc
 
     def __post_init__(self):
