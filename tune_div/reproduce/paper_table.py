@@ -566,7 +566,7 @@ def markdown(doc: dict[str, Any]) -> str:
         f"- methods: {', '.join(labels[m] for m in s['methods'])}; {s['epochs']} epochs"
         + (f" (REDUCED: the paper trains {s['paper_epochs']})" if reduced else f" (the paper: {s['paper_epochs']})")
         + f"; {s['seeds']} seed(s) (mean ±std); budget `{s['budget']}`"
-        + (f" (train subset {s['subset']}, validation subset {s['val_subset']})" if s["subset"] else ""),
+        + (f" (train subset {s['subset']}, validation subset {s['val_subset']})" if s["val_subset"] else ""),
         *(
             [f"- REDUCED: every model trains on a seeded subset of {s['subset']:,} training images, not all of them"]
             if s["subset"] and s["budget"] != "smoke"
