@@ -124,14 +124,20 @@ def kill_mid_epoch_then_after_a_trial(real_data: Path, tmp_path: Path, *extra: s
     return exp, resume
 
 
-def test_kill_9_of_the_driver_at_two_moments_then_resume_leaves_nothing_open(real_data, tmp_path):
-    exp, resume = kill_mid_epoch_then_after_a_trial(real_data, tmp_path)
+def resume_to_the_end(exp: Path, resume: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    """The last resume: it finishes every trial, cleanly, and leaves nothing open."""
     r = subprocess.run(resume, capture_output=True, text=True, cwd=REPO, timeout=400)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "Traceback" not in r.stdout + r.stderr
     rows = rows_of(exp)
     assert len(rows) == 3 and all(row["status"] == "TERMINATED" for row in rows.values())
     assert_nothing_left_open(exp, f"sqlite:///{tmp_path / 'mlflow.db'}", rows)
+    return r
+
+
+def test_kill_9_of_the_driver_at_two_moments_then_resume_leaves_nothing_open(real_data, tmp_path):
+    exp, resume = kill_mid_epoch_then_after_a_trial(real_data, tmp_path)
+    resume_to_the_end(exp, resume, tmp_path)
 
 
 @pytest.mark.slow
@@ -150,12 +156,7 @@ def test_kill_9_of_the_driver_at_three_moments_then_resume_leaves_nothing_open(r
         f"{p.parent.parent.name}/{p.parent.name}": p.stat().st_mtime_ns for p in exp.glob("confirm/*/*/result.json")
     }
     assert done, "".join(lines)[-2000:]  # at least the seed that said so had finished
-    r = subprocess.run(resume, capture_output=True, text=True, cwd=REPO, timeout=400)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    assert "Traceback" not in r.stdout + r.stderr
-    rows = rows_of(exp)
-    assert len(rows) == 3 and all(row["status"] == "TERMINATED" for row in rows.values())
-    assert_nothing_left_open(exp, f"sqlite:///{tmp_path / 'mlflow.db'}", rows)
+    r = resume_to_the_end(exp, resume, tmp_path)
     # the confirmation went on where it was cut: a finished seed is read back, never trained again
     # a retrain that finished while the driver died also counts (its worker can outlive the driver briefly)
     reused = re.search(r"confirmation: (\d+) seed\(s\) finished before, read back \(not retrained\)", r.stdout)
