@@ -317,3 +317,57 @@ def test_an_attack_whose_defaults_changed_is_never_read_from_a_result_of_its_old
     torch.save({"x_adv": x_pgd, "y": y}, sur.folder / "adv" / f"pgd_{old_pgd}.pt")
     got, from_cache = sur.adversarial("pgd", 0.1, {}, "k", x, y)
     assert from_cache and torch.equal(got, x_pgd)  # an attack with unchanged defaults reads its old file
+
+
+def test_the_audits_cached_results_are_keyed_on_its_components_defaults(tmp_path, monkeypatch):
+    """The budget-check's cached audits and the search's cached naive baseline hold audited numbers: a
+    change of an audit component's defaults (its defaults_version) must give them a new key, and while
+    every version is 0 their keys are the ones results were first stored under."""
+    import hashlib
+    from dataclasses import replace
+
+    from tune_div import attacks
+    from tune_div.attacks.autopgd import APGDCE
+    from tune_div.reproduce.budget_check import BudgetCheck
+    from tune_div.search import baseline
+    from tune_div.search.trial_config import TrialConfig
+    from tune_div.train import TrainConfig
+
+    def digest(doc) -> str:
+        return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    monkeypatch.setenv("TUNE_DIV_CACHE", str(tmp_path))
+    cfg = TrainConfig(defense="naive", epochs=1)
+    s = {"n": 60, "eps": 0.1, "audit": "fast"}
+    trial = TrialConfig.from_dict(
+        {
+            "defense": "naive",
+            "base": {"dataset": "mnist", "epochs": 1, "data_dir": "/somewhere"},
+            "objective": {"attack": "pgd_cw_logits", "eps": 0.1, "steps": 10, "n": 50, "seed": 0, "audit": "fast"},
+            "sanity_n": 0,
+            "test_n": 100,
+            "rungs": [1],
+            "inject_nan_if": None,
+        }
+    )
+    first_doc = trial.to_dict()
+    first_doc["base"].pop("data_dir")
+    audit_first = BudgetCheck().audit_file(cfg, s)
+    assert audit_first.name == f"audit_{digest({**s, 'seed': 0})}.json"
+    assert baseline.cache_path(trial).name == f"{digest(first_doc)}.json"
+    assert attacks.defaults_versions(["audit"]) == {}
+
+    monkeypatch.setattr(APGDCE, "defaults_version", 2)
+    assert attacks.defaults_versions(["audit"]) == {"apgd_ce": 2}  # "audit" stands for its components
+    assert attacks.defaults_versions(["pgd"]) == {}
+    assert (
+        BudgetCheck().audit_file(cfg, s).name
+        == f"audit_{digest({**s, 'seed': 0, 'attack_defaults': {'apgd_ce': 2}})}.json"
+    )
+    assert baseline.cache_path(trial).name == f"{digest({**first_doc, 'attack_defaults': {'apgd_ce': 2}})}.json"
+    unaudited = trial.replace(objective=replace(trial.objective, audit=None))
+    doc = unaudited.to_dict()
+    doc["base"].pop("data_dir")
+    assert (
+        baseline.cache_path(unaudited).name == f"{digest(doc)}.json"
+    )  # not audited: the audit's defaults do not matter

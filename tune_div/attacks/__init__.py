@@ -22,6 +22,7 @@ from . import (  # noqa: F401  (registers)
     rfgsm,
     square,
 )
+from .audit import COMPONENTS as AUDIT_COMPONENTS
 from .audit import AuditReport
 from .base import Attack, MeanLogits
 from .registry import ATTACKS, register_attack
@@ -43,8 +44,12 @@ def run(name: str, model, x, y, eps: float, **options):
 
 def defaults_versions(attack_names) -> dict[str, int]:
     """``{name: defaults_version}`` of the attacks whose defaults changed since results were first cached
-    (version above 0): the part of a cache key that keeps results of old defaults from being read."""
-    return {n: v for n in sorted(set(attack_names)) if (v := ATTACKS.get(n).defaults_version)}
+    (version above 0): the part of a cache key that keeps results of old defaults from being read.
+    ``"audit"`` stands for itself and every one of its components."""
+    names = set(attack_names)
+    if "audit" in names:
+        names |= set(AUDIT_COMPONENTS)
+    return {n: v for n in sorted(names) if (v := ATTACKS.get(n).defaults_version)}
 
 
 __all__ = [

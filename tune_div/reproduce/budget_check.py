@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .. import data, defenses
+from .. import attacks, data, defenses
 from ..errors import UserError
 from ..eval import accuracy, audit, eval_subset
 from ..eval.intervals import paired_lift, points_mask, points_text
@@ -124,12 +124,18 @@ class BudgetCheck(Protocol):
             data_dir=s["data_dir"],
         )
 
+    def audit_file(self, cfg: TrainConfig, s: dict[str, Any]) -> Path:
+        """Where the audit of ``cfg``'s model is cached: beside the model, keyed on what the audit ran."""
+        key_doc: dict[str, Any] = {"n": s["n"], "eps": s["eps"], "audit": s["audit"], "seed": 0}
+        if versions := attacks.defaults_versions(["audit"]):
+            key_doc["attack_defaults"] = versions  # absent while every default is the first: old keys hold
+        key = hashlib.sha256(json.dumps(key_doc, sort_keys=True).encode()).hexdigest()[:16]
+        return reproduce_cache() / config_key(cfg) / f"audit_{key}.json"
+
     def measure(self, cfg: TrainConfig, s: dict[str, Any], log: Log) -> dict[str, Any]:
         """Clean accuracy and the audit's per-point robustness on the test points (cached beside the model)."""
         ens, history, _ = train_cached(cfg, log)
-        key_doc = {"n": s["n"], "eps": s["eps"], "audit": s["audit"], "seed": 0}
-        key = hashlib.sha256(json.dumps(key_doc, sort_keys=True).encode()).hexdigest()[:16]
-        path = reproduce_cache() / config_key(cfg) / f"audit_{key}.json"
+        path = self.audit_file(cfg, s)
         if path.is_file():
             return json.loads(path.read_text())
         x, y = eval_subset(s["dataset"], "test", s["n"], seed=0, root=s["data_dir"])

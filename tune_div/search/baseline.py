@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .. import attacks
 from ..eval.intervals import SUFFIXES, paired_lift, points_mask
 from ..files import atomic_write_text, cache_root
 from ..tracking.tracker import FINAL_METRICS
@@ -36,6 +37,8 @@ def baseline_config(param_space: TrialConfig) -> TrialConfig:
 def cache_path(config: TrialConfig) -> Path:
     key_doc = config.to_dict()
     key_doc["base"].pop("data_dir", None)  # where the data lives does not change the measurement
+    if versions := attacks.defaults_versions(config.objective.attack_names()):
+        key_doc["attack_defaults"] = versions  # absent while every default is the first: old keys hold
     key = hashlib.sha256(json.dumps(key_doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return cache_root() / "baselines" / f"{key}.json"
 

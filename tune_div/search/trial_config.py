@@ -56,6 +56,10 @@ class Objective:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def attack_names(self) -> tuple[str, ...]:
+        """The registered attacks this objective runs: the proxy, and ``audit`` when audited."""
+        return (self.attack, *(("audit",) if self.audit else ()))
+
     @classmethod
     def from_dict(cls, doc: Any) -> Objective:
         names = {f.name for f in fields(cls)}
