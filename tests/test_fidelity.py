@@ -3,6 +3,8 @@ GAL's Gaussian-noise copy, and a black-box surrogate trained with the evaluated 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 
 import pytest
@@ -64,18 +66,52 @@ def test_plateau_schedule_and_early_stopping_follow_the_validation_loss(real_dat
 def test_drelu_paper_routine_from_the_train_command():
     args = train_cli.build_parser().parse_args(["--defense", "drelu", "--paper-routine"])
     cfg = train_cli.config_from_args(args)
-    assert (cfg.schedule, cfg.plateau_factor, cfg.plateau_patience, cfg.early_stop_patience, cfg.epochs) == (
-        "plateau",
-        0.5,
-        5,
-        10,
-        2000,
-    )
+    routine = (cfg.schedule, cfg.plateau_factor, cfg.plateau_patience, cfg.early_stop_patience, cfg.monitor)
+    assert routine == ("plateau", 0.5, 5, 10, "loss") and cfg.epochs == 2000
     args = train_cli.build_parser().parse_args(["--defense", "drelu", "--paper-routine", "--epochs", "30"])
     assert train_cli.config_from_args(args).epochs == 30  # a flag still overrides the routine
     doc = config_file.document(cfg)
     assert doc["train"]["schedule"] == "plateau" and doc["train"]["early_stop_patience"] == 10
+    assert doc["train"]["monitor"] == "loss"
     assert config_file.to_train_config(doc).to_dict() == cfg.to_dict()  # an export retrains the same routine
+
+
+def test_the_watched_validation_loss_holds_the_drelu_penalty_with_monitor_loss(real_data):
+    """Keras' val_loss counts regularisation losses: with ``monitor="loss"`` the trainer's validation
+    loss is the validation NLL plus λ·Σ m² over the caps, each recomputed here from the trained model."""
+    lam = 0.5
+    common = {"defense": "drelu", "hparams": {"lam": lam, "width": 16}, "arch": "dense", "n_members": 1}
+    common |= {"data_dir": str(real_data), "subset": 128, "val_subset": 60, "epochs": 1}
+    watched = Trainer(TrainConfig(**common, monitor="loss"))
+    (h,) = watched.fit()
+    ens = watched.ensemble.eval()
+    x, y = (torch.cat(t) for t in zip(*watched.val_loader))
+    with torch.no_grad():
+        log_probs = torch.log_softmax(ens.member_logits(x)[0], dim=1)  # one member: its own softmax
+        nll = float(torch.nn.functional.nll_loss(log_probs, y))
+        caps = [p for n, p in ens.named_parameters() if n.endswith("max_value")]
+        penalty = lam * sum(float((c * c).sum()) for c in caps)
+    assert len(caps) == 1 and caps[0].numel() == 16
+    assert h["val_nll"] == pytest.approx(nll, rel=1e-5) and h["val_penalty"] == pytest.approx(penalty, rel=1e-5)
+    assert h["val_loss"] == pytest.approx(nll + penalty, rel=1e-5)
+    assert penalty > 100 * nll  # caps near their initial 100: the sum is the penalty's
+    (plain,) = Trainer(TrainConfig(**common)).fit()  # the default watches the NLL alone
+    assert "val_penalty" not in plain and plain["val_loss"] == pytest.approx(nll, rel=1e-5)
+    (naive,) = Trainer(TrainConfig(**{**common, "defense": "naive", "hparams": {}}, monitor="loss")).fit()
+    assert "val_penalty" not in naive  # no penalty to add: the NLL
+
+
+def test_the_default_monitor_keeps_the_cache_keys_of_models_trained_before_it_existed():
+    from tune_div.eval.surrogate import config_key
+
+    cfg = TrainConfig(defense="drelu", arch="dense", n_members=1, epochs=20)
+    doc = cfg.to_dict()
+    for k in ("data_dir", "device", "precision", "split_seed", "monitor"):
+        doc.pop(k)
+    assert config_key(cfg) == hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+    assert config_key(TrainConfig(defense="drelu", arch="dense", n_members=1, epochs=20, monitor="loss")) != config_key(
+        cfg
+    )
 
 
 def test_train_cli_reports_early_stopping(real_data, capsys):

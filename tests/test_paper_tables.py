@@ -398,3 +398,52 @@ def test_a_bad_subset_is_one_line_exit_2_before_any_work(value, needle, tmp_path
     err = capsys.readouterr().err.strip()
     assert exc.value.code == 2 and needle in err and len(err.splitlines()) == 1, err
     assert not out.exists()
+
+
+def test_the_drelu_rows_train_the_papers_whole_routine_and_the_header_says_where_they_stopped():
+    from tune_div.reproduce.paper_table import markdown
+
+    s = settings_of("drelu-table")
+    assert s.epochs == 20 and s.epochs_for == {"dense_drelu": 2000, "shallow_cnn_drelu": 2000}
+    table = DReLUTable()
+    drelu, at = (table.train_config(s, DReLUTable.method(k), 0) for k in ("dense_drelu", "dense_at"))
+    assert (drelu.epochs, drelu.monitor, drelu.early_stop_patience) == (2000, "loss", 10)
+    assert (at.epochs, at.monitor) == (20, "nll")  # AT has no penalty: its cached models keep their key
+    assert settings_of("drelu-table", "--epochs", "5").epochs_for == {}  # --epochs means every model
+    assert settings_of("drelu-table", "--budget", "smoke").epochs_for == {}
+    assert settings_of("drelu-table", "--methods", "dense_at,dense_drelu").epochs_for == {"dense_drelu": 2000}
+    flag = settings_of("drelu-table", "--epochs-for", "dense_drelu=300", "--epochs-for", "dense_at=3")
+    assert flag.epochs_for == {"dense_at": 3, "dense_drelu": 300, "shallow_cnn_drelu": 2000}
+    doc = {
+        "protocol": "drelu-table",
+        "paper": DReLUTable.paper,
+        "table": DReLUTable.table,
+        "settings": settings_of("drelu-table", "--methods", "dense_at,dense_drelu").public(),
+        "labels": {m.key: m.label for m in DReLUTable.methods},
+        "rows": [],
+        "runs": {
+            "dense_drelu": [{"seed": 0, "epochs_trained": 263, "flags": []}],
+            "dense_at": [{"seed": 0, "epochs_trained": 20, "flags": []}],
+        },
+        "machine": "test",
+        "seconds": 60.0,
+        "deviations": list(DReLUTable.deviations),
+    }
+    header = markdown(doc).splitlines()[2]
+    assert (
+        "20 epochs (REDUCED: the paper trains 2000); Dense D-ReLU: 2000 epochs at most (early stopping: trained 263)"
+        in header
+    )
+    assert claims.budget(doc) == ("20 of 2000 epochs, dense_drelu 2000; 1 seed(s); 1000 points", True)
+
+
+@pytest.mark.parametrize("item", ["dense_drelu", "dense_drelu=0", "nope=3"])
+def test_a_bad_epochs_for_is_one_line_exit_2_before_any_work(item, tmp_path, capsys):
+    from tune_div.cli import reproduce as reproduce_cli
+
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exc:
+        reproduce_cli.main(["drelu-table", "--epochs-for", item, "--out", str(out), "--no-mlflow"])
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and "--epochs-for expects METHOD=N" in err and len(err.splitlines()) == 1, err
+    assert not out.exists()

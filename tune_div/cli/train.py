@@ -154,10 +154,14 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
         if cfg.adv_train:
             print(f"adversarial training: {cfg.adv_train}")
         trainer = Trainer(cfg)
-        routine = f", {cfg.schedule} LR schedule" + (
-            f", early stopping after {cfg.early_stop_patience} epochs without a better validation loss"
-            if cfg.early_stop_patience
-            else ""
+        routine = (
+            f", {cfg.schedule} LR schedule"
+            + (
+                f", early stopping after {cfg.early_stop_patience} epochs without a better validation loss"
+                if cfg.early_stop_patience
+                else ""
+            )
+            + (" (validation loss: NLL + the defense's penalty)" if cfg.monitor == "loss" else "")
         )
         print(
             f"training {cfg.defense} on {cfg.dataset}: {cfg.n_members} x {cfg.arch}, {cfg.epochs} epoch(s){routine}, "

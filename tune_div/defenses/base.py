@@ -62,6 +62,11 @@ class Defense(nn.Module, abc.ABC):
     def loss(self, ensemble: Ensemble, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """The total loss and its ``parts`` (the class docstring)."""
 
+    def penalty(self, ensemble: Ensemble) -> torch.Tensor | None:
+        """The part of the loss that depends on the parameters only, not on a batch (a scalar), or None
+        without one. ``TrainConfig.monitor="loss"`` adds it to the validation loss, as Keras does."""
+        return None
+
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in self.hparams.items())
 

@@ -70,6 +70,8 @@ def stable_config_doc(d: dict[str, Any]) -> dict[str, Any]:
         d.pop("precision")
     if d.get("split_seed") is None:  # the data's seed is the training seed
         d.pop("split_seed", None)
+    if d.get("monitor") == "nll":  # the validation NLL alone
+        d.pop("monitor")
     return d
 
 

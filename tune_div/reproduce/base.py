@@ -57,6 +57,31 @@ class Protocol(abc.ABC):
         return settings.get("arch")
 
 
+def add_epochs_for_argument(parser: argparse.ArgumentParser, example: str) -> None:
+    """``--epochs-for METHOD=N`` (repeatable): one method's epochs instead of ``--epochs``."""
+    parser.add_argument(
+        "--epochs-for",
+        action="append",
+        metavar="METHOD=N",
+        help=f"train METHOD for N epochs instead (repeatable; e.g. {example}); the table says so",
+    )
+
+
+def epochs_for(items: Sequence[str] | None, methods: Sequence[str]) -> dict[str, int]:
+    """``{method: epochs}`` from ``--epochs-for`` items, each ``METHOD=N`` with a method of ``methods``."""
+    from ..errors import UserError
+
+    out: dict[str, int] = {}
+    for item in items or []:
+        method, _, n = item.partition("=")
+        if method not in methods or not n.isdigit() or int(n) < 1:
+            raise UserError(
+                f"--epochs-for expects METHOD=N with a method of {', '.join(methods)} and N >= 1, got {item!r}"
+            )
+        out[method] = int(n)
+    return out
+
+
 def reproduce_cache() -> Path:
     return cache_root() / "reproduce"
 

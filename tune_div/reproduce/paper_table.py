@@ -35,7 +35,9 @@ from ..train import EVAL_BATCH, TrainConfig, ensemble_and_member_accuracy
 from .base import (
     Log,
     Protocol,
+    add_epochs_for_argument,
     closing_lines,
+    epochs_for,
     evaluate_cached,
     interval_note,
     kendall_tau,
@@ -151,6 +153,7 @@ class TableSettings:
     audit: str | None
     arch: str | None = None  # every model's architecture instead of the paper's (``--arch``; the table says so)
     slow_n: int | None = None  # the budget's cap on the points of a capped (slow) attack set; 0: not run
+    epochs_for: dict[str, int] = field(default_factory=dict)  # a method's epochs instead of ``epochs``
     version_seeds: int | None = None  # the budget's cap on the surrogate seeds of a worst-of-versions set
     data_dir: str | None = None
 
@@ -189,6 +192,9 @@ class PaperTable(Protocol):
     default_methods: ClassVar[dict[str, tuple[str, ...]]] = {}  # per dataset (else every method)
     paper_epochs: ClassVar[dict[str, int]] = {}  # per dataset, what the paper trains
     default_epochs: ClassVar[dict[str, int]] = {}  # per dataset, what ``--budget full`` trains here
+    # per dataset, methods that ``--budget full`` trains for other epochs than ``default_epochs`` (cheap
+    # ones that need the paper's long routine), unless ``--epochs`` is given
+    default_epochs_for: ClassVar[dict[str, dict[str, int]]] = {}
     # per dataset, the seeded training images ``--budget full`` trains on here (absent: all of them)
     default_subset: ClassVar[dict[str, int]] = {}
     routine: ClassVar[dict[str, Any]] = {}  # TrainConfig fields shared by every method and the surrogate
@@ -229,6 +235,13 @@ class PaperTable(Protocol):
             + "; the paper: "
             + ", ".join(f"{d} {n}" for d, n in cls.paper_epochs.items())
             + ")",
+        )
+        add_epochs_for_argument(
+            p,
+            ", ".join(f"{m}={n}" for per in cls.default_epochs_for.values() for m, n in per.items())
+            + ", the default of --budget full"
+            if cls.default_epochs_for
+            else f"{keys[0]}=2",
         )
         p.add_argument(
             "--budget",
@@ -293,6 +306,9 @@ class PaperTable(Protocol):
             version_seeds=budget["version_seeds"],
             data_dir=args.data_dir,
         )
+        default_for = self.default_epochs_for.get(args.dataset, {}) if args.budget == "full" and not args.epochs else {}
+        chosen = {**default_for, **epochs_for(args.epochs_for, keys)}
+        s.epochs_for = {m: n for m, n in chosen.items() if m in s.methods and n != s.epochs}
         if s.arch is not None:
             from .. import models
 
@@ -323,7 +339,7 @@ class PaperTable(Protocol):
             hparams=dict(method.hparams),
             dataset=s.dataset,
             **{**self.routine, **method.train, **({"arch": s.arch} if s.arch else {})},
-            epochs=s.epochs,
+            epochs=s.epochs if method is self.surrogate else s.epochs_for.get(method.key, s.epochs),
             subset=s.subset,
             val_subset=s.val_subset,
             seed=seed,
@@ -557,6 +573,14 @@ def cell(row: dict[str, Any] | None) -> str:
     return text + (f" ({row['paper']:.1f})" if row["paper"] is not None else "")
 
 
+def trained_note(doc: dict[str, Any], method: str, epochs: int) -> str:
+    """`` (early stopping: trained 212)`` where a method's seeds stopped before ``epochs``, else empty."""
+    trained = sorted({r.get("epochs_trained", epochs) for r in doc["runs"].get(method, [])})
+    if not trained or trained == [epochs]:
+        return ""
+    return f" at most (early stopping: trained {', '.join(map(str, trained))})"
+
+
 def markdown(doc: dict[str, Any]) -> str:
     s, labels = doc["settings"], doc["labels"]
     reduced = s["epochs"] < s["paper_epochs"]
@@ -565,6 +589,7 @@ def markdown(doc: dict[str, Any]) -> str:
         "",
         f"- methods: {', '.join(labels[m] for m in s['methods'])}; {s['epochs']} epochs"
         + (f" (REDUCED: the paper trains {s['paper_epochs']})" if reduced else f" (the paper: {s['paper_epochs']})")
+        + "".join(f"; {labels[m]}: {n} epochs{trained_note(doc, m, n)}" for m, n in s.get("epochs_for", {}).items())
         + f"; {s['seeds']} seed(s) (mean ±std); budget `{s['budget']}`"
         + (f" (train subset {s['subset']}, validation subset {s['val_subset']})" if s["val_subset"] else ""),
         *(

@@ -35,7 +35,9 @@ from ..train import EVAL_BATCH, TrainConfig, ensemble_and_member_accuracy
 from .base import (
     Log,
     Protocol,
+    add_epochs_for_argument,
     closing_lines,
+    epochs_for,
     evaluate_cached,
     interval_note,
     kendall_tau,
@@ -184,13 +186,7 @@ class SMDTable(Protocol):
         p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of: {', '.join(METHODS)}")
         p.add_argument("--seeds", type=int, default=1, help="independent trainings per method (the paper uses 5)")
         p.add_argument("--epochs", type=int, help="default: the budget's (full: the dataset's paper epochs)")
-        p.add_argument(
-            "--epochs-for",
-            action="append",
-            metavar="METHOD=N",
-            help="train METHOD for N epochs instead (repeatable; e.g. dverge=10 where time is short); "
-            "the table says so",
-        )
+        add_epochs_for_argument(p, "dverge=10 where time is short")
         p.add_argument(
             "--budget",
             default="full",
@@ -235,15 +231,7 @@ class SMDTable(Protocol):
         }
         for key in ("seeds", "epochs", "n"):
             check(f"--{key}", key, s[key], COUNT)
-        s["epochs_for"] = {}
-        for item in args.epochs_for or []:
-            method, _, n = item.partition("=")
-            if method not in METHODS or not n.isdigit() or int(n) < 1:
-                raise UserError(
-                    f"--epochs-for expects METHOD=N with a method of {', '.join(METHODS)} and N >= 1, got {item!r}"
-                )
-            if method in s["methods"]:
-                s["epochs_for"][method] = int(n)
+        s["epochs_for"] = {m: n for m, n in epochs_for(args.epochs_for, METHODS).items() if m in s["methods"]}
         return s
 
     def train_config(self, s: dict[str, Any], method: str, seed: int) -> TrainConfig:

@@ -8,7 +8,9 @@ Two LR schedules: ``multistep`` (×``lr_gamma`` at ``milestones``, the SMD setup
 (×``plateau_factor`` when the validation loss has not improved for ``plateau_patience`` epochs, the
 D-ReLU setup, Keras' ReduceLROnPlateau). ``early_stop_patience`` stops training when the validation loss
 has not improved for that many epochs (Keras' EarlyStopping; ``epochs`` is then the cap). The
-validation loss is the ensemble's NLL on the validation split, measured every epoch.
+validation loss they watch (``monitor``) is the ensemble's NLL on the validation split, measured every
+epoch; ``monitor="loss"`` adds the defense's penalty on its parameters (``Defense.penalty``, D-ReLU's
+λ·Σ m²), as Keras' ``val_loss`` counts a model's regularisation losses.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ ADV_TRAIN_DEFAULTS = {"attack": "pgd", "eps": None, "steps": 10, "ratio": 0.5}
 ADV_TRAIN_OPTIONAL = {"source": None, "random_eps": False}
 MEMORY_FORMATS = ("auto", "contiguous", "channels_last")
 SCHEDULES = ("multistep", "plateau")
+MONITORS = ("nll", "loss")  # what the plateau schedule and early stopping watch (the module docstring)
 
 
 class _Mapping(Domain):
@@ -103,6 +106,7 @@ class TrainConfig:
     plateau_factor: float = 0.5
     plateau_patience: int = 5
     early_stop_patience: int | None = None  # None: train every epoch
+    monitor: str = "nll"  # the validation loss the two watch: nll, or loss (nll + the defense's penalty)
     seed: int = 0  # the training randomness: initialisation, shuffling, augmentation
     # The seed of the data: the train/validation split and the subsets (None: ``seed``). A seed
     # confirmation retrains with a fresh ``seed`` and the search's ``split_seed``, so the model sees the
@@ -195,6 +199,7 @@ FIELD_DOMAINS = {
     "plateau_factor": Float(0.0, 1.0, open_low=True, open_high=True),
     "plateau_patience": Int(min=0),
     "early_stop_patience": Maybe(COUNT),
+    "monitor": OneOf(MONITORS),
     "seed": SEED,
     "split_seed": Maybe(SEED),
     "subset": Maybe(COUNT),

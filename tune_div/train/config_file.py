@@ -107,6 +107,8 @@ def document(
     if cfg.schedule != "multistep" or cfg.early_stop_patience is not None:
         for key in ("schedule", "plateau_factor", "plateau_patience", "early_stop_patience"):
             doc["train"][key] = getattr(cfg, key)
+    if cfg.monitor != "nll":
+        doc["train"]["monitor"] = cfg.monitor
     for key, value in (("objective", objective), ("metrics", metrics), ("source", source)):
         if value is not None:
             doc[key] = value

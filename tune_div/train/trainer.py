@@ -181,6 +181,10 @@ class Trainer:
             steps += 1
         train_time = time.perf_counter() - start
         val_acc, member_acc, val_loss = ensemble_eval(self.ensemble, self.val_loader)
+        with torch.no_grad():
+            penalty = self.defense.penalty(self.ensemble) if self.cfg.monitor == "loss" else None
+        watched = {} if penalty is None else {"val_nll": val_loss, "val_penalty": float(penalty.detach())}
+        val_loss += watched.get("val_penalty", 0.0)
         if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             self.scheduler.step(val_loss)
         else:
@@ -192,6 +196,7 @@ class Trainer:
             **{f"part_{k}": v / steps for k, v in sums.items()},
             "val_clean_acc": val_acc,
             "val_loss": val_loss,
+            **watched,
             **{f"val_member_acc_{i}": a for i, a in enumerate(member_acc)},
             "lr": self.optimizer.param_groups[0]["lr"],
             "epoch_time_s": train_time,
