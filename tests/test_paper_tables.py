@@ -304,6 +304,11 @@ def test_the_ledger_takes_the_run_nearest_the_papers_budget_and_never_a_smoke_ru
     for name, doc in (("short", short), ("full", full), ("smoke", smoke)):
         (tmp_path / f"{name}.json").write_text(json.dumps(doc))
     assert claims.pick([short, full]) is full
+    # a method trained longer (D-ReLU's whole routine) brings a run nearer; one trained shorter, farther
+    longer = {**short, "settings": {**short["settings"], "methods": ["a", "b"], "epochs_for": {"a": 40}}}
+    shorter = {**full, "settings": {**full["settings"], "methods": ["a", "b"], "epochs_for": {"a": 1}}}
+    assert claims.pick([short, longer]) is longer and claims.pick([full, shorter]) is full
+    assert claims.pick([longer, shorter]) is longer  # (1 + 5/40) / 2 of the paper's epochs against (1/40 + 1) / 2
     rows = [r for r in claims.ledger(tmp_path) if r["protocol"] == "adp-table"]
     assert {r["source"] for r in rows} == {"full.json"}
 

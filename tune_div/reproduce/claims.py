@@ -152,12 +152,16 @@ def half_width(doc: dict[str, Any], percent: float) -> float:
 
 
 def pick(docs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The run closest to the paper's budget: most epochs (up to the paper's), then most seeds."""
+    """The run closest to the paper's budget: the most epochs (each method's, up to the paper's, as a
+    share of the paper's, averaged over the methods), then the most seeds, then the most points."""
 
     def key(doc):
         s = doc["settings"]
         paper = s.get("paper_epochs") or data.info(s["dataset"]).epochs
-        return (min(s["epochs"], paper) / paper, -len(s.get("epochs_for") or {}), s["seeds"], s["n"])
+        per = s.get("epochs_for") or {}
+        methods = s.get("methods") or [None]
+        share = sum(min(per.get(m, s["epochs"]), paper) / paper for m in methods) / len(methods)
+        return (share, s["seeds"], s["n"])
 
     return max(docs, key=key)
 
