@@ -309,6 +309,9 @@ def test_the_ledger_takes_the_run_nearest_the_papers_budget_and_never_a_smoke_ru
     shorter = {**full, "settings": {**full["settings"], "methods": ["a", "b"], "epochs_for": {"a": 1}}}
     assert claims.pick([short, longer]) is longer and claims.pick([full, shorter]) is full
     assert claims.pick([longer, shorter]) is longer  # (1 + 5/40) / 2 of the paper's epochs against (1/40 + 1) / 2
+    audited = {k: {**full, "settings": {**full["settings"], "audit": k}} for k in (None, "fast", "standard")}
+    assert claims.pick(list(audited.values())) is audited["standard"]  # same budget: the strongest audit
+    assert claims.pick([audited[None], audited["fast"]]) is audited["fast"]
     rows = [r for r in claims.ledger(tmp_path) if r["protocol"] == "adp-table"]
     assert {r["source"] for r in rows} == {"full.json"}
 

@@ -153,7 +153,8 @@ def half_width(doc: dict[str, Any], percent: float) -> float:
 
 def pick(docs: list[dict[str, Any]]) -> dict[str, Any]:
     """The run closest to the paper's budget: the most epochs (each method's, up to the paper's, as a
-    share of the paper's, averaged over the methods), then the most seeds, then the most points."""
+    share of the paper's, averaged over the methods), then the most seeds, then the most points, then
+    the strongest audit (``standard`` over ``fast`` over none)."""
 
     def key(doc):
         s = doc["settings"]
@@ -161,7 +162,7 @@ def pick(docs: list[dict[str, Any]]) -> dict[str, Any]:
         per = s.get("epochs_for") or {}
         methods = s.get("methods") or [None]
         share = sum(min(per.get(m, s["epochs"]), paper) / paper for m in methods) / len(methods)
-        return (share, s["seeds"], s["n"])
+        return (share, s["seeds"], s["n"], (None, "fast", "standard").index(s.get("audit")))
 
     return max(docs, key=key)
 
@@ -193,7 +194,7 @@ def ledger(folder: Path) -> list[dict[str, Any]]:
             doc = pick(docs) if docs else None
             row = judge(claim, doc)
             row["protocol"] = name
-            row["source"] = Path(doc["_path"]).name if doc else ""
+            row["source"] = Path(doc["_path"]).relative_to(folder).as_posix() if doc else ""  # folders share names
             rows.append(row)
     return rows
 
