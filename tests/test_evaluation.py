@@ -319,3 +319,26 @@ def test_worst_of_versions_counts_a_point_only_if_it_survives_every_version():
     assert out["versions"] == 4 and out["losses"] == ["ce", "cw"]
     assert [s["n_members"] for s in out["surrogates"]] == [3, 5]
     assert sorted(calls) == [(0, "pgd", "ce"), (0, "pgd", "cw"), (1, "pgd", "ce"), (1, "pgd", "cw")]
+
+
+def test_crafting_is_the_same_whatever_ran_before_and_leaves_the_callers_random_state():
+    """PGD's random start and R-FGSM's step come from a generator seeded per call: an evaluation of a
+    model just trained in the process and one of the same model read from the cache give the same
+    numbers, and the caller's random stream goes on as if nothing had been drawn."""
+    from tune_div.eval.points import craft
+
+    torch.manual_seed(0)
+    model = models.build_ensemble("dense", 1, 10, 1).eval()
+    x, y = torch.rand(12, 1, 28, 28), torch.arange(12) % 10
+    for attack in ("pgd", "rfgsm"):
+        torch.manual_seed(1)
+        first = craft(attack, model, x, y, 0.1, batch=5)
+        torch.rand(1000)  # what a training step or another evaluation would draw
+        again = craft(attack, model, x, y, 0.1, batch=5)
+        assert torch.equal(first, again), attack
+        assert not torch.equal(craft(attack, model, x, y, 0.1, batch=5, seed=1), first), attack
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    craft("pgd", model, x, y, 0.1)
+    assert torch.equal(torch.rand(3), expected)  # the caller's stream is untouched

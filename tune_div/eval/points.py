@@ -55,14 +55,20 @@ def craft(
     options: dict | None = None,
     batch: int = ATTACK_BATCH,
     progress: Callable[[int], None] | None = None,
+    seed: int = 0,
 ) -> torch.Tensor:
-    """Adversarial examples of ``x`` against ``model``, in batches."""
+    """Adversarial examples of ``x`` against ``model``, in batches. The attack's random draws (PGD's
+    random start, R-FGSM's step) come from torch's generator seeded with ``seed`` inside a fork of the
+    caller's, so the same call gives the same examples whatever ran before it, and the caller's random
+    state is left as it was."""
     atk = attacks.get(attack)
     out = []
-    for i in range(0, len(x), batch):
-        out.append(atk(model, x[i : i + batch], y[i : i + batch], eps, **(options or {})))
-        if progress:
-            progress(len(out[-1]))
+    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        for i in range(0, len(x), batch):
+            out.append(atk(model, x[i : i + batch], y[i : i + batch], eps, **(options or {})))
+            if progress:
+                progress(len(out[-1]))
     return torch.cat(out) if out else x.clone()
 
 
