@@ -238,18 +238,33 @@ def test_a_diverging_method_is_left_out_with_its_reason_and_the_table_goes_on(re
 
 def test_an_evaluation_cached_before_or_after_split_seed_existed_is_found(tmp_path, monkeypatch):
     """An evaluation cached before the surrogate's config gained ``split_seed`` (or ``precision``) is
-    found under the key it had then; the newest file wins."""
+    found under the key it had then; the newest file wins. A field added later at its default
+    (``monitor: nll``) is not in the key at all."""
     import hashlib
+    from dataclasses import replace
 
     from tune_div.eval import EvalSpec
     from tune_div.reproduce import base
     from tune_div.train import TrainConfig
 
     cfg = TrainConfig(defense="naive", dataset="mnist", arch="lenet5", n_members=3, epochs=1, seed=0)
-    sur = {**cfg.to_dict(), "seed": 1000}
-    sur.pop("data_dir")
-    assert sur["split_seed"] is None
-    spec = EvalSpec(dataset="mnist", attacks=["pgd"], eps=[0.1], n=20, surrogate_config=sur)
+    full = {**cfg.to_dict(), "seed": 1000}
+    full.pop("data_dir")
+    sur = {k: v for k, v in full.items() if k != "monitor"}  # as every surrogate dict was before monitor
+    assert sur["split_seed"] is None and full["monitor"] == "nll"
+    spec = EvalSpec(dataset="mnist", attacks=["pgd"], eps=[0.1], n=20, surrogate_config=full)
+    assert base.eval_keys(spec) == base.eval_keys(replace(spec, surrogate_config=sur))
+    versions = EvalSpec(
+        dataset="mnist",
+        attacks=["pgd"],
+        eps=[0.1],
+        n=20,
+        black_box=True,
+        surrogate_config=full,
+        version_surrogates=[full],
+    )
+    assert base.eval_keys(versions) == base.eval_keys(replace(versions, surrogate_config=sur, version_surrogates=[sur]))
+    assert base.eval_keys(replace(spec, surrogate_config={**full, "monitor": "loss"})) != base.eval_keys(spec)
 
     def key_of(surrogate: dict) -> str:
         # the worst-of-versions fields, unused here, must not change the key either
@@ -330,7 +345,7 @@ def test_the_audits_cached_results_are_keyed_on_its_components_defaults(tmp_path
     from tune_div.attacks.autopgd import APGDCE
     from tune_div.reproduce.budget_check import BudgetCheck
     from tune_div.search import baseline
-    from tune_div.search.trial_config import TrialConfig
+    from tune_div.search.trial_config import Blackbox, TrialConfig
     from tune_div.train import TrainConfig
 
     def digest(doc) -> str:
@@ -368,6 +383,11 @@ def test_the_audits_cached_results_are_keyed_on_its_components_defaults(tmp_path
     unaudited = trial.replace(objective=replace(trial.objective, audit=None))
     doc = unaudited.to_dict()
     doc["base"].pop("data_dir")
-    assert (
-        baseline.cache_path(unaudited).name == f"{digest(doc)}.json"
-    )  # not audited: the audit's defaults do not matter
+    # not audited: the audit's defaults do not matter
+    assert baseline.cache_path(unaudited).name == f"{digest(doc)}.json"
+    # a search's black-box surrogate: its whole TrainConfig dict is in the key, less fields added at default
+    sur = {k: v for k, v in TrainConfig(defense="naive", epochs=1, seed=1000).to_dict().items() if k != "monitor"}
+    boxed = unaudited.replace(blackbox=Blackbox(config={**sur, "monitor": "nll"}, root="/r"))
+    assert baseline.cache_path(boxed) == baseline.cache_path(
+        unaudited.replace(blackbox=Blackbox(config=sur, root="/r"))
+    )

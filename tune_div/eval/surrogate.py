@@ -62,16 +62,25 @@ def surrogate_config(
     )
 
 
+# TrainConfig fields added after whole TrainConfig dicts went into cache keys (a surrogate's config in an
+# evaluation's key, a search's black-box surrogate in its baseline's), with the default that is the
+# behaviour from before each existed. At that default a field is left out of such a dict's key.
+NEW_FIELDS = {"monitor": "nll"}
+
+
+def without_new_fields(d: dict[str, Any]) -> dict[str, Any]:
+    """A TrainConfig dict less the :data:`NEW_FIELDS` that hold their default."""
+    return {k: v for k, v in d.items() if not (k in NEW_FIELDS and v == NEW_FIELDS[k])}
+
+
 def stable_config_doc(d: dict[str, Any]) -> dict[str, Any]:
     """A TrainConfig dict less the fields whose default is the behaviour from before they existed, so a
     key made of it stays that of models and evaluations cached before."""
-    d = dict(d)
+    d = without_new_fields(d)
     if d.get("precision") == "auto":
         d.pop("precision")
     if d.get("split_seed") is None:  # the data's seed is the training seed
         d.pop("split_seed", None)
-    if d.get("monitor") == "nll":  # the validation NLL alone
-        d.pop("monitor")
     return d
 
 

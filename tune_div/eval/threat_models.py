@@ -32,7 +32,7 @@ from ..train.config import resolve_memory_format
 from .intervals import CONFIDENCE, annotate, nested
 from .points import ATTACK_BATCH, DEFAULT_N, accuracy, audit, craft, eval_subset, predict
 from .sanity import proxy_inflation_flags, sanity_checks, sanity_flags
-from .surrogate import Surrogate, config_key, surrogate_config
+from .surrogate import Surrogate, config_key, surrogate_config, without_new_fields
 
 PROGRESS_BATCH = 100  # smaller batches when a progress bar is shown, so it moves
 
@@ -97,9 +97,13 @@ class EvalSpec:
         """What identifies this evaluation's result: every field but ``data_dir``; the version fields
         only when used, so results cached before they existed keep their key."""
         doc = {k: v for k, v in vars(self).items() if k != "data_dir"}
+        if self.surrogate_config is not None:
+            doc["surrogate_config"] = without_new_fields(self.surrogate_config)
         if self.version_surrogates is None:
             doc.pop("version_surrogates")
             doc.pop("version_losses")
+        else:
+            doc["version_surrogates"] = [without_new_fields(c) for c in self.version_surrogates]
         if versions := attacks.defaults_versions(self.attacks):
             doc["attack_defaults"] = versions
         return doc

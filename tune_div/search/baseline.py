@@ -17,6 +17,7 @@ from typing import Any
 
 from .. import attacks
 from ..eval.intervals import SUFFIXES, paired_lift, points_mask
+from ..eval.surrogate import without_new_fields
 from ..files import atomic_write_text, cache_root
 from ..tracking.tracker import FINAL_METRICS
 from .states import TrialState
@@ -37,6 +38,8 @@ def baseline_config(param_space: TrialConfig) -> TrialConfig:
 def cache_path(config: TrialConfig) -> Path:
     key_doc = config.to_dict()
     key_doc["base"].pop("data_dir", None)  # where the data lives does not change the measurement
+    if "blackbox" in key_doc:
+        key_doc["blackbox"]["config"] = without_new_fields(key_doc["blackbox"]["config"])
     if versions := attacks.defaults_versions(config.objective.attack_names()):
         key_doc["attack_defaults"] = versions  # absent while every default is the first: old keys hold
     key = hashlib.sha256(json.dumps(key_doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
