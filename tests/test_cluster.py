@@ -135,6 +135,7 @@ def resume_to_the_end(exp: Path, resume: list[str], tmp_path: Path) -> subproces
     return r
 
 
+@pytest.mark.slow  # two minutes; its every step is the first part of the three-moment test below, also slow
 def test_kill_9_of_the_driver_at_two_moments_then_resume_leaves_nothing_open(real_data, tmp_path):
     exp, resume = kill_mid_epoch_then_after_a_trial(real_data, tmp_path)
     resume_to_the_end(exp, resume, tmp_path)
