@@ -96,19 +96,23 @@ def body_text(driver) -> str:
     return driver.find_element(By.TAG_NAME, "body").text
 
 
+def present_now(driver, by: str, selector: str) -> list:
+    """The elements there now: ``find_elements`` under the implicit wait would wait all of ``WAIT`` for
+    an element that a page may or may not show."""
+    driver.implicitly_wait(2)
+    try:
+        return driver.find_elements(by, selector)
+    finally:
+        driver.implicitly_wait(WAIT)
+
+
 def close_assistant(driver) -> None:
     """MLflow 3.17 opens its assistant panel on first visit; a person closes it, and so does the test."""
     from selenium.webdriver.common.by import By
 
-    driver.implicitly_wait(2)
-    try:
-        for button in driver.find_elements(
-            By.CSS_SELECTOR, "button[data-component-id='mlflow.assistant.chat_panel.close']"
-        ):
-            if button.is_displayed():
-                button.click()
-    finally:
-        driver.implicitly_wait(WAIT)
+    for button in present_now(driver, By.CSS_SELECTOR, "button[data-component-id='mlflow.assistant.chat_panel.close']"):
+        if button.is_displayed():
+            button.click()
 
 
 def mlflow_records(storage: Path):
@@ -148,7 +152,7 @@ def test_the_mlflow_ui_opens_on_the_search_with_its_front_trials_and_plot(smoke,
         browser.get(f"{base}/#/experiments/{exp.experiment_id}/runs/{parent.info.run_id}?workflowType=machine_learning")
         table = browser.find_element(By.XPATH, "//table[.//th[normalize-space()='lift over naive']]")
         close_assistant(browser)
-        for more in browser.find_elements(By.XPATH, "//*[normalize-space(text())='Show more']"):
+        for more in present_now(browser, By.XPATH, "//*[normalize-space(text())='Show more']"):
             browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", more)
             more.click()  # the description opens folded
         cells = [

@@ -232,6 +232,8 @@ def test_search_and_export_against_a_real_mlflow_server(mlflow_server, real_data
         "2",
         "--epochs",
         "1",
+        "--subset",
+        "1000",
         "--tracking-uri",
         mlflow_server,
     )
@@ -310,7 +312,10 @@ def test_unwritable_storage_fails_before_ray_in_one_line(real_data, tmp_path):
 def test_every_trial_failing_says_so_with_the_first_reason(real_data, tmp_path):
     r = subprocess.run(
         search_cmd(
-            real_data, tmp_path, "--samples", "2", "--concurrency", "2", "--epochs", "1", "--inject-nan-if", "lam>0.1"
+            real_data,
+            tmp_path,
+            *("--samples", "2", "--concurrency", "2", "--epochs", "1", "--subset", "1000"),
+            *("--inject-nan-if", "lam>0.1"),
         ),
         capture_output=True,
         text=True,

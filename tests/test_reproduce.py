@@ -158,6 +158,57 @@ def test_a_rerun_reuses_the_trained_and_evaluated_ensembles(smoke):
     assert not (root / "out2" / "mlflow.db").exists()
 
 
+def test_a_rerun_without_the_cache_takes_every_model_from_its_record(smoke, tmp_path):
+    """A new machine: the cache is gone, the committed ``records/`` are there; nothing trains again."""
+    import shutil
+
+    root, _, cmd, env = smoke
+    out = tmp_path / "out"
+    shutil.copytree(root / "out", out)
+    (out / "mlflow.db").unlink()
+    cache = tmp_path / "empty-cache"
+    proc = subprocess.run(
+        cmd[:-1] + [str(out), "--no-mlflow"],
+        capture_output=True,
+        text=True,
+        env={**env, "TUNE_DIV_CACHE": str(cache)},
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("from its record in") == len(METHODS) and " epoch 1/1" not in proc.stdout
+    assert not (cache / "reproduce").exists() and not (cache / "surrogates").exists()  # no model, no evaluation
+    first = json.loads((root / "out" / "smd-table_mnist.json").read_text())
+    again = json.loads((out / "smd-table_mnist.json").read_text())
+    assert again["runs"] == first["runs"] and again["rows"] == first["rows"]
+
+
+def test_a_record_is_keyed_on_the_training_config_and_every_evaluation_spec(tmp_path):
+    from tune_div.eval import EvalSpec
+    from tune_div.reproduce.base import RunRecords
+    from tune_div.train import TrainConfig
+
+    cfg = TrainConfig(defense="smd", epochs=3, seed=1, data_dir="/somewhere")
+    spec = EvalSpec(dataset="mnist", attacks=["fgsm", "pgd"], eps=[0.1], n=100, seed=0)
+    records = RunRecords(tmp_path / "records")
+    assert records.get("smd", cfg, [spec]) is None
+    path = records.put("smd-table", "smd", cfg, [spec], {"seed": 1, "clean": 0.9})
+    assert path.name.startswith("smd_seed1_") and path.parent == tmp_path / "records"
+    assert records.get("smd", cfg, [spec]) == {"seed": 1, "clean": 0.9}
+    assert json.loads(path.read_text())["record_of"] == "smd-table"
+    # where the data lie is not part of a result; every setting that changes one is
+    assert records.get("smd", TrainConfig(defense="smd", epochs=3, seed=1, data_dir="/elsewhere"), [spec])
+    others = [
+        (TrainConfig(defense="smd", epochs=4, seed=1), [spec]),
+        (TrainConfig(defense="smd", epochs=3, seed=1, hparams={"lam": 2.0}), [spec]),
+        (cfg, [EvalSpec(dataset="mnist", attacks=["fgsm", "pgd"], eps=[0.1], n=200, seed=0)]),
+        (cfg, [EvalSpec(dataset="mnist", attacks=["fgsm"], eps=[0.1], n=100, seed=0)]),
+        (cfg, [spec, EvalSpec(dataset="mnist", attacks=["fgsm"], eps=[0.2], n=100, seed=0)]),
+    ]
+    for other_cfg, specs in others:
+        assert records.get("smd", other_cfg, specs) is None
+    assert len({RunRecords.key(c, s) for c, s in [(cfg, [spec]), *others]}) == len(others) + 1
+
+
 def test_the_mlflow_run_holds_the_table(smoke):
     from mlflow import MlflowClient
 

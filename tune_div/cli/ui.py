@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import tracking
-from ..domains import POSITIVE, Int, check
+from ..domains import COUNT, POSITIVE, Int, check
 from ..errors import UserError
 from ..tracking import browse, dashboard
 from ..tracking.server import stop_group, ui_command, wait_until_up
@@ -44,6 +44,12 @@ def build_parser(prog: str = PROG) -> ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, help="port (default 5000; 8080 with --optuna)")
     p.add_argument("--allowed-hosts", help="Host headers to accept when serving other machines, e.g. 'myhost:5000'")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="MLflow UI server processes (default 1: enough for one person; more for a shared server)",
+    )
     p.add_argument("--startup-timeout", type=float, default=120, help="seconds to wait for the server to answer")
     return p
 
@@ -89,7 +95,7 @@ def mlflow_server(args: argparse.Namespace, base: str, port: int) -> Server:
             target = browse.latest_search(client)
     page = browse.experiment_url(base, target[0]) if target else base
     what = f"{uri}, experiment {target[1]}" if target else uri
-    command = ui_command(uri, tracking.artifact_root(args.storage), args.host, port, args.allowed_hosts)
+    command = ui_command(uri, tracking.artifact_root(args.storage), args.host, port, args.allowed_hosts, args.workers)
     return Server("MLflow UI", command, base, "/health", page, what)
 
 
@@ -128,6 +134,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
         port = PORTS[kind] if args.port is None else args.port
         check("--port", "port", port, Int(1, 65535))
         check("--startup-timeout", "seconds", args.startup_timeout, POSITIVE)
+        check("--workers", "workers", args.workers, COUNT)
         base = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{port}"
         server = (optuna_server if kind == "optuna" else mlflow_server)(args, base, port)
         serve(server, args.startup_timeout, args.open)

@@ -152,6 +152,46 @@ def evaluate_cached(
     return result, False
 
 
+class RunRecords:
+    """The measured numbers of each model of a table: one small JSON file per method and seed under
+    ``<out>/records/``, committed with the table's results (weights never are).
+
+    A rerun into the same ``--out`` takes a model's numbers from its record, without the model, when the
+    record was made of the same training config and evaluation specs (its file name holds a key of both):
+    a table too long for one machine's session is finished over several, each adding what it had time for.
+    """
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    @staticmethod
+    def key(cfg: TrainConfig, specs: Sequence[EvalSpec]) -> str:
+        doc = [config_key(cfg), *(eval_keys(spec)[0] for spec in specs)]
+        return hashlib.sha256(json.dumps(doc).encode()).hexdigest()[:16]
+
+    def path(self, method: str, cfg: TrainConfig, specs: Sequence[EvalSpec]) -> Path:
+        return self.folder / f"{method}_seed{cfg.seed}_{self.key(cfg, specs)}.json"
+
+    def get(self, method: str, cfg: TrainConfig, specs: Sequence[EvalSpec]) -> dict[str, Any] | None:
+        """The run a record holds for ``method`` trained by ``cfg`` and measured by ``specs``, or None."""
+        path = self.path(method, cfg, specs)
+        return json.loads(path.read_text())["run"] if path.is_file() else None
+
+    def put(self, protocol: str, method: str, cfg: TrainConfig, specs: Sequence[EvalSpec], run: dict[str, Any]) -> Path:
+        path = self.path(method, cfg, specs)
+        doc = {
+            "record_of": protocol,  # not "protocol": a record is not a result (reproduce claims reads those)
+            "method": method,
+            "seed": cfg.seed,
+            "model_key": config_key(cfg),
+            "machine": machine(),
+            "run": run,
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(doc, indent=2))
+        return path
+
+
 def kendall_tau(measured: Sequence[float], paper: Sequence[float]) -> float | None:
     """Kendall's τ-b between two scorings of the same methods (scipy); None with fewer than 3 methods
     or when either scoring is constant (τ undefined)."""

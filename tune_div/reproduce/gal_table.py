@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from ..eval.surrogate import config_key
 from ..train import TrainConfig
@@ -127,12 +126,14 @@ class GALTable(PaperTable):
             cfg = replace(cfg, adv_train={**cfg.adv_train, "source": str(self.source_file(s))})
         return cfg
 
-    def measure(self, s: TableSettings, method: Method, seed: int, log: Log) -> dict[str, Any]:
+    def record_config(self, s: TableSettings, method: Method, seed: int) -> TrainConfig:
+        return super().train_config(s, method, seed)  # the source as STATIC, not as a path in this cache
+
+    def prepare(self, s: TableSettings, method: Method, log: Log) -> None:
         needs = (method.train.get("adv_train") or {}).get("source") == STATIC
         if needs and not self.source_file(s).is_file():  # train it once; the Trainer loads the file
             log(f"  the static EAT source: a naive 5 x Conv3, seed {SOURCE_SEED} (trained once, cached)")
             train_cached(self.source_config(s), log)
-        return super().measure(s, method, seed, log)
 
     @classmethod
     def attack_sets(cls, dataset: str) -> tuple[AttackSet, ...]:

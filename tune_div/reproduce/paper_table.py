@@ -35,6 +35,7 @@ from ..train import EVAL_BATCH, TrainConfig, ensemble_and_member_accuracy
 from .base import (
     Log,
     Protocol,
+    RunRecords,
     add_epochs_for_argument,
     closing_lines,
     epochs_for,
@@ -368,24 +369,16 @@ class PaperTable(Protocol):
                     out.append(cfg)
         return out
 
-    def measure(self, s: TableSettings, method: Method, seed: int, log: Log) -> dict[str, Any]:
-        """Train (cached) one method at one seed and measure every attack set on it."""
-        cfg = self.train_config(s, method, seed)
-        ens, history, cached = train_cached(cfg, log)
-        if cached:
-            log("  trained model from the cache")
-        test_loader = data.TensorLoader(*data.load(s.dataset, "test", s.data_dir), EVAL_BATCH)
-        clean, _ = ensemble_and_member_accuracy(ens, test_loader)
-        run: dict[str, Any] = {
-            "seed": seed,
-            "clean": clean,
-            "clean_n": len(test_loader.labels),
-            "acc": {"white_box": {}, "black_box": {}},
-            "audit": {},
-            "flags": [],
-            "train_s": sum(h.get("epoch_time_s", 0.0) for h in history),
-            "epochs_trained": len(history),
-        }
+    def record_config(self, s: TableSettings, method: Method, seed: int) -> TrainConfig:
+        """The config a model's record is keyed on: its training config, with nothing of this machine in it."""
+        return self.train_config(s, method, seed)
+
+    def prepare(self, s: TableSettings, method: Method, log: Log) -> None:
+        """What must exist before ``method`` trains (nothing here; GAL's static EAT source)."""
+
+    def eval_specs(self, s: TableSettings) -> list[tuple[AttackSet, EvalSpec]]:
+        """Each attack set the budget runs, with the evaluation spec that measures it."""
+        out = []
         for group in self.attack_sets(s.dataset):
             if not s.points(group):
                 continue
@@ -407,6 +400,35 @@ class PaperTable(Protocol):
                 # the sanity checks are L∞ (tune_div.eval.sanity): only beside L∞ white-box attacks
                 sanity=group.threat == "white_box" and all(ATTACKS.get(a).norm == "linf" for a in group.attacks),
             )
+            out.append((group, spec))
+        return out
+
+    def measure(self, s: TableSettings, method: Method, seed: int, log: Log, records: RunRecords) -> dict[str, Any]:
+        """Train (cached) one method at one seed and measure every attack set on it; from its record
+        when ``records`` has one."""
+        cfg = self.train_config(s, method, seed)
+        specs = self.eval_specs(s)
+        recorded = records.get(method.key, self.record_config(s, method, seed), [spec for _, spec in specs])
+        if recorded is not None:
+            log(f"  trained and measured before: from its record in {records.folder}")
+            return recorded
+        self.prepare(s, method, log)
+        ens, history, cached = train_cached(cfg, log)
+        if cached:
+            log("  trained model from the cache")
+        test_loader = data.TensorLoader(*data.load(s.dataset, "test", s.data_dir), EVAL_BATCH)
+        clean, _ = ensemble_and_member_accuracy(ens, test_loader)
+        run: dict[str, Any] = {
+            "seed": seed,
+            "clean": clean,
+            "clean_n": len(test_loader.labels),
+            "acc": {"white_box": {}, "black_box": {}},
+            "audit": {},
+            "flags": [],
+            "train_s": sum(h.get("epoch_time_s", 0.0) for h in history),
+            "epochs_trained": len(history),
+        }
+        for group, spec in specs:
             result, hit = evaluate_cached(ens, cfg, spec, log)
             tm = result["threat_models"]
             acc = (
@@ -426,6 +448,7 @@ class PaperTable(Protocol):
                 f"{', '.join(group.attacks)} at ε {', '.join(map(str, group.eps))}"
                 f"{', audited' if result.get('audit') else ''}, n={result['n']}"
             )
+        records.put(self.name, method.key, self.record_config(s, method, seed), [spec for _, spec in specs], run)
         return run
 
     def run(self, args: argparse.Namespace, out: Path, log: Log) -> dict[str, Any]:
@@ -435,6 +458,7 @@ class PaperTable(Protocol):
         runs: dict[str, list[dict[str, Any]]] = {}
         diverged: dict[str, str] = {}
         total = len(s.methods) * s.seeds
+        records = RunRecords(out / "records")
         for i, key in enumerate(s.methods):
             method = self.method(key)
             for seed in range(s.seeds):
@@ -444,7 +468,7 @@ class PaperTable(Protocol):
                     f"(model {i * s.seeds + seed + 1} of {total})"
                 )
                 try:
-                    runs.setdefault(key, []).append(self.measure(s, method, seed, log))
+                    runs.setdefault(key, []).append(self.measure(s, method, seed, log, records))
                 except DivergenceError as exc:  # the table goes on without it, and says why
                     diverged[key] = f"seed {seed}: {exc}"
                     log(f"  {method.label} diverged, left out of the table: {exc}")

@@ -35,6 +35,7 @@ from ..train import EVAL_BATCH, TrainConfig, ensemble_and_member_accuracy
 from .base import (
     Log,
     Protocol,
+    RunRecords,
     add_epochs_for_argument,
     closing_lines,
     epochs_for,
@@ -258,6 +259,7 @@ class SMDTable(Protocol):
         runs: dict[str, list[dict[str, Any]]] = {}
         diverged: dict[str, str] = {}
         total = len(s["methods"]) * s["seeds"]
+        records = RunRecords(out / "records")
         for i, method in enumerate(s["methods"]):
             for seed in range(s["seeds"]):
                 cfg = self.train_config(s, method, seed)
@@ -265,15 +267,6 @@ class SMDTable(Protocol):
                     f"{LABELS[method]} seed {seed}: {cfg.n_members} x {cfg.arch}, {cfg.epochs} epochs "
                     f"(ensemble {i * s['seeds'] + seed + 1} of {total})"
                 )
-                try:
-                    ens, history, cached = train_cached(cfg, log)
-                except DivergenceError as exc:  # the table goes on without it, and says why
-                    diverged[method] = f"seed {seed}: {exc}"
-                    log(f"  {LABELS[method]} diverged, left out of the table: {exc}")
-                    runs.pop(method, None)
-                    break
-                if cached:
-                    log("  trained ensemble from the cache")
                 spec = EvalSpec(
                     dataset=s["dataset"],
                     attacks=list(ATTACKS),
@@ -286,6 +279,20 @@ class SMDTable(Protocol):
                     data_dir=s["data_dir"],
                     audit=s["audit"],
                 )
+                recorded = records.get(method, cfg, [spec])
+                if recorded is not None:
+                    log(f"  trained and measured before: from its record in {records.folder}")
+                    runs.setdefault(method, []).append(recorded)
+                    continue
+                try:
+                    ens, history, cached = train_cached(cfg, log)
+                except DivergenceError as exc:  # the table goes on without it, and says why
+                    diverged[method] = f"seed {seed}: {exc}"
+                    log(f"  {LABELS[method]} diverged, left out of the table: {exc}")
+                    runs.pop(method, None)
+                    break
+                if cached:
+                    log("  trained ensemble from the cache")
                 result, cached = evaluate_cached(ens, cfg, spec, log)
                 log(
                     f"  evaluated{' (from the cache)' if cached else ''}: "
@@ -293,20 +300,20 @@ class SMDTable(Protocol):
                     f"white-box and black-box{', audited' if s['audit'] else ''}, n={result['n']}"
                 )
                 clean, _ = ensemble_and_member_accuracy(ens, test_loader)
-                runs.setdefault(method, []).append(
-                    {
-                        "seed": seed,
-                        "clean": clean,
-                        "clean_n": len(test_loader.labels),
-                        "white_box": result["threat_models"]["white_box"],
-                        "black_box": result["threat_models"]["black_box"]["acc"],
-                        "surrogate_clean": result["threat_models"]["black_box"]["surrogate"]["clean_acc"],
-                        "audit": (result.get("audit") or {}).get("robust_acc"),
-                        "flags": sorted({f["name"] for f in result["flags"]}),
-                        "train_s": sum(h.get("epoch_time_s", 0.0) for h in history),
-                        "epochs_trained": len(history),
-                    }
-                )
+                run = {
+                    "seed": seed,
+                    "clean": clean,
+                    "clean_n": len(test_loader.labels),
+                    "white_box": result["threat_models"]["white_box"],
+                    "black_box": result["threat_models"]["black_box"]["acc"],
+                    "surrogate_clean": result["threat_models"]["black_box"]["surrogate"]["clean_acc"],
+                    "audit": (result.get("audit") or {}).get("robust_acc"),
+                    "flags": sorted({f["name"] for f in result["flags"]}),
+                    "train_s": sum(h.get("epoch_time_s", 0.0) for h in history),
+                    "epochs_trained": len(history),
+                }
+                records.put(self.name, method, cfg, [spec], run)
+                runs.setdefault(method, []).append(run)
         s["methods"] = [m for m in s["methods"] if m in runs]
         if not s["methods"]:
             raise DivergenceError("every method diverged: " + "; ".join(f"{m} {r}" for m, r in diverged.items()))

@@ -13,8 +13,12 @@ import urllib.request
 from ..errors import UserError
 
 
-def ui_command(uri: str, artifact_root: str, host: str, port: int, allowed_hosts: str | None) -> list[str]:
-    """``mlflow ui`` for the store ``uri`` (artifacts under ``artifact_root``, a folder)."""
+def ui_command(
+    uri: str, artifact_root: str, host: str, port: int, allowed_hosts: str | None, workers: int = 1
+) -> list[str]:
+    """``mlflow ui`` for the store ``uri`` (artifacts under ``artifact_root``, a folder), with ``workers``
+    server processes: one person browsing needs one (each answers requests on its own threads), and each
+    more is another MLflow import before the page answers (MLflow's default is 4)."""
     from pathlib import Path
 
     cmd = [
@@ -30,6 +34,8 @@ def ui_command(uri: str, artifact_root: str, host: str, port: int, allowed_hosts
         str(port),
         "--default-artifact-root",
         Path(artifact_root).resolve().as_uri(),
+        "--workers",
+        str(workers),
     ]
     if allowed_hosts:
         cmd += ["--allowed-hosts", allowed_hosts]
