@@ -172,10 +172,17 @@ class RunRecords:
     def path(self, method: str, cfg: TrainConfig, specs: Sequence[EvalSpec]) -> Path:
         return self.folder / f"{method}_seed{cfg.seed}_{self.key(cfg, specs)}.json"
 
-    def get(self, method: str, cfg: TrainConfig, specs: Sequence[EvalSpec]) -> dict[str, Any] | None:
-        """The run a record holds for ``method`` trained by ``cfg`` and measured by ``specs``, or None."""
+    def get(
+        self, method: str, cfg: TrainConfig, specs: Sequence[EvalSpec], log: Log | None = None
+    ) -> dict[str, Any] | None:
+        """The run a record holds for ``method`` trained by ``cfg`` and measured by ``specs``, or None;
+        ``log`` is told when a record stands for the model."""
         path = self.path(method, cfg, specs)
-        return json.loads(path.read_text())["run"] if path.is_file() else None
+        if not path.is_file():
+            return None
+        if log:
+            log(f"  trained and measured before: from its record in {self.folder}")
+        return json.loads(path.read_text())["run"]
 
     def put(self, protocol: str, method: str, cfg: TrainConfig, specs: Sequence[EvalSpec], run: dict[str, Any]) -> Path:
         path = self.path(method, cfg, specs)

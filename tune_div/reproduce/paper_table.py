@@ -406,11 +406,11 @@ class PaperTable(Protocol):
     def measure(self, s: TableSettings, method: Method, seed: int, log: Log, records: RunRecords) -> dict[str, Any]:
         """Train (cached) one method at one seed and measure every attack set on it; from its record
         when ``records`` has one."""
-        cfg = self.train_config(s, method, seed)
+        cfg, record_cfg = self.train_config(s, method, seed), self.record_config(s, method, seed)
         specs = self.eval_specs(s)
-        recorded = records.get(method.key, self.record_config(s, method, seed), [spec for _, spec in specs])
+        spec_list = [spec for _, spec in specs]
+        recorded = records.get(method.key, record_cfg, spec_list, log)
         if recorded is not None:
-            log(f"  trained and measured before: from its record in {records.folder}")
             return recorded
         self.prepare(s, method, log)
         ens, history, cached = train_cached(cfg, log)
@@ -448,7 +448,7 @@ class PaperTable(Protocol):
                 f"{', '.join(group.attacks)} at ε {', '.join(map(str, group.eps))}"
                 f"{', audited' if result.get('audit') else ''}, n={result['n']}"
             )
-        records.put(self.name, method.key, self.record_config(s, method, seed), [spec for _, spec in specs], run)
+        records.put(self.name, method.key, record_cfg, spec_list, run)
         return run
 
     def run(self, args: argparse.Namespace, out: Path, log: Log) -> dict[str, Any]:

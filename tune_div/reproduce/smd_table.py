@@ -279,9 +279,8 @@ class SMDTable(Protocol):
                     data_dir=s["data_dir"],
                     audit=s["audit"],
                 )
-                recorded = records.get(method, cfg, [spec])
+                recorded = records.get(method, cfg, [spec], log)
                 if recorded is not None:
-                    log(f"  trained and measured before: from its record in {records.folder}")
                     runs.setdefault(method, []).append(recorded)
                     continue
                 try:
