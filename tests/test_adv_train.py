@@ -122,3 +122,57 @@ def test_the_optional_keys_stay_out_of_a_config_that_does_not_set_them():
     assert validate_adv_train({"attack": "fgsm", "random_eps": True}, 0.1)["random_eps"] is True
     with pytest.raises(UserError, match="random_eps"):
         validate_adv_train({"attack": "fgsm", "random_eps": "yes"}, 0.1)
+
+
+def test_retraining_trains_naturally_then_the_asked_epochs_on_adversarial_examples(real_data, tmp_path):
+    """The D-ReLU paper's AT: natural training to its end, then ``retrain_epochs`` on adversarial examples
+    with the learning rate natural training left (a multistep milestone inside the retraining never fires)."""
+    spec = {"attack": "fgsm", "eps": 0.1, "ratio": 1.0, "retrain_epochs": 2}
+    cfg = dict(defense="naive", data_dir=str(real_data), subset=64, val_subset=50, batch_size=32, epochs=2)
+    cfg.update(schedule="multistep", milestones=[3], lr_gamma=0.1, adv_train=spec)
+    trainer = Trainer(TrainConfig(**cfg))
+    crafted: list[int] = []
+    real_mix = trainer.mix_adversarial
+
+    def counting(x, y, seed=0):
+        crafted.append(trainer.epoch + 1)
+        return real_mix(x, y, seed)
+
+    trainer.mix_adversarial = counting  # type: ignore[method-assign]
+    assert not trainer.adversarial_now
+    history = trainer.fit(checkpoint_path=tmp_path / "ck.pt")
+    assert len(history) == 4 and sorted(set(crafted)) == [3, 4] and crafted.count(3) == 2  # 64 images / 32
+    assert [h.get("retraining", 0.0) for h in history] == [0.0, 0.0, 1.0, 1.0]
+    assert [h["lr"] for h in history] == [1e-3, 1e-3, 1e-3, 1e-3]
+    assert trainer.done and not trainer.stopped_early
+
+    # a checkpoint from inside the retraining resumes there, with one retraining epoch left
+    resumed = Trainer(TrainConfig(**cfg))
+    state = trainer.state_dict()
+    state["epoch"], state["history"] = 3, state["history"][:3]
+    resumed.load_state_dict(state)
+    assert resumed.retraining and resumed.adversarial_now and not resumed.done
+    resumed.train_epoch()
+    assert resumed.done and resumed.history[-1]["retraining"] == 1.0
+
+
+def test_early_stopping_ends_the_natural_phase_and_never_the_retraining():
+    trainer = Trainer.__new__(Trainer)
+    trainer.cfg = TrainConfig(epochs=50, early_stop_patience=2, adv_train={"attack": "fgsm", "retrain_epochs": 3})
+    natural = [{"val_loss": v} for v in (1.0, 0.5, 0.6, 0.7)]  # best at epoch 2, two epochs without better
+    trainer.history, trainer.epoch = list(natural), 4
+    assert trainer.stopped_early and trainer.retraining and trainer.adversarial_now and not trainer.done
+    worse = {"val_loss": 9.0, "retraining": 1.0}
+    trainer.history, trainer.epoch = natural + [worse, worse], 6
+    assert trainer.stopped_early and not trainer.done  # the retraining's own losses stop nothing
+    trainer.history, trainer.epoch = natural + [worse] * 3, 7
+    assert trainer.done
+    trainer.history, trainer.epoch = natural[:3], 3
+    assert not trainer.stopped_early and not trainer.retraining and not trainer.adversarial_now
+
+
+def test_retrain_epochs_is_checked_and_kept_only_when_set():
+    assert "retrain_epochs" not in validate_adv_train({"attack": "pgd"}, 0.1)
+    assert validate_adv_train({"attack": "pgd", "retrain_epochs": 10}, 0.1)["retrain_epochs"] == 10
+    with pytest.raises(UserError, match="retrain_epochs"):
+        validate_adv_train({"attack": "pgd", "retrain_epochs": 0}, 0.1)

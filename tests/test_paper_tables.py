@@ -436,16 +436,22 @@ def test_the_drelu_rows_train_the_papers_whole_routine_and_the_header_says_where
     from tune_div.reproduce.paper_table import markdown
 
     s = settings_of("drelu-table")
-    assert s.epochs == 20 and s.epochs_for == {"dense_drelu": 2000, "shallow_cnn_drelu": 2000}
+    whole = {f"{a}_{r}": 2000 for a in ("dense", "shallow_cnn") for r in ("at", "drelu")}
+    assert s.epochs == 20 and s.epochs_for == whole
     table = DReLUTable()
-    drelu, at = (table.train_config(s, DReLUTable.method(k), 0) for k in ("dense_drelu", "dense_at"))
+    drelu, at, trades = (
+        table.train_config(s, DReLUTable.method(k), 0) for k in ("dense_drelu", "dense_at", "dense_trades1")
+    )
     assert (drelu.epochs, drelu.monitor, drelu.early_stop_patience) == (2000, "loss", 10)
-    assert (at.epochs, at.monitor) == (20, "nll")  # AT has no penalty: its cached models keep their key
+    # AT: the whole natural routine, then the paper's 10 epochs on PGD examples
+    assert (at.epochs, at.monitor, at.early_stop_patience, at.adv_train["retrain_epochs"]) == (2000, "nll", 10, 10)
+    assert (trades.epochs, trades.adv_train) == (20, None)
     assert settings_of("drelu-table", "--epochs", "5").epochs_for == {}  # --epochs means every model
     assert settings_of("drelu-table", "--budget", "smoke").epochs_for == {}
-    assert settings_of("drelu-table", "--methods", "dense_at,dense_drelu").epochs_for == {"dense_drelu": 2000}
+    two = settings_of("drelu-table", "--methods", "dense_at,dense_drelu").epochs_for
+    assert two == {"dense_at": 2000, "dense_drelu": 2000}
     flag = settings_of("drelu-table", "--epochs-for", "dense_drelu=300", "--epochs-for", "dense_at=3")
-    assert flag.epochs_for == {"dense_at": 3, "dense_drelu": 300, "shallow_cnn_drelu": 2000}
+    assert flag.epochs_for == {**whole, "dense_at": 3, "dense_drelu": 300}
     doc = {
         "protocol": "drelu-table",
         "paper": DReLUTable.paper,
@@ -455,7 +461,7 @@ def test_the_drelu_rows_train_the_papers_whole_routine_and_the_header_says_where
         "rows": [],
         "runs": {
             "dense_drelu": [{"seed": 0, "epochs_trained": 263, "flags": []}],
-            "dense_at": [{"seed": 0, "epochs_trained": 20, "flags": []}],
+            "dense_at": [{"seed": 0, "epochs_trained": 34, "flags": []}],
         },
         "machine": "test",
         "seconds": 60.0,
@@ -463,10 +469,10 @@ def test_the_drelu_rows_train_the_papers_whole_routine_and_the_header_says_where
     }
     header = markdown(doc).splitlines()[2]
     assert (
-        "20 epochs (REDUCED: the paper trains 2000); Dense D-ReLU: 2000 epochs at most (early stopping: trained 263)"
-        in header
+        "20 epochs (REDUCED: the paper trains 2000); Dense AT: 2000 epochs at most (early stopping: trained 34); "
+        "Dense D-ReLU: 2000 epochs at most (early stopping: trained 263)" in header
     )
-    assert claims.budget(doc) == ("20 of 2000 epochs, dense_drelu 2000; 1 seed(s); 1000 points", True)
+    assert claims.budget(doc) == ("20 of 2000 epochs, dense_at 2000, dense_drelu 2000; 1 seed(s); 1000 points", True)
 
 
 @pytest.mark.parametrize("item", ["dense_drelu", "dense_drelu=0", "nope=3"])

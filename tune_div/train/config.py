@@ -48,8 +48,11 @@ ADV_TRAIN_DEFAULTS = {"attack": "pgd", "eps": None, "steps": 10, "ratio": 0.5}
 # Ensemble adversarial training (Tramèr et al. 2018, as GAL combines it with its loss): ``source`` names a
 # static pre-trained model file (``models.save_ensemble``) the examples are crafted on instead of the
 # ensemble being trained; ``random_eps`` draws each batch's ε from a normal of std ε/2 truncated to
-# [0, ε] (Kurakin et al. 2016). Kept in a config only when set, so existing configs keep their keys.
-ADV_TRAIN_OPTIONAL = {"source": None, "random_eps": False}
+# [0, ε] (Kurakin et al. 2016). ``retrain_epochs`` R: train naturally first (``epochs`` and early stopping
+# bound that phase), then retrain R epochs on adversarial examples with the learning rate natural training
+# left, no schedule and no early stopping (the D-ReLU paper's AT, Sec. 6.1). Kept in a config only when
+# set, so existing configs keep their keys.
+ADV_TRAIN_OPTIONAL = {"source": None, "random_eps": False, "retrain_epochs": None}
 MEMORY_FORMATS = ("auto", "contiguous", "channels_last")
 SCHEDULES = ("multistep", "plateau")
 MONITORS = ("nll", "loss")  # what the plateau schedule and early stopping watch (the module docstring)
@@ -229,6 +232,8 @@ def validate_adv_train(spec: dict[str, Any], default_eps: float) -> dict[str, An
         check("adv_train", "source", out["source"], Text())
     if "random_eps" in out:
         check("adv_train", "random_eps", out["random_eps"], Bool())
+    if "retrain_epochs" in out:
+        check("adv_train", "retrain_epochs", out["retrain_epochs"], COUNT)
     usable = attacks.names(adversarial_training=True)
     if out["attack"] not in usable:
         raise UserError(f"adv_train attack must be one of {', '.join(usable)}, got {out['attack']!r}")

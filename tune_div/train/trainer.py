@@ -160,8 +160,10 @@ class Trainer:
         sums: dict[str, float] = {}
         total_sum, steps = 0.0, 0
         start = time.perf_counter()
+        adversarial = self.adversarial_now
+        retraining = adversarial and bool(self.retrain_epochs)
         for step, (x, y) in enumerate(self.train_loader):
-            if self.cfg.adv_train:
+            if adversarial:
                 x = self.mix_adversarial(x, y, epoch_seed(self.cfg.seed, epoch) * 10_007 + step)
             with precision_context(self.precision, self.device):  # loss and backward, one switch per step
                 total, parts = self.defense.loss(self.ensemble, x, y)
@@ -186,8 +188,9 @@ class Trainer:
         watched = {} if penalty is None else {"val_nll": val_loss, "val_penalty": float(penalty.detach())}
         val_loss += watched.get("val_penalty", 0.0)
         if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            self.scheduler.step(val_loss)
-        else:
+            if not retraining:  # retraining keeps the learning rate natural training left (config.py)
+                self.scheduler.step(val_loss)
+        elif not retraining:
             self.scheduler.step()
         self.epoch = epoch
         metrics = {
@@ -200,6 +203,7 @@ class Trainer:
             **{f"val_member_acc_{i}": a for i, a in enumerate(member_acc)},
             "lr": self.optimizer.param_groups[0]["lr"],
             "epoch_time_s": train_time,
+            **({"retraining": 1.0} if retraining else {}),
         }
         self.history.append(metrics)
         return metrics
@@ -219,15 +223,38 @@ class Trainer:
         return torch.cat([x_adv, x[n:]]).contiguous(memory_format=self.memory_format)
 
     @property
+    def retrain_epochs(self) -> int:
+        """Epochs of adversarial retraining after natural training (``adv_train.retrain_epochs``), or 0."""
+        return int((self.cfg.adv_train or {}).get("retrain_epochs") or 0)
+
+    @property
+    def natural_history(self) -> list[dict[str, float]]:
+        return [h for h in self.history if not h.get("retraining")]
+
+    @property
     def stopped_early(self) -> bool:
-        """True once the validation loss has not improved for ``early_stop_patience`` epochs."""
+        """True once the validation loss has not improved for ``early_stop_patience`` epochs (of natural
+        training, when a retraining phase follows it)."""
         patience = self.cfg.early_stop_patience
-        return patience is not None and epochs_without_improvement(self.history) >= patience
+        return patience is not None and epochs_without_improvement(self.natural_history) >= patience
+
+    @property
+    def retraining(self) -> bool:
+        """In the adversarial retraining phase: natural training is over and ``retrain_epochs`` are asked."""
+        return bool(self.retrain_epochs) and (len(self.natural_history) >= self.cfg.epochs or self.stopped_early)
+
+    @property
+    def adversarial_now(self) -> bool:
+        """Whether the next epoch trains on adversarial examples."""
+        return bool(self.cfg.adv_train) and (not self.retrain_epochs or self.retraining)
 
     @property
     def done(self) -> bool:
-        """Every epoch trained, or stopped early."""
-        return self.epoch >= self.cfg.epochs or self.stopped_early
+        """Every epoch trained, or stopped early; then the retraining epochs, when asked."""
+        natural_done = self.epoch >= self.cfg.epochs or self.stopped_early
+        if not self.retrain_epochs:
+            return natural_done
+        return self.retraining and len(self.history) - len(self.natural_history) >= self.retrain_epochs
 
     def fit(
         self,
