@@ -140,7 +140,9 @@ def test_retraining_trains_naturally_then_the_asked_epochs_on_adversarial_exampl
 
     trainer.mix_adversarial = counting  # type: ignore[method-assign]
     assert not trainer.adversarial_now
-    history = trainer.fit(checkpoint_path=tmp_path / "ck.pt")
+    phases: list[tuple[str, int, int]] = []
+    history = trainer.fit(callback=lambda m: phases.append(trainer.phase()), checkpoint_path=tmp_path / "ck.pt")
+    assert phases == [("training", 1, 2), ("training", 2, 2), ("retraining", 1, 2), ("retraining", 2, 2)]
     assert len(history) == 4 and sorted(set(crafted)) == [3, 4] and crafted.count(3) == 2  # 64 images / 32
     assert [h.get("retraining", 0.0) for h in history] == [0.0, 0.0, 1.0, 1.0]
     assert [h["lr"] for h in history] == [1e-3, 1e-3, 1e-3, 1e-3]

@@ -50,6 +50,26 @@ def test_on_a_terminal_a_bar_with_its_eta_runs_under_the_lines(capsys):
     assert "smd seed 0" in err and "3/3" in err and "epoch" in err  # tqdm's bar, on stderr
 
 
+def test_a_new_total_starts_a_phase_whose_eta_counts_its_own_epochs(capsys):
+    """Natural training of at most 2000 epochs that stopped early at 2, then 3 retraining epochs that
+    each take ten times as long: the ETA is the retraining's, not the rest of the 2000."""
+    out = io.StringIO()
+    with EpochProgress(2000, "at", stream=out, bar=True) as p:
+        p.epoch(1, 2.0, "epoch 1/2000")
+        p.epoch(2, 2.0, "epoch 2/2000")
+        p.epoch(1, 20.0, "retraining epoch 1/3", total=3)
+        p.epoch(2, 40.0, "retraining epoch 2/3", total=3)
+        p.epoch(3, 30.0, "retraining epoch 3/3", total=3)
+    assert out.getvalue().splitlines() == [
+        "epoch 1/2000, ETA 1h06m",  # 2 s x 1999
+        "epoch 2/2000, ETA 1h06m",  # 2 s x 1998
+        "retraining epoch 1/3, ETA 40s",  # 20 s x 2
+        "retraining epoch 2/3, ETA 30s",  # 30 s x 1
+        "retraining epoch 3/3",
+    ]
+    assert "3/3" in capsys.readouterr().err  # the bar was reset to the retraining's 3 epochs
+
+
 def test_emit_sends_the_line_where_the_caller_logs():
     said = []
     EpochProgress(2, "x", stream=io.StringIO(), bar=False).epoch(1, 3.0, "epoch 1/2", emit=said.append)

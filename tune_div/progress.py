@@ -54,9 +54,14 @@ class EpochProgress:
                 total=total, initial=start, desc=label, unit="epoch", file=sys.stderr, leave=False, mininterval=0
             )
 
-    def epoch(self, epoch: int, seconds: float, line: str, emit: Any = None) -> str:
+    def epoch(self, epoch: int, seconds: float, line: str, emit: Any = None, total: int | None = None) -> str:
         """Record epoch ``epoch`` (1-based) of ``seconds``; print ``line`` + the ETA with ``emit`` (default:
-        this progress's stream) and return it."""
+        this progress's stream) and return it. A new ``total`` starts a new phase (the retraining after
+        natural training, ``Trainer.phase``): its ETA counts its own epochs at its own pace."""
+        if total is not None and total != self.total:
+            self.total, self.times = total, []
+            if self._bar is not None:
+                self._bar.reset(total=total)
         self.times.append(seconds)
         left = remaining(self.times, self.total - epoch)
         text = f"{line}, ETA {duration(left)}" if left is not None and epoch < self.total else line

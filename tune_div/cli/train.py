@@ -175,11 +175,14 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
         def report(m):
             parts = " ".join(f"{k[5:]}={v:.4f}" for k, v in m.items() if k.startswith("part_"))
             members = " ".join(f"{v:.4f}" for k, v in m.items() if k.startswith("val_member_acc_"))
+            phase, at, total = trainer.phase()
+            word = "epoch" if phase == "training" else "retraining epoch"
             progress.epoch(
-                m["epoch"],
+                at,
                 m["epoch_time_s"],
-                f"epoch {m['epoch']:>3}/{cfg.epochs}  loss {m['train_loss']:.4f} [{parts}]  "
+                f"{word} {at:>3}/{total}  loss {m['train_loss']:.4f} [{parts}]  "
                 f"val acc {m['val_clean_acc']:.4f} (members {members})  {m['epoch_time_s']:.1f}s",
+                total=total,
             )
 
         try:

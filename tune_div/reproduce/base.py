@@ -101,12 +101,15 @@ def train_cached(cfg: TrainConfig, log: Log, root: Path | None = None) -> tuple[
         if not seen[0] and m["epoch"] > 1:
             log(f"  {cfg.defense} seed {cfg.seed}: resumed from the checkpoint of epoch {m['epoch'] - 1}")
         seen[0] = True
+        phase, at, total = trainer.phase()
+        word = "epoch" if phase == "training" else "retraining epoch"
         progress.epoch(
-            m["epoch"],
+            at,
             m["epoch_time_s"],
-            f"  {cfg.defense} seed {cfg.seed} epoch {m['epoch']}/{cfg.epochs}: loss {m['train_loss']:.4f}, "
+            f"  {cfg.defense} seed {cfg.seed} {word} {at}/{total}: loss {m['train_loss']:.4f}, "
             f"val acc {m['val_clean_acc']:.4f}, {m['epoch_time_s']:.1f}s",
             emit=log,
+            total=total,
         )
 
     with progress:

@@ -248,6 +248,14 @@ class Trainer:
         """Whether the next epoch trains on adversarial examples."""
         return bool(self.cfg.adv_train) and (not self.retrain_epochs or self.retraining)
 
+    def phase(self) -> tuple[str, int, int]:
+        """Where the last epoch trained stands: ``("training", epoch, epochs)``, or in the retraining phase
+        ``("retraining", k, retrain_epochs)`` with ``k`` counted from 1 within it."""
+        retrained = len(self.history) - len(self.natural_history)
+        if retrained:
+            return "retraining", retrained, self.retrain_epochs
+        return "training", self.epoch, self.cfg.epochs
+
     @property
     def done(self) -> bool:
         """Every epoch trained, or stopped early; then the retraining epochs, when asked."""
