@@ -340,6 +340,18 @@ def test_the_ledger_takes_the_run_nearest_the_papers_budget_and_never_a_smoke_ru
     assert {r["source"] for r in rows} == {"full.json"}
 
 
+def test_a_claim_is_judged_on_a_run_that_trained_its_methods_before_one_nearer_the_budget():
+    base = doc_with({"a": (80.0, 70.0), "b": (60.0, 50.0)}, epochs=5)
+    both = {**base, "settings": {**base["settings"], "methods": ["a", "b", "c"]}}
+    nearer = doc_with({"a": (80.0, 70.0)})
+    without_b = {**nearer, "settings": {**nearer["settings"], "methods": ["a", "c"]}}
+    assert claims.pick([both, without_b]) is without_b  # by budget alone
+    assert claims.covering(CLAIM, [both, without_b]) == [both]
+    assert claims.judge(CLAIM, claims.pick(claims.covering(CLAIM, [both, without_b])))["verdict"] != "not run"
+    assert claims.covering(CLAIM, [without_b]) == [without_b]  # none has them all: the ledger says what is missing
+    assert claims.covering(CLAIM, [nearer, without_b]) == [nearer]  # a run that does not list its methods counts
+
+
 @pytest.mark.skipif(not (REPO / "docs" / "claims.md").is_file(), reason="no ledger committed")
 def test_the_committed_ledger_is_regenerated_from_the_committed_results(tmp_path, monkeypatch):
     from tune_div.cli import reproduce as reproduce_cli

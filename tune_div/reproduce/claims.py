@@ -167,6 +167,15 @@ def pick(docs: list[dict[str, Any]]) -> dict[str, Any]:
     return max(docs, key=key)
 
 
+def covering(claim: Claim, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The runs that trained every method ``claim`` compares (a run that does not list its methods counts),
+    or all of ``docs`` when none did: a run nearer the paper's budget that left a method out does not
+    hide one that has them all."""
+    needed = {claim.winner, *claim.losers}
+    full = [d for d in docs if d["settings"].get("methods") is None or needed <= set(d["settings"]["methods"])]
+    return full or docs
+
+
 def results(folder: Path) -> dict[tuple[str, str], list[dict[str, Any]]]:
     """Every protocol result (``*.json`` with a ``protocol`` and ``rows``) under ``folder``, by protocol
     and dataset."""
@@ -183,7 +192,8 @@ def results(folder: Path) -> dict[tuple[str, str], list[dict[str, Any]]]:
 
 
 def ledger(folder: Path) -> list[dict[str, Any]]:
-    """Every registered protocol's claims, judged on the best run of it under ``folder``."""
+    """Every registered protocol's claims, each judged on the run of it under ``folder`` nearest the paper's
+    budget among those that trained the claim's methods."""
     from . import PROTOCOLS
 
     found = results(folder)
@@ -191,7 +201,7 @@ def ledger(folder: Path) -> list[dict[str, Any]]:
     for name in PROTOCOLS.names():
         for claim in getattr(PROTOCOLS.get(name), "claims", ()):
             docs = [d for d in found.get((name, claim.dataset), []) if d["settings"].get("budget") != "smoke"]
-            doc = pick(docs) if docs else None
+            doc = pick(covering(claim, docs)) if docs else None
             row = judge(claim, doc)
             row["protocol"] = name
             row["source"] = Path(doc["_path"]).relative_to(folder).as_posix() if doc else ""  # folders share names
